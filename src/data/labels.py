@@ -1,0 +1,165 @@
+"""Label lists in the official code's format: the one place that reads and writes them.
+
+One image per line::
+
+    COCO_train2014_000000480023.jpg,0 52
+    COCO_train2014_000000050518.jpg, 0 8 13 41 52 60
+
+``name,i j k``: an image file name (relative to the image folder; it may hold sub-folders but no
+comma, as in the official code, which splits the line at its first comma), then 0-based class
+indices separated by whitespace. A space after the comma is allowed (43,185 of the 82,081 official
+COCO lines have one). A line ``name,`` with no indices is allowed: an image with no annotated
+positive label. Blank lines are allowed only at the end of the file. COCO indices follow the 80
+categories sorted by category id (0 = person); NUS-WIDE lists use 81 classes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from src.io_utils import atomic_write_text
+
+__all__ = [
+    "LabelListError",
+    "LabelEntry",
+    "parse_label_line",
+    "read_label_list",
+    "write_label_list",
+    "format_label_line",
+    "label_stats",
+]
+
+
+class LabelListError(ValueError):
+    """A label list (or entry) that does not follow the format; the message names ``path:line``."""
+
+
+@dataclass(frozen=True)
+class LabelEntry:
+    """One image: its file name relative to the image folder and its positive class indices."""
+
+    name: str
+    labels: tuple[int, ...]
+
+
+def _check_name(name: str) -> str | None:
+    """Return why ``name`` is not a usable relative image path, or None when it is."""
+    if not name:
+        return "empty file name"
+    if name != name.strip():
+        return "file name has leading or trailing whitespace"
+    if "," in name or "\n" in name or "\r" in name:
+        return "file name holds a comma or a line break"
+    if os.path.isabs(name) or name.startswith(("/", "\\")):
+        return "file name must be relative to the image folder"
+    if ".." in name.replace("\\", "/").split("/"):
+        return "file name must not leave the image folder ('..')"
+    return None
+
+
+def _check_labels(labels: Iterable[int], num_classes: int | None) -> str | None:
+    """Return why ``labels`` are not valid class indices, or None when they are."""
+    seen: set[int] = set()
+    for i in labels:
+        if i < 0 or (num_classes is not None and i >= num_classes):
+            bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+            return f"class index {i} out of range {bound}"
+        if i in seen:
+            return f"class index {i} repeated"
+        seen.add(i)
+    return None
+
+
+def parse_label_line(line: str, num_classes: int | None = None) -> LabelEntry:
+    """Parse one ``name,i j k`` line (without its line break); raise LabelListError saying why not."""
+    name, comma, rest = line.partition(",")
+    if not comma:
+        raise LabelListError("no comma: expected 'name,i j k'")
+    problem = _check_name(name)
+    if problem:
+        raise LabelListError(problem)
+    labels = []
+    for tok in rest.split():
+        # int() would also take '+1', '٣' or '1_0'; only plain ASCII digits (optional '-') are indices.
+        digits = tok[1:] if tok.startswith("-") else tok
+        if not (digits.isascii() and digits.isdigit()):
+            raise LabelListError(f"class index {tok!r} is not an integer")
+        labels.append(int(tok))
+    problem = _check_labels(labels, num_classes)
+    if problem:
+        raise LabelListError(problem)
+    return LabelEntry(name, tuple(labels))
+
+
+def read_label_list(path: str | os.PathLike, num_classes: int | None = None) -> list[LabelEntry]:
+    """Read and validate a label list.
+
+    Checks every line: it parses, indices are integers >= 0 (and < ``num_classes`` when given), no
+    index repeats within a line, the name is non-empty and relative, and no name repeats in the file.
+    Errors are LabelListError naming ``path:line`` and quoting the line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LabelListError(f"{path}: not UTF-8 text ({e})") from None
+    # split on '\n' only: str.splitlines() would also break at form feeds and other odd characters
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()  # trailing blank lines are fine
+    entries: list[LabelEntry] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            if not line.strip():
+                raise LabelListError("blank line")
+            entry = parse_label_line(line, num_classes)
+            if entry.name in first_line:
+                raise LabelListError(f"file name repeated (first on line {first_line[entry.name]})")
+        except LabelListError as e:
+            raise LabelListError(f"{path}:{lineno}: {e}: {line!r}") from None
+        first_line[entry.name] = lineno
+        entries.append(entry)
+    return entries
+
+
+def format_label_line(entry: LabelEntry) -> str:
+    """The official format without a space after the comma: ``name,i j k``."""
+    return entry.name + "," + " ".join(str(i) for i in entry.labels)
+
+
+def write_label_list(path: str | os.PathLike, entries: Iterable[LabelEntry]) -> Path:
+    """Write ``entries`` as ``name,i j k`` lines, atomically; validate them first so the file reads back."""
+    lines = []
+    seen: set[str] = set()
+    for k, e in enumerate(entries):
+        problem = _check_name(e.name) or _check_labels(e.labels, None)
+        if problem is None and e.name in seen:
+            problem = "file name repeated"
+        if problem is None and any(type(i) is not int for i in e.labels):
+            problem = "class indices must be Python ints"
+        if problem:
+            raise LabelListError(f"{path}: entry {k} {e!r}: {problem}")
+        seen.add(e.name)
+        lines.append(format_label_line(e) + "\n")
+    return atomic_write_text(path, "".join(lines))
+
+
+def label_stats(entries: Iterable[LabelEntry]) -> dict:
+    """Dataset-table numbers: samples, labels (positives), avg_labels (labels / samples),
+    max_index (largest class index, -1 when there is none) and classes_present (distinct indices)."""
+    samples = labels = 0
+    present: set[int] = set()
+    for e in entries:
+        samples += 1
+        labels += len(e.labels)
+        present.update(e.labels)
+    return {
+        "samples": samples,
+        "labels": labels,
+        "avg_labels": labels / samples if samples else 0.0,
+        "max_index": max(present, default=-1),
+        "classes_present": len(present),
+    }

@@ -1,0 +1,165 @@
+"""Make the paper's missing-label training lists by dropping positives from a fully labelled list.
+
+For an image with n labels the paper's lists keep, chosen uniformly at random without replacement:
+
+    {prefix}_train_0.75left.txt     floor(n/2) + 1
+    {prefix}_train_0.4left.txt      floor(n/5) + 1
+    {prefix}_train_singlelabel.txt  1
+
+(never more than n). From the official coco_train_full.txt (241,035 labels) this gives exactly the
+paper's 181,422 / 96,251 / 82,081 labels, whatever the seed. ``--keep-ratio r`` instead keeps each
+positive independently with probability r, at least one per image, into {prefix}_train_{r}left.txt.
+
+    python -m src.tools.make_missing_labels --full-list coco_train_full.txt --out-dir dataset --seed 0
+    python -m src.tools.make_missing_labels --instances annotations/instances_train2014.json --out-dir dataset
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from src.data.labels import LabelEntry, label_stats, read_label_list, write_label_list
+
+__all__ = [
+    "PAPER_SCHEMES",
+    "drop_labels",
+    "bernoulli_keep",
+    "missing_label_lists",
+    "write_missing_label_lists",
+    "format_table",
+    "main",
+]
+
+# list key -> number of labels kept out of n (before min(., n))
+PAPER_SCHEMES: dict[str, Callable[[int], int]] = {
+    "0.75left": lambda n: n // 2 + 1,
+    "0.4left": lambda n: n // 5 + 1,
+    "singlelabel": lambda n: 1,
+}
+_ROW_NAMES = {"full": "full", "0.75left": "75% left", "0.4left": "40% left", "singlelabel": "single"}
+
+
+def drop_labels(
+    entries: Sequence[LabelEntry], keep: Callable[[int], int], rng: np.random.Generator
+) -> list[LabelEntry]:
+    """Keep min(keep(n), n) of each entry's n labels, a uniform random subset (without replacement).
+
+    The kept labels stay in their original order. ``keep`` is called once per entry, in order.
+    """
+    ns = [len(e.labels) for e in entries]
+    ks_list = [keep(n) for n in ns]
+    if any(k < 0 for k in ks_list):
+        raise ValueError(f"keep(n) is negative: {min(ks_list)}")
+    counts = np.array(ns, dtype=np.int64)
+    ks = np.minimum(np.array(ks_list, dtype=np.int64), counts)
+    # A uniform k-subset of n items = the k items with the smallest i.i.d. uniform keys.
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(counts)), counts)
+    order = np.lexsort((rng.random(total), owner))  # by owner, then by key
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(total) - np.repeat(starts, counts)  # rank of order[p] within its owner
+    kept = np.zeros(total, dtype=bool)
+    kept[order[rank < np.repeat(ks, counts)]] = True
+    kept_iter = iter(kept.tolist())
+    return [LabelEntry(e.name, tuple(i for i in e.labels if next(kept_iter))) for e in entries]
+
+
+def bernoulli_keep(ratio: float, rng: np.random.Generator) -> Callable[[int], int]:
+    """keep(n) ~ max(1, Binomial(n, ratio)): with drop_labels, each positive is kept independently
+    with probability ratio, and an image left with none keeps one at random."""
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"keep ratio must be in (0, 1], got {ratio}")
+    return lambda n: max(1, int(rng.binomial(n, ratio)))
+
+
+def missing_label_lists(full: Sequence[LabelEntry], seed: int = 0) -> dict[str, list[LabelEntry]]:
+    """{'full', '0.75left', '0.4left', 'singlelabel'} -> entries; each scheme draws from its own
+    stream of numpy.random.SeedSequence(seed), so the lists do not depend on each other."""
+    streams = np.random.SeedSequence(seed).spawn(len(PAPER_SCHEMES))
+    lists = {"full": list(full)}
+    for (key, keep), ss in zip(PAPER_SCHEMES.items(), streams):
+        lists[key] = drop_labels(full, keep, np.random.default_rng(ss))
+    return lists
+
+
+def _write_lists(lists: dict[str, Sequence[LabelEntry]], out_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
+    return {key: write_label_list(Path(out_dir) / f"{prefix}_train_{key}.txt", e) for key, e in lists.items()}
+
+
+def write_missing_label_lists(
+    full: Sequence[LabelEntry], out_dir: str | os.PathLike, prefix: str = "coco", seed: int = 0
+) -> dict[str, Path]:
+    """Write {out_dir}/{prefix}_train_{full,0.75left,0.4left,singlelabel}.txt atomically; return the
+    paths by key ('full', '0.75left', '0.4left', 'singlelabel')."""
+    return _write_lists(missing_label_lists(full, seed), out_dir, prefix)
+
+
+def format_table(lists: dict[str, Sequence[LabelEntry]], num_classes: int) -> str:
+    """The official README's dataset table (markdown): samples, classes, labels, avg labels/image."""
+    rows = ["| list | samples | classes | labels | avg labels/image |", "| --- | ---: | ---: | ---: | ---: |"]
+    for key, entries in lists.items():
+        s = label_stats(entries)
+        name = _ROW_NAMES.get(key, key)
+        rows.append(f"| {name} | {s['samples']:,} | {num_classes} | {s['labels']:,} | {s['avg_labels']:.2f} |")
+    return "\n".join(rows)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m src.tools.make_missing_labels",
+        description="Write the paper's missing-label lists (75%% left, 40%% left, single label) from full labels.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--full-list", type=Path, help="fully labelled list 'name,i j k' (e.g. coco_train_full.txt)")
+    src.add_argument("--instances", type=Path, help="COCO instances json (e.g. annotations/instances_train2014.json)")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for the lists")
+    p.add_argument("--prefix", default="coco", help="file name prefix (default: coco)")
+    p.add_argument("--seed", type=int, default=0, help="numpy seed of the random drops (default: 0)")
+    p.add_argument(
+        "--num-classes", type=int, default=None,
+        help="number of classes (validates --full-list; default: largest index + 1, or the categories of --instances)",
+    )
+    p.add_argument(
+        "--keep-ratio", type=float, default=None,
+        help="instead of the paper's lists, keep each label with this probability (at least one per image)",
+    )
+    args = p.parse_args(argv)
+    if args.keep_ratio is not None and not 0.0 < args.keep_ratio <= 1.0:
+        p.error(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
+    if args.num_classes is not None and args.num_classes <= 0:
+        p.error(f"--num-classes must be positive, got {args.num_classes}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    args = _parse_args(argv)
+    if args.instances is not None:
+        from src.data.datasets import coco_entries_from_instances
+
+        full, names = coco_entries_from_instances(args.instances)
+        if args.num_classes is not None and args.num_classes != len(names):
+            raise SystemExit(f"--num-classes {args.num_classes} but {args.instances} has {len(names)} categories")
+        num_classes = len(names)
+    else:
+        full = read_label_list(args.full_list, args.num_classes)
+        num_classes = args.num_classes or label_stats(full)["max_index"] + 1
+
+    if args.keep_ratio is None:
+        lists = missing_label_lists(full, args.seed)
+    else:
+        rng = np.random.default_rng(args.seed)
+        key = f"{args.keep_ratio:g}left"
+        lists = {"full": list(full), key: drop_labels(full, bernoulli_keep(args.keep_ratio, rng), rng)}
+    paths = _write_lists(lists, args.out_dir, args.prefix)
+    for path in paths.values():
+        print(f"wrote {path}")
+    print(format_table(lists, num_classes))
+    return paths
+
+
+if __name__ == "__main__":
+    main()

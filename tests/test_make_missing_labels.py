@@ -1,0 +1,161 @@
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from src.data.labels import LabelEntry, read_label_list, write_label_list
+from src.tools.make_missing_labels import (
+    PAPER_SCHEMES,
+    bernoulli_keep,
+    drop_labels,
+    format_table,
+    main,
+    missing_label_lists,
+    write_missing_label_lists,
+)
+
+PAPER_TOTALS = {"full": 241035, "0.75left": 181422, "0.4left": 96251, "singlelabel": 82081}
+
+
+@pytest.fixture(scope="module")
+def coco_full(shared_data):
+    return read_label_list(shared_data / "coco" / "coco_train_full.txt", num_classes=80)
+
+
+@pytest.fixture(scope="module")
+def cli_run(shared_data, tmp_path_factory):
+    """The generator run once on the real list: (printed text, {key: entries read back})."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        paths = main(["--full-list", str(shared_data / "coco" / "coco_train_full.txt"),
+                      "--out-dir", str(tmp_path_factory.mktemp("lists")), "--seed", "0", "--num-classes", "80"])
+    assert sorted(p.name for p in paths.values()) == sorted(
+        f"coco_train_{k}.txt" for k in ("full", "0.75left", "0.4left", "singlelabel"))
+    assert ", " not in paths["full"].read_text()  # official format, no space after the comma
+    return out.getvalue(), {k: read_label_list(p, 80) for k, p in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def paper_lists(cli_run):
+    return cli_run[1]
+
+
+def test_paper_totals_exact(coco_full, paper_lists):
+    assert {k: sum(len(e.labels) for e in v) for k, v in paper_lists.items()} == PAPER_TOTALS
+    assert all(len(v) == 82081 for v in paper_lists.values())
+    assert paper_lists["full"] == coco_full
+
+
+def test_each_list_is_a_per_image_subset_with_the_scheme_count(coco_full, paper_lists):
+    for key, keep in PAPER_SCHEMES.items():
+        for full, part in zip(coco_full, paper_lists[key]):
+            assert part.name == full.name
+            assert set(part.labels) <= set(full.labels)
+            assert len(part.labels) == min(keep(len(full.labels)), len(full.labels))
+            assert list(part.labels) == [i for i in full.labels if i in part.labels]  # order kept
+
+
+def test_cli_prints_the_paper_table(cli_run):
+    text = cli_run[0]
+    for row in ("| full | 82,081 | 80 | 241,035 | 2.94 |", "| 75% left | 82,081 | 80 | 181,422 | 2.21 |",
+                "| 40% left | 82,081 | 80 | 96,251 | 1.17 |", "| single | 82,081 | 80 | 82,081 | 1.00 |"):
+        assert row in text
+
+
+def test_seed_changes_choice_not_counts(coco_full, paper_lists):
+    head = coco_full[:3000]
+    a = missing_label_lists(head, seed=0)
+    for key in PAPER_SCHEMES:  # same seed -> same lists as the CLI; each list has its own stream
+        assert a[key] == paper_lists[key][:3000]
+    b = missing_label_lists(head, seed=1)
+    assert a["singlelabel"] != b["singlelabel"]
+    assert [len(e.labels) for e in a["0.75left"]] == [len(e.labels) for e in b["0.75left"]]
+
+
+def test_drop_is_uniform_without_replacement():
+    entries = [LabelEntry(f"{k}.jpg", (3, 1, 4, 0, 2)) for k in range(5000)]
+    rng = np.random.default_rng(0)
+    single = drop_labels(entries, PAPER_SCHEMES["singlelabel"], rng)
+    counts = np.bincount([e.labels[0] for e in single], minlength=5)
+    assert np.all(np.abs(counts - 1000) < 4 * np.sqrt(5000 * 0.2 * 0.8)), counts
+    three = drop_labels(entries, PAPER_SCHEMES["0.75left"], rng)  # n=5 keeps 3
+    assert all(len(set(e.labels)) == 3 for e in three)
+    kept = np.bincount([i for e in three for i in e.labels], minlength=5)
+    assert np.all(np.abs(kept - 3000) < 4 * np.sqrt(5000 * 0.6 * 0.4)), kept
+
+
+def test_small_n_never_asks_for_more_than_present():
+    entries = [LabelEntry("zero.jpg", ()), LabelEntry("one.jpg", (7,)), LabelEntry("two.jpg", (1, 2))]
+    rng = np.random.default_rng(0)
+    for key, keep in PAPER_SCHEMES.items():
+        out = drop_labels(entries, keep, rng)
+        assert out[0].labels == () and out[1].labels == (7,)
+    assert keep(0) == 1  # the formula alone would ask for one label of an unlabelled image
+    assert drop_labels(entries, PAPER_SCHEMES["0.75left"], rng)[2].labels == (1, 2)  # floor(2/2)+1 = 2
+    with pytest.raises(ValueError, match="negative"):
+        drop_labels(entries, lambda n: -1, rng)
+
+
+def test_bernoulli_keep_ratio():
+    entries = [LabelEntry(f"{k}.jpg", tuple(range(10))) for k in range(2000)]
+    rng = np.random.default_rng(0)
+    out = drop_labels(entries, bernoulli_keep(0.3, rng), rng)
+    kept = sum(len(e.labels) for e in out) / (10 * len(out))
+    assert abs(kept - 0.3) < 0.01
+    few = drop_labels([LabelEntry(f"{k}", (0, 1)) for k in range(500)], bernoulli_keep(0.01, rng), rng)
+    assert all(len(e.labels) >= 1 for e in few)  # at least one per image
+    assert drop_labels(entries[:5], bernoulli_keep(1.0, rng), rng) == entries[:5]
+    with pytest.raises(ValueError, match="keep ratio"):
+        bernoulli_keep(0.0, rng)
+
+
+def test_write_missing_label_lists(tmp_path):
+    full = [LabelEntry(f"{k}.jpg", tuple(range(k % 7))) for k in range(50)]
+    paths = write_missing_label_lists(full, tmp_path / "out", prefix="toy", seed=3)
+    assert set(paths) == {"full", "0.75left", "0.4left", "singlelabel"}
+    assert paths["0.4left"] == tmp_path / "out" / "toy_train_0.4left.txt"
+    assert read_label_list(paths["full"]) == full
+    assert read_label_list(paths["singlelabel"]) == missing_label_lists(full, seed=3)["singlelabel"]
+
+
+def test_cli_instances_with_category_id_gaps(tmp_path, capsys):
+    ann = {
+        "images": [{"id": i, "file_name": f"im{i}.jpg", "height": 8, "width": 8} for i in (5, 2, 9)],
+        "categories": [{"id": c, "name": f"c{c}"} for c in (7, 1, 3)],
+        "annotations": [
+            {"id": 1, "image_id": 5, "category_id": 7, "bbox": [0, 0, 1, 1], "area": 1.0, "iscrowd": 0},
+            {"id": 2, "image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1.0, "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 3, "bbox": [0, 0, 1, 1], "area": 1.0, "iscrowd": 0},
+        ],
+    }
+    f = tmp_path / "instances_train.json"
+    f.write_text(json.dumps(ann))
+    paths = main(["--instances", str(f), "--out-dir", str(tmp_path / "lists"), "--prefix", "tiny"])
+    assert paths["full"].read_text() == "im2.jpg,1\nim5.jpg,0 2\n"  # im9 has no annotation
+    assert "| full | 2 | 3 | 3 | 1.50 |" in capsys.readouterr().out
+    single = read_label_list(paths["singlelabel"], 3)
+    assert [len(e.labels) for e in single] == [1, 1]
+
+
+def test_cli_keep_ratio_and_errors(tmp_path, capsys):
+    src = tmp_path / "full.txt"
+    write_label_list(src, [LabelEntry(f"{k}.jpg", (0, 1, 2, 3)) for k in range(100)])
+    paths = main(["--full-list", str(src), "--out-dir", str(tmp_path), "--prefix", "x", "--keep-ratio", "0.5"])
+    assert set(paths) == {"full", "0.5left"}
+    assert paths["0.5left"].name == "x_train_0.5left.txt"
+    part = read_label_list(paths["0.5left"], 4)
+    assert 1 <= min(len(e.labels) for e in part) and 150 < sum(len(e.labels) for e in part) < 250
+    assert "| 0.5left | 100 | 4 |" in capsys.readouterr().out
+    for argv in (["--full-list", str(src), "--out-dir", str(tmp_path), "--keep-ratio", "1.5"],
+                 ["--full-list", str(src), "--instances", "x.json", "--out-dir", str(tmp_path)],
+                 ["--out-dir", str(tmp_path)]):
+        with pytest.raises(SystemExit):
+            main(argv)
+
+
+def test_format_table_columns():
+    t = format_table({"full": [LabelEntry("a", (0, 1)), LabelEntry("b", (1,))]}, num_classes=80)
+    assert t.splitlines()[0] == "| list | samples | classes | labels | avg labels/image |"
+    assert t.splitlines()[2] == "| full | 2 | 80 | 3 | 1.50 |"
