@@ -1,0 +1,83 @@
+"""Plot d loss / d logit for a negative label (y = 0) against p = sigmoid(logit): the paper's Fig. 1(b).
+
+Every curve comes from the project's own loss classes through autograd:
+
+    python -m src.tools.plot_gradients [--out pics/gradients.png]
+
+Solid lines: the losses as ``build_loss`` makes them (Focal and ASL with the focusing weight
+detached, as the official code trains them). Dashed: Focal and ASL with the gradient through the
+focusing weight. SPLC is drawn at epoch = change_epoch, so above tau the label counts as a
+missing positive and the gradient changes sign.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from src.io_utils import atomic_write  # noqa: E402
+from src.loss_functions.losses import AsymmetricLoss, build_loss  # noqa: E402
+
+
+def negative_gradient(loss: torch.nn.Module, p: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
+    """d loss / d x at y = 0 for each probability in the 1-D tensor ``p`` (one label per entry)."""
+    x = torch.logit(p.double()).reshape(-1, 1).requires_grad_(True)
+    out = loss(x, torch.zeros_like(x), epoch=epoch)
+    if isinstance(out, tuple):  # label-updating losses return (loss, flip_mask)
+        out = out[0]
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    return grad.flatten()
+
+
+def plot(out: Path, points: int = 1001) -> Path:
+    """Draw the figure into ``out`` (PNG, written atomically)."""
+    p = torch.linspace(0, 1, points, dtype=torch.float64)[1:-1]
+    splc = build_loss("SPLC")
+    curves = [
+        ("BCE", build_loss("BCE"), None, "tab:blue", "-"),
+        ("Focal ($\\gamma$=2)", build_loss("Focal"), None, "tab:orange", "-"),
+        ("Focal, grad. through weight", AsymmetricLoss(2, 2, clip=0, detach_focal_weight=False), None,
+         "tab:orange", "--"),
+        ("ASL ($\\gamma_-$=4, m=0.05)", build_loss("Asl"), None, "tab:green", "-"),
+        ("ASL, grad. through weight", AsymmetricLoss(4, 0, clip=0.05, detach_focal_weight=False), None,
+         "tab:green", "--"),
+        ("Hill ($\\lambda$=1.5)", build_loss("Hill"), None, "tab:red", "-"),
+        (f"SPLC ($\\tau$={splc.tau}, epoch {splc.change_epoch})", splc, splc.change_epoch, "tab:purple", "-"),
+    ]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, loss, epoch, color, style in curves:
+        grad = negative_gradient(loss, p, epoch)
+        if loss is splc:  # draw the jump at tau as a gap, not a vertical line
+            grad = torch.where((p - splc.tau).abs() < 1.5 / points, torch.nan, grad)
+        ax.plot(p.numpy(), grad.numpy(), color=color, linestyle=style, linewidth=1.8, label=label)
+    ax.axvline(splc.tau, color="gray", linestyle=":", linewidth=1)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.3, 1.3)
+    ax.set_xlabel("p = sigmoid(logit)")
+    ax.set_ylabel("d loss / d logit   (negative label, y = 0)")
+    ax.set_title("Gradient for a negative label (paper Fig. 1b)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    plt.close(fig)
+    return atomic_write(out, lambda f: f.write(buf.getvalue()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("pics/gradients.png"), help="PNG to write")
+    args = parser.parse_args(argv)
+    print(f"wrote {plot(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
