@@ -37,7 +37,7 @@ from src.models import check_model_name, create_model, load_pretrained
 # Loss hyperparameter flags: flag dest -> keyword of the loss constructors. They default to None so that
 # only what the user sets reaches build_loss; the loss signatures hold the defaults (one place).
 LOSS_FLAGS = {"lamb": "lamb", "margin": "margin", "gamma": "gamma", "tau": "tau",
-              "change_epoch": "change_epoch", "ls_eps": "eps", "expected_positives": "expected_positives",
+              "change_epoch": "change_epoch", "eps": "eps", "expected_positives": "expected_positives",
               "delta": "delta"}
 # Flags that define a run: a resume with different values would not continue the same run.
 RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size", "seed", "weight_decay",
