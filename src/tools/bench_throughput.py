@@ -1,0 +1,589 @@
+"""Training and evaluation throughput (images/s) on synthetic COCO-sized JPEGs, all parts in one run.
+
+    python -m src.tools.bench_throughput                       # 448 px, batch 128, resnet50, on cuda if present
+    python -m src.tools.bench_throughput --device cpu --num-images 32 --image-size 64 --batch-size 8 \
+        --steps 2 --model-name resnet18                        # smoke test, seconds
+
+Parts (each timed after ``--warmup`` untimed steps; rates are images of data per second):
+  (a) the project's training loop: ``src.engine.train_one_epoch`` over a DataLoader whose workers read file bytes,
+      ``GpuTrainPreprocess`` (decode, resize, Cutout + RandAugment on the device), bf16 autocast (fp16 + GradScaler
+      where bf16 is missing), channels_last, fused Adam, Hill loss (summed), timm ModelEmaV3, OneCycle schedule.
+      On the CPU, or with --cpu-pipeline, the workers decode and augment (``train_transform``) instead.
+  (b) the same step through ``train_one_epoch`` on one batch already on the device: the model's ceiling.
+  data: the DataLoader + ``GpuTrainPreprocess`` alone, no model.
+  eval: ``src.engine.predict`` with ``GpuEvalPreprocess``, model and EMA in one pass under inference_mode.
+  (c) an official-style reference, defined here: PIL decode, Resize((S, S)), a PIL CutoutPIL, a PIL
+      reimplementation of the ``randaugment`` package's policy (same op list, magnitudes and draws), ToTensor on
+      the CPU workers; fp16 autocast + GradScaler, NCHW, plain Adam, an EMA looping over the state_dict
+      (e = d e + (1 - d) v). It runs in the same ``train_one_epoch`` harness, so only pipeline and step differ.
+      On the CPU it runs in float32 like (a). Also timed: its data pipeline alone.
+
+Each rate is a long epoch's steady state, taken by ``TimedLoader`` around the loader that ``train_one_epoch`` /
+``predict`` iterate: the device is synchronised when batch 0 and batch n - workers are handed out and nowhere else,
+and the first round of worker batches (built before the clock starts) is not counted. The DataLoader workers are
+persistent and warmed up by the untimed epoch; use --steps of at least 4 x --workers. cudnn.benchmark is on (fixed
+input size) unless --no-cudnn-benchmark.
+
+Images: ``--num-images`` JPEGs (quality 90) of common COCO sizes (640 x 480, 480 x 640, 640 x 427, ...: several
+input sizes per batch, as in COCO), content = smooth random colour fields + random shapes + noise; the loaders
+cycle over them for as many steps as asked.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import multiprocessing
+import os
+import platform
+import random
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from torch import nn
+
+NUM_CLASSES = 80
+EMA_DECAY = 0.9997
+COCO_TRAIN_IMAGES = 82_081
+COCO_VAL_IMAGES = 40_137
+PAPER_EPOCHS = 31
+PARTS = ("a", "b", "data", "eval", "c")
+# (width, height) of frequent COCO 2014 image sizes; image i gets entry i % len.
+COCO_SIZES = ((640, 480), (640, 427), (480, 640), (640, 480), (640, 426), (427, 640), (640, 424), (500, 375),
+              (640, 480), (640, 428), (612, 612), (640, 360))
+
+
+# ------------------------------------------------------------------------------------------------------ images
+
+def make_image(index: int, path: str) -> None:
+    """Write one natural-looking JPEG: two octaves of smooth random colour, 3-9 random shapes, pixel noise."""
+    rng = np.random.default_rng(index)
+    w, h = COCO_SIZES[index % len(COCO_SIZES)]
+    field = np.zeros((h, w, 3), dtype=np.float32)
+    for cells, amplitude in ((120, 1.0), (30, 0.5), (8, 0.25)):  # cell size in pixels: coarse to fine
+        coarse = rng.integers(0, 256, (max(h // cells, 2), max(w // cells, 2), 3), dtype=np.uint8)
+        up = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.float32)
+        field += amplitude * (up - 128.0)
+    img = Image.fromarray(np.clip(field / 1.2 + 128.0, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(3, 10))):
+        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        x1, y1 = x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        kind = int(rng.integers(0, 3))
+        if kind == 0:
+            draw.ellipse((x0, y0, x1, y1), fill=colour)
+        elif kind == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=colour)
+        else:
+            draw.polygon([tuple(int(v) for v in rng.integers(0, (w, h))) for _ in range(3)], fill=colour)
+    noisy = np.asarray(img, dtype=np.int16) + rng.normal(0, 6, (h, w, 3)).astype(np.int16)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, format="JPEG", quality=90)
+
+
+def _make_image_star(args: tuple[int, str]) -> None:
+    make_image(*args)
+
+
+def image_names(n: int) -> list[str]:
+    return [f"{i:06d}.jpg" for i in range(n)]
+
+
+def make_images(image_dir: Path, n: int, processes: int) -> float:
+    """Write the first ``n`` synthetic images into ``image_dir`` (files already there are kept); seconds taken."""
+    start = time.perf_counter()
+    image_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(i, str(image_dir / name)) for i, name in enumerate(image_names(n)) if not (image_dir / name).is_file()]
+    if todo:
+        with multiprocessing.get_context("fork").Pool(max(1, min(processes, len(todo)))) as pool:
+            pool.map(_make_image_star, todo, chunksize=max(1, len(todo) // (4 * processes)))
+    return time.perf_counter() - start
+
+
+def random_entries(n: int, seed: int = 0):
+    """1-4 random positive classes per image (COCO averages 2.9)."""
+    from src.data.labels import LabelEntry
+
+    rng = np.random.default_rng(seed)
+    return [LabelEntry(name, tuple(sorted(int(c) for c in rng.choice(NUM_CLASSES, int(rng.integers(1, 5)),
+                                                                        replace=False))))
+            for name in image_names(n)]
+
+
+# --------------------------------------------------------------------------------------- official-style reference
+
+def _pil_cutout(img: Image.Image, factor: float = 0.5) -> Image.Image:
+    """CutoutPIL: one box of side int(factor * size + 0.5) at a uniform centre, one uniform random colour."""
+    w, h = img.size
+    ch, cw = int(factor * h + 0.5), int(factor * w + 0.5)
+    yc, xc = random.randrange(h), random.randrange(w)
+    box = (max(xc - cw // 2, 0), max(yc - ch // 2, 0), min(xc + cw // 2, w), min(yc + ch // 2, h))
+    ImageDraw.Draw(img).rectangle(box, fill=tuple(random.randint(0, 255) for _ in range(3)))
+    return img
+
+
+def _pil_affine(img: Image.Image, coeffs: tuple, resample) -> Image.Image:
+    return img.transform(img.size, Image.AFFINE, coeffs, resample, fillcolor=(128, 128, 128))
+
+
+def _pil_op(img: Image.Image, op: str, v: float, sign: float) -> Image.Image:
+    """One op of the ``randaugment`` package's list, with PIL, as its ``apply`` does."""
+    w, h = img.size
+    if op == "Invert":
+        return ImageOps.invert(img)
+    if op == "Cutout":
+        yc, xc = random.randrange(h), random.randrange(w)
+        box = (xc - v // 2, yc - v // 2, xc + v // 2 - 1, yc + v // 2 - 1)
+        ImageDraw.Draw(img).rectangle(box, fill=(125, 122, 113))
+        return img
+    if op in ("Sharpness", "Contrast", "Color", "Brightness"):
+        return getattr(ImageEnhance, op)(img).enhance(1 + sign * v)
+    if op == "AutoContrast":
+        return ImageOps.autocontrast(img)
+    if op == "Posterize":
+        return ImageOps.posterize(img, int(v))
+    if op == "ShearX":
+        return _pil_affine(img, (1, sign * v, 0, 0, 1, 0), Image.BICUBIC)
+    if op == "ShearY":
+        return _pil_affine(img, (1, 0, 0, sign * v, 1, 0), Image.BICUBIC)
+    if op == "TranslateX":
+        return _pil_affine(img, (1, 0, sign * v * w, 0, 1, 0), Image.NEAREST)
+    if op == "TranslateY":
+        return _pil_affine(img, (1, 0, 0, 0, 1, sign * v * h), Image.NEAREST)
+    if op == "Rotate":
+        return img.rotate(v, fillcolor=(128, 128, 128))
+    if op == "Equalize":
+        return ImageOps.equalize(img)
+    if op == "Solarize":
+        return ImageOps.solarize(img, v)
+    raise ValueError(f"unknown op {op!r}")
+
+
+def pil_randaugment(img: Image.Image) -> Image.Image:
+    """Two uniform draws from the (op, magnitude 1..9) list, each applied with probability 0.5."""
+    from src.data.augment import OPS, magnitude_value
+
+    for _ in range(2):
+        op, m = random.choice(OPS), random.randint(1, 9)
+        if random.random() < 0.5:
+            img = _pil_op(img, op, magnitude_value(op, m), random.choice((-1.0, 1.0)))
+    return img
+
+
+class PilReferenceImages(torch.utils.data.Dataset):
+    """The official pipeline on CPU workers: PIL open + convert('RGB'), Resize((S, S)), CutoutPIL, RandAugment,
+    ToTensor. Samples are (image, target, index) like ``MultiLabelImages``."""
+
+    def __init__(self, image_dir: Path, entries, image_size: int):
+        from torchvision import transforms as T
+
+        self.image_dir, self.entries = image_dir, entries
+        self.tf = T.Compose([T.Resize((image_size, image_size)), _pil_cutout, pil_randaugment, T.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int):
+        entry = self.entries[index]
+        img = Image.open(self.image_dir / entry.name).convert("RGB")
+        target = torch.zeros(NUM_CLASSES)
+        target[list(entry.labels)] = 1.0
+        return self.tf(img), target, index
+
+
+class StateDictEma:
+    """The official EMA: for every state_dict entry, e <- decay * e + (1 - decay) * v, one tensor at a time."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.module = copy.deepcopy(model).eval()
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, v in zip(self.module.state_dict().values(), model.state_dict().values()):
+            e.copy_(self.decay * e + (1.0 - self.decay) * v)
+
+
+# ----------------------------------------------------------------------------------------------------- harness
+
+class CycleSampler(torch.utils.data.Sampler[int]):
+    """``length`` indices cycling over range(n); ``length`` may change between epochs (persistent workers)."""
+
+    def __init__(self, n: int, length: int):
+        self.n, self.length = n, length
+
+    def __iter__(self) -> Iterator[int]:
+        return (i % self.n for i in range(self.length))
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def make_loader(dataset, sampler: CycleSampler, args, device: torch.device):
+    from src.data.datasets import collate_multilabel
+
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
+                                       num_workers=args.workers, collate_fn=collate_multilabel, drop_last=True,
+                                       pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TimedLoader:
+    """Hands out ``loader``'s batches and times the steady state: the images of batches [0, n - skip) over the
+    wall time from handing out batch 0 to handing out batch n - skip, the device synchronised at both points (so
+    the interval holds exactly the device work of those batches; nowhere else is synchronised).
+
+    ``skip`` = the DataLoader's workers: each builds whole batches and they start an epoch together, so the first
+    ``skip`` batches arrive together; counting from the first arrival to the first of the last round leaves out
+    the round built before the clock started. That is the long-epoch rate whether the loader or the step is slower.
+    """
+
+    def __init__(self, loader, skip: int, device: torch.device):
+        self.loader, self.skip, self.device = loader, skip, device
+        self.rate = float("nan")
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        stop = len(self.loader) - self.skip
+        images, start = 0, 0.0
+        for i, batch in enumerate(self.loader):
+            if i == 0 or i == stop:
+                synchronize(self.device)
+                now = time.perf_counter()
+                if i == 0:
+                    start = now
+                else:
+                    self.rate = images / (now - start)
+            if i < stop:
+                images += len(batch[2])
+            yield batch
+
+
+def measure(epoch: Callable[[object], object], loader_of: Callable[[int], object], args, device: torch.device) -> float:
+    """Run ``epoch`` over ``--warmup`` batches untimed, then over ``--steps`` batches timed by ``TimedLoader``."""
+    epoch(loader_of(args.warmup))
+    timed = TimedLoader(loader_of(args.steps), min(max(args.workers, 1), args.steps - 1), device)
+    epoch(timed)
+    return timed.rate
+
+
+@dataclass
+class Step:
+    """What ``train_one_epoch`` needs besides the data: model, loss, optimizer, schedule, scaler, EMA."""
+    model: nn.Module
+    step_model: nn.Module  # the model, or its torch.compile wrapper
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    ema: object  # anything with .update(model) and .module
+    amp_dtype: torch.dtype | None
+
+    def epoch(self, loader, preprocess: Callable, label_store: torch.Tensor, device: torch.device) -> dict:
+        """One ``src.engine.train_one_epoch`` over ``loader`` (its progress lines silenced)."""
+        from src.distributed import DistInfo
+        from src.engine import train_one_epoch
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            return train_one_epoch(self.step_model, self.criterion, loader, self.optimizer, self.scheduler,
+                                   self.scaler, self.ema, epoch=0, num_epochs=1, device=device,
+                                   amp_dtype=self.amp_dtype, preprocess=preprocess, label_store=label_store,
+                                   info=DistInfo(), print_freq=10**9, progress=False)
+
+
+def build_step(args, device: torch.device, amp_dtype, total_steps: int, reference: bool) -> Step:
+    """The project's step (reference=False) or the official-style one (reference=True)."""
+    from src.loss_functions.losses import build_loss
+    from src.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(args.model_name, NUM_CLASSES).to(device)
+    criterion = build_loss("Hill")
+    if reference:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        ema = StateDictEma(model, EMA_DECAY)
+        step_model = model
+    else:
+        from timm.optim import param_groups_weight_decay
+        from timm.utils import ModelEmaV3
+
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        ema = ModelEmaV3(model, decay=EMA_DECAY)
+        optimizer = torch.optim.Adam(param_groups_weight_decay(model, weight_decay=1e-4), lr=1e-4,
+                                     **({"fused": True} if device.type == "cuda" else {}))
+        step_model = torch.compile(model) if args.compile else model
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-4, total_steps=total_steps, pct_start=0.2)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return Step(model, step_model, criterion, optimizer, scheduler, scaler, ema, amp_dtype)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def run_data_only(loader, preprocess: Callable) -> None:
+    for images, _targets, _indices, _skipped in loader:
+        preprocess(images)
+
+
+# -------------------------------------------------------------------------------------------------------- parts
+
+def run(args) -> dict:
+    from src.data.augment import train_transform, val_transform
+    from src.data.datasets import MultiLabelImages
+    from src.data.gpu_pipeline import GpuEvalPreprocess, GpuTrainPreprocess
+    from src.distributed import DistInfo
+    from src.engine import predict, to_device
+
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
+    gpu_pipeline = device.type == "cuda" and not args.cpu_pipeline
+    amp_dtype = None
+    if device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+    ref_amp = torch.float16 if device.type == "cuda" else None
+    B, S = args.batch_size, args.image_size
+    import torchvision
+
+    r: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+               "torch": torch.__version__, "torchvision": torchvision.__version__,
+               "python": platform.python_version(), "cpus": os.cpu_count(), "workers": args.workers,
+               "model": args.model_name, "image_size": S, "batch_size": B, "steps": args.steps,
+               "warmup": args.warmup, "num_images": args.num_images, "compile": args.compile, "amp": str(amp_dtype),
+               "pipeline": "gpu" if gpu_pipeline else "cpu", "sync_free_augment": args.sync_free_augment,
+               "parts": ",".join(args.parts)}
+    if args.steps < 4 * max(args.workers, 1):
+        say(f"note: --steps {args.steps} < 4 x --workers {args.workers}: too few batches for a steady-state figure")
+
+    tmp = None
+    if args.image_dir:
+        image_dir = Path(args.image_dir)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_throughput_")
+        image_dir = Path(tmp.name)
+    try:
+        r["make_images_s"] = make_images(image_dir, args.num_images, os.cpu_count() or 1)
+        say(f"{args.num_images} JPEGs in {image_dir} ({r['make_images_s']:.1f}s)")
+        entries = random_entries(args.num_images)
+        label_store = torch.zeros(args.num_images, NUM_CLASSES)
+        for k, e in enumerate(entries):
+            label_store[k, list(e.labels)] = 1.0
+        label_store = label_store.to(device)
+
+        def cycling(dataset) -> Callable[[int], object]:
+            """n -> the one persistent-worker loader over ``dataset``, set to hand out n batches."""
+            sampler = CycleSampler(len(dataset), 0)
+            loader = make_loader(dataset, sampler, args, device)
+
+            def loader_of(n: int):
+                sampler.length = n * B
+                return loader
+            return loader_of
+
+        # (a) the project's training loop, (b) its step alone, its data pipeline alone, evaluation.
+        parts = set(args.parts)
+        total = 2 * (args.warmup + args.steps) + 8
+        if parts & {"a", "b", "data", "eval"}:
+            step = build_step(args, device, amp_dtype, total_steps=total, reference=False)
+            reset_peak(device)
+            if gpu_pipeline:
+                train_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, raw=True)
+                train_pre: Callable = GpuTrainPreprocess(S, device, sync_free=args.sync_free_augment)
+                eval_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, raw=True)
+                eval_pre: Callable = GpuEvalPreprocess(S, device)
+            else:
+                train_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=train_transform(S))
+                train_pre = to_device(device)
+                eval_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=val_transform(S))
+                eval_pre = to_device(device)
+            train_loader = cycling(train_set) if parts & {"a", "data"} else None
+            if "a" in parts:
+                r["a_train_img_s"] = measure(lambda L: step.epoch(L, train_pre, label_store, device), train_loader,
+                                             args, device)
+                r["a_peak_gib"] = peak_gib(device)
+                say(f"(a) training loop ({r['pipeline']} pipeline): {r['a_train_img_s']:.0f} img/s")
+            if "b" in parts:
+                fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+                batch = (torch.rand(B, 3, S, S, device=device).contiguous(memory_format=fmt), None,
+                         torch.arange(B) % args.num_images, 0)
+                r["b_step_img_s"] = measure(lambda L: step.epoch(L, lambda t: t, label_store, device),
+                                            lambda n: [batch] * n, args, device)
+                say(f"(b) model step only: {r['b_step_img_s']:.0f} img/s")
+                del batch
+            if "data" in parts:
+                r["data_img_s"] = measure(lambda L: run_data_only(L, train_pre), train_loader, args, device)
+                say(f"data only (loader + preprocess): {r['data_img_s']:.0f} img/s")
+            del train_loader
+            if "eval" in parts:
+                models = {"model": step.model, "ema": step.ema.module}
+                r["eval_img_s"] = measure(lambda L: predict(models, L, len(eval_set), NUM_CLASSES, device=device,
+                                                            amp_dtype=amp_dtype, preprocess=eval_pre,
+                                                            info=DistInfo(), progress=False),
+                                          cycling(eval_set), args, device)
+                r["eval_40137_s"] = COCO_VAL_IMAGES / r["eval_img_s"]
+                say(f"eval (model + EMA, one pass): {r['eval_img_s']:.0f} img/s, "
+                    f"{r['eval_40137_s']:.0f}s for 40,137 images")
+                del models
+            del step
+
+        if "c" in parts:  # the official-style reference
+            ref = build_step(args, device, ref_amp, total_steps=total, reference=True)
+            reset_peak(device)
+            ref_loader = cycling(PilReferenceImages(image_dir, entries, S))
+            ref_pre = lambda t: t.to(device, non_blocking=True)  # noqa: E731 (NCHW, as the official code)
+            r["c_reference_img_s"] = measure(lambda L: ref.epoch(L, ref_pre, label_store, device), ref_loader,
+                                             args, device)
+            r["c_peak_gib"] = peak_gib(device)
+            say(f"(c) official-style reference: {r['c_reference_img_s']:.0f} img/s")
+            r["c_data_img_s"] = measure(lambda L: run_data_only(L, ref_pre), ref_loader, args, device)
+            say(f"(c) its data pipeline alone: {r['c_data_img_s']:.0f} img/s")
+            del ref_loader, ref
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    def ratio(x: str, y: str) -> float | None:
+        return r[x] / r[y] if x in r and y in r else None
+
+    r["ratio_a_b"] = ratio("a_train_img_s", "b_step_img_s")
+    r["ratio_a_c"] = ratio("a_train_img_s", "c_reference_img_s")
+    if "a_train_img_s" in r and "eval_40137_s" in r:
+        r["paper_run_hours"] = PAPER_EPOCHS * (COCO_TRAIN_IMAGES / r["a_train_img_s"] + r["eval_40137_s"]) / 3600
+    if "c_reference_img_s" in r:
+        r["paper_run_hours_reference"] = PAPER_EPOCHS * COCO_TRAIN_IMAGES / r["c_reference_img_s"] / 3600
+    return r
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def report(r: dict) -> str:
+    """The figures as a small table; parts that were not run are left out."""
+    rows = [("(a) training loop, data + step + EMA", "a_train_img_s"),
+            ("(b) model step only (data on device)", "b_step_img_s"),
+            ("data only (loader + preprocess)", "data_img_s"),
+            ("eval, model + EMA in one pass", "eval_img_s"),
+            ("(c) official-style reference", "c_reference_img_s"),
+            ("(c) its data pipeline alone (PIL, workers)", "c_data_img_s")]
+    lines = [f"{r['device']}, torch {r['torch']}, {r['model']} @ {r['image_size']} px, batch {r['batch_size']}, "
+             f"{r['workers']} workers, {r['pipeline']} pipeline, amp {r['amp']}, compile {r['compile']}, "
+             f"sync-free augment {r['sync_free_augment']}"]
+    lines += [f"  {name:<42} {r[key]:>9.1f} img/s" for name, key in rows if key in r]
+    ratios = [f"(a)/(b) {r['ratio_a_b']:.2f}" if r["ratio_a_b"] else "",
+              f"(a)/(c) {r['ratio_a_c']:.2f}" if r["ratio_a_c"] else "",
+              f"eval of 40,137 images {r['eval_40137_s']:.0f}s" if "eval_40137_s" in r else ""]
+    if any(ratios):
+        lines.append("  " + "   ".join(x for x in ratios if x))
+    peaks = [f"{p} {r[k]:.1f} GiB" for p, k in (("(a)", "a_peak_gib"), ("(c)", "c_peak_gib")) if r.get(k) is not None]
+    if peaks:
+        lines.append("  peak GPU memory: " + ", ".join(peaks))
+    if "paper_run_hours" in r:
+        lines.append(f"  31 epochs of 82,081 images + eval at (a) and eval rates: {r['paper_run_hours']:.1f} h")
+    if "paper_run_hours_reference" in r:
+        lines.append(f"  31 epochs at the (c) rate, training only: {r['paper_run_hours_reference']:.1f} h")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda if present)")
+    p.add_argument("--num-images", default=2048, type=int, help="synthetic JPEGs to write (default: 2048)")
+    p.add_argument("--image-dir", default=None, help="write (and reuse) the JPEGs here instead of a temp folder")
+    p.add_argument("--image-size", default=448, type=int, help="input size S (default: 448)")
+    p.add_argument("--batch-size", default=128, type=int, help="batch size (default: 128)")
+    p.add_argument("--steps", default=64, type=int, help="timed steps per part, at least 4 x --workers (default: 64)")
+    p.add_argument("--warmup", default=3, type=int, help="untimed steps before each part (default: 3)")
+    p.add_argument("--workers", default=min(16, os.cpu_count() or 1), type=int,
+                   help="DataLoader workers (default: min(16, CPU count))")
+    p.add_argument("--model-name", default="resnet50", help="timm model name (default: resnet50)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for (a) and (b)")
+    p.add_argument("--cpu-pipeline", action="store_true", help="(a) and eval decode and augment on CPU workers")
+    p.add_argument("--threads", default=None, type=int,
+                   help="torch.set_num_threads in the main process (default: on the CPU, CPU count minus "
+                        "--workers, at least 1; on CUDA torch's choice)")
+    p.add_argument("--sync-free-augment", action="store_true",
+                   help="BatchAugment(sync_free=True): every op on the whole batch, no host sync")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run (default: {','.join(PARTS)})")
+    p.add_argument("--no-cudnn-benchmark", action="store_true", help="leave torch.backends.cudnn.benchmark off")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    for flag in ("num_images", "image_size", "batch_size", "warmup"):
+        if getattr(args, flag) <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be positive")
+    args.parts = [x.strip() for x in args.parts.split(",") if x.strip()]
+    unknown = [x for x in args.parts if x not in PARTS]
+    if unknown or not args.parts:
+        p.error(f"--parts {','.join(unknown) or '(none)'}: choose from {','.join(PARTS)}")
+    if args.steps < 2:
+        p.error("--steps must be at least 2 (the clock starts at the first batch)")
+    if args.workers < 0:
+        p.error("--workers must be >= 0")
+    if args.threads is not None and args.threads <= 0:
+        p.error("--threads must be positive")
+    from src.models import check_model_name
+
+    try:
+        args.model_name = check_model_name(args.model_name)
+    except argparse.ArgumentTypeError as e:
+        p.error(f"--model-name: {e}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    try:
+        with warnings.catch_warnings():
+            # (c)'s GradScaler skips its first fp16 steps (inf check), which makes OneCycleLR warn each time.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            on_cpu = args.device.startswith("cpu") or (args.device == "auto" and not torch.cuda.is_available())
+            if args.threads or on_cpu:  # on the CPU the workers need cores too: oversubscribed threads crawl
+                torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
+            r = run(args)
+    finally:  # main() may run inside a test process: leave the process as it was
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    r = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in r.items()}
+    print(report(r))
+    line = json.dumps(r)
+    print(line, flush=True)
+    if args.json:
+        from src.io_utils import atomic_write_text
+
+        atomic_write_text(args.json, line + "\n")
+    return r
+
+
+if __name__ == "__main__":
+    main()
