@@ -253,6 +253,7 @@ def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo) -> dict:
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     from timm.optim import param_groups_weight_decay
     from timm.utils import ModelEmaV3
     ema = ModelEmaV3(model, decay=args.ema_decay)
