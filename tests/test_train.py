@@ -178,3 +178,37 @@ def test_two_process_gloo_run_matches_validate(toy_coco, tmp_path):
     best = max(row["map"], row["map_ema"])
     v = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0"])
     assert v["map"] == pytest.approx(best, abs=1e-6)
+
+
+def test_gpu_pipeline_path_runs_on_the_cpu_and_validate_agrees(toy_coco, tmp_path):
+    """--gpu-pipeline on: workers read bytes, decode/resize/augment run batched on the device (here the CPU)."""
+    run = tmp_path / "run"
+    train.main(small_args(toy_coco, run, "--gpu-pipeline", "on"))
+    (row,) = rows(run)
+    best = max(row["map"], row["map_ema"])
+    v = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0",
+                       "--gpu-pipeline", "on"])
+    assert v["map"] == pytest.approx(best, abs=1e-6)
+    # on the CPU the batched decode equals the per-image val transform, so the CPU path agrees too
+    c = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0",
+                       "--gpu-pipeline", "off"])
+    assert c["map"] == pytest.approx(best, abs=1e-4)
+
+
+def test_gpu_pipeline_refuses_skip_bad_images(toy_coco, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(small_args(toy_coco, tmp_path / "x", "--gpu-pipeline", "on", "--skip-bad-images"))
+    assert "--gpu-pipeline off" in capsys.readouterr().err
+
+
+def test_corrupt_image_stops_or_is_skipped_and_counted(toy_coco, tmp_path):
+    import shutil
+    toy = tmp_path / "toy"
+    shutil.copytree(toy_coco, toy)
+    victim = sorted((toy / "train2014").glob("*.jpg"))[3]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated JPEG
+    with pytest.raises(Exception, match=victim.name):
+        train.main(small_args(toy, tmp_path / "a", steps=6))
+    train.main(small_args(toy, tmp_path / "b", "--skip-bad-images", steps=6))
+    (row,) = rows(tmp_path / "b")
+    assert row["skipped_images"] == 1
