@@ -32,6 +32,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside torch.compile and DistributedDataParallel wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def to_device(device: torch.device) -> Preprocess:
     """Preprocess for CPU-pipeline batches (float tensors already): copy to the device, channels_last on CUDA."""
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -96,7 +102,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        ema.update(model.module if hasattr(model, "module") else model)
+        ema.update(unwrap(model))
 
         detached = loss.detach()
         loss_sum += detached
