@@ -1,0 +1,191 @@
+"""Plot training curves of one or more runs: mAP and missing-label precision / recall per epoch.
+
+    python -m src.tools.plot_metrics runs/bce runs/hill runs/splc --out pics/curves.png [--map-style max|both]
+        [--labels BCE,Hill,SPLC] [--title TEXT]
+
+Each RUN_DIR holds the metrics.jsonl that train.py writes (one JSON row per epoch). The legend names a run
+by the 'loss' in RUN_DIR/args.json (else the folder name), plus the training list's stem when the runs
+differ in it. Panels: mAP per epoch (max of model and EMA, or both with --map-style both); and, when any
+run was trained with --oracle-list, the precision and the recall (percent) with which the model's
+predictions p > threshold on the training images recover the labels missing from the training list.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from src.io_utils import atomic_write
+
+__all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "plot_runs", "main"]
+
+MISSING_KEYS = ("missing_precision", "missing_recall")
+
+
+class MetricsError(ValueError):
+    """A run folder without a readable metrics.jsonl; the message names the folder (and the line)."""
+
+
+@dataclass
+class RunMetrics:
+    """One run's epoch rows and the args it was trained with ({} when RUN_DIR/args.json is absent)."""
+    path: Path
+    rows: list[dict]
+    args: dict = field(default_factory=dict)
+
+    def column(self, key: str) -> list[float]:
+        """Values of ``key`` per epoch (NaN where a row lacks it or holds null)."""
+        out = []
+        for r in self.rows:
+            v = r.get(key)
+            out.append(float(v) if isinstance(v, (int, float)) else math.nan)
+        return out
+
+    @property
+    def epochs(self) -> list[int]:
+        return [int(r["epoch"]) for r in self.rows]
+
+    @property
+    def best_map(self) -> list[float]:
+        """max(model mAP, EMA mAP) per epoch (what train.py selects)."""
+        return [max(a, b) for a, b in zip(self.column("map"), self.column("map_ema"))]
+
+    @property
+    def has_missing(self) -> bool:
+        return any(isinstance(r.get(k), (int, float)) for r in self.rows for k in MISSING_KEYS)
+
+
+def read_run(run_dir: str | os.PathLike) -> RunMetrics:
+    """Read RUN_DIR/metrics.jsonl (and args.json if present); MetricsError naming the folder if unusable."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise MetricsError(f"{run_dir}: no such run folder")
+    if not path.is_file():
+        raise MetricsError(f"{run_dir}: no metrics.jsonl (is it a train.py --output folder?)")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)  # train.py writes NaN for an undefined precision; json reads it back
+        except ValueError as e:
+            raise MetricsError(f"{path}:{lineno}: not a JSON row ({e})") from None
+        if not isinstance(row, dict) or not all(k in row for k in ("epoch", "map", "map_ema")):
+            raise MetricsError(f"{path}:{lineno}: a row needs 'epoch', 'map' and 'map_ema'")
+        rows.append(row)
+    if not rows:
+        raise MetricsError(f"{run_dir}: metrics.jsonl has no epoch rows yet")
+    args = {}
+    args_path = run_dir / "args.json"
+    if args_path.is_file():
+        try:
+            args = json.loads(args_path.read_text())
+        except ValueError as e:
+            raise MetricsError(f"{args_path}: not JSON ({e})") from None
+    return RunMetrics(run_dir, rows, args)
+
+
+def run_label(run: RunMetrics, with_list: bool = False) -> str:
+    """'loss' from args.json (else the folder name), plus ' (list stem)' when ``with_list``."""
+    label = str(run.args.get("loss") or run.path.name)
+    if with_list and run.args.get("dataset"):
+        label += f" ({Path(str(run.args['dataset'])).stem.removeprefix('coco_train_')})"
+    return label
+
+
+def _labels(runs: Sequence[RunMetrics], labels: Sequence[str] | None) -> list[str]:
+    if labels is not None:
+        if len(labels) != len(runs):
+            raise ValueError(f"--labels gives {len(labels)} names for {len(runs)} runs")
+        return list(labels)
+    lists = {r.args.get("dataset") for r in runs}
+    return [run_label(r, with_list=len(lists) > 1) for r in runs]
+
+
+def plot_runs(runs: Sequence[RunMetrics], out: str | os.PathLike, map_style: str = "max",
+              labels: Sequence[str] | None = None, title: str | None = None,
+              panels: Sequence[str] = ("map", "missing")) -> Path:
+    """Draw the runs' curves into the PNG ``out`` (written atomically); return its path.
+
+    panels: 'map' (mAP per epoch), 'missing' (missing-label precision and recall, two panels; left out
+    when no run logged them). map_style: 'max' = max(model, EMA) per epoch; 'both' = model solid, EMA dashed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    if not runs:
+        raise ValueError("no runs to plot")
+    if map_style not in ("max", "both"):
+        raise ValueError(f"map_style must be 'max' or 'both', got {map_style!r}")
+    unknown = set(panels) - {"map", "missing"}
+    if unknown or not panels:
+        raise ValueError(f"panels must be a non-empty subset of ('map', 'missing'), got {list(panels)}")
+    names = _labels(runs, labels)
+    axes_wanted = []
+    if "map" in panels:
+        axes_wanted.append("map")
+    if "missing" in panels and any(r.has_missing for r in runs):
+        axes_wanted += ["missing_precision", "missing_recall"]
+    if not axes_wanted:
+        raise ValueError("no run logged missing-label precision/recall (train with --oracle-list)")
+    fig = Figure(figsize=(4.6 * len(axes_wanted), 3.8))
+    axes = fig.subplots(1, len(axes_wanted), squeeze=False)[0]
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    titles = {"map": "val mAP (%)", "missing_precision": "missing labels found: precision (%)",
+              "missing_recall": "missing labels found: recall (%)"}
+    subtitle = "train images, p > 0.5 (SPLC: p > tau)"
+    for ax, key in zip(axes, axes_wanted):
+        for run, name, color in zip(runs, names, colors):
+            x = run.epochs
+            if key == "map" and map_style == "max":
+                ax.plot(x, run.best_map, color=color, marker="o", ms=3, label=name)
+            elif key == "map":
+                ax.plot(x, run.column("map"), color=color, marker="o", ms=3, label=f"{name} model")
+                ax.plot(x, run.column("map_ema"), color=color, ls="--", marker="x", ms=3, label=f"{name} EMA")
+            elif run.has_missing:
+                ax.plot(x, run.column(key), color=color, marker="o", ms=3, label=name)
+        ax.set_title(titles[key] if key == "map" else f"{titles[key]}\n{subtitle}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+
+    def write(f):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        f.write(buf.getvalue())
+    return atomic_write(out, write)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(prog="python -m src.tools.plot_metrics", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="train.py --output folders")
+    p.add_argument("--out", required=True, type=Path, help="PNG to write")
+    p.add_argument("--map-style", default="max", choices=["max", "both"],
+                   help="max: max(model, EMA) per epoch; both: model solid, EMA dashed (default: max)")
+    p.add_argument("--labels", default=None, help="comma-separated legend names, one per run (default: the loss)")
+    p.add_argument("--panels", default="map,missing", help="comma-separated subset of map,missing")
+    p.add_argument("--title", default=None)
+    a = p.parse_args(argv)
+    try:
+        runs = [read_run(r) for r in a.runs]
+        labels = a.labels.split(",") if a.labels else None
+        out = plot_runs(runs, a.out, a.map_style, labels, a.title, panels=a.panels.split(","))
+    except (MetricsError, ValueError) as e:
+        p.error(str(e))
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""plot_metrics: curves of hand-written run folders into one PNG; bad input is a clear error."""
+import json
+import math
+
+import pytest
+
+from src.tools.plot_metrics import MetricsError, main, plot_runs, read_run, run_label
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(path, loss, maps, missing=True, args=True):
+    path.mkdir(parents=True)
+    rows = []
+    for e, m in enumerate(maps):
+        row = {"epoch": e, "train_loss": 1.0, "map": m, "map_ema": m - 1.0, "cf1": 50.0, "of1": 55.0}
+        if missing:
+            row.update(missing_precision=float("nan") if e == 0 else 60.0 + e, missing_recall=10.0 * e,
+                       missing_count=100)
+        rows.append(json.dumps(row))  # NaN is written as NaN, as train.py does
+    (path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    if args:
+        (path / "args.json").write_text(json.dumps({"loss": loss, "dataset": "d/coco_train_0.4left.txt"}))
+    return path
+
+
+def test_two_runs_make_one_png(tmp_path):
+    a = write_run(tmp_path / "a", "BCE", [10.0, 20.0, 30.0])
+    b = write_run(tmp_path / "b", "Hill", [12.0, 25.0, 33.0])
+    out = main([str(a), str(b), "--out", str(tmp_path / "fig" / "curves.png"), "--map-style", "both"])
+    data = out.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000
+
+
+def test_reads_rows_nan_and_labels(tmp_path):
+    run = read_run(write_run(tmp_path / "hill_dir", "Hill", [10.0, 20.0]))
+    assert run.best_map == [10.0, 20.0]  # max(model, EMA)
+    assert math.isnan(run.column("missing_precision")[0]) and run.column("missing_recall") == [0.0, 10.0]
+    assert run_label(run) == "Hill" and run_label(run, with_list=True) == "Hill (0.4left)"
+    bare = read_run(write_run(tmp_path / "no_args", "x", [1.0], missing=False, args=False))
+    assert run_label(bare) == "no_args" and not bare.has_missing
+
+
+def test_map_only_runs_plot_map_panel(tmp_path):
+    a = write_run(tmp_path / "a", "BCE", [10.0, 20.0], missing=False)
+    out = plot_runs([read_run(a)], tmp_path / "m.png")
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="--oracle-list"):
+        plot_runs([read_run(a)], tmp_path / "x.png", panels=("missing",))
+
+
+def test_missing_metrics_file_names_the_folder(tmp_path, capsys):
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    with pytest.raises(MetricsError, match="not_a_run: no metrics.jsonl"):
+        read_run(empty)
+    with pytest.raises(SystemExit) as e:
+        main([str(empty), "--out", str(tmp_path / "x.png")])
+    assert e.value.code == 2 and "not_a_run" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_row_names_file_and_line(tmp_path):
+    run = write_run(tmp_path / "r", "BCE", [1.0])
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 1}\n')
+    with pytest.raises(MetricsError, match=r"metrics.jsonl:2: a row needs"):
+        read_run(run)

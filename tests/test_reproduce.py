@@ -1,0 +1,60 @@
+"""reproduce: a tiny grid through train.py, resumable, with mean ± std tables."""
+import csv
+
+import pytest
+
+from src.tools import reproduce
+from src.tools.demo import RunSpec
+from src.tools.plot_metrics import RunMetrics
+
+
+def tiny_grid(tmp_path, *extra):
+    return ["--settings", "0.4left", "--losses", "BCE,Hill", "--seeds", "0,1", "--epochs", "1",
+            "--train-images", "32", "--val-images", "16", "--image-size", "32", "--max-steps-per-epoch", "1",
+            "-b", "8", "-j", "0", "--pretrain-epochs", "0", "--model-name", "resnet10t", "--device", "cpu",
+            "--data-root", str(tmp_path / "data"), "--out-dir", str(tmp_path / "grid"), *extra]
+
+
+def test_tiny_grid_writes_tables_and_resumes(tmp_path, capsys):
+    rows = reproduce.main(tiny_grid(tmp_path))
+    assert [(r["loss"], r["setting"], r["n"]) for r in rows] == [("BCE", "0.4left", 2), ("Hill", "0.4left", 2)]
+    md = (tmp_path / "grid" / "results.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert table[0] == "| loss | 0.4left |" and len(table) == 4  # header, rule, BCE, Hill
+    assert "±" in table[2] and "±" in table[3]
+    with open(tmp_path / "grid" / "results.csv") as f:
+        records = list(csv.DictReader(f))
+    assert [r["loss"] for r in records] == ["BCE", "Hill"] and all(r["n_seeds"] == "2" for r in records)
+    assert all(0 <= float(r["mean_map"]) <= 100 and r["std_map"] != "" for r in records)
+    assert sorted(p.name for p in (tmp_path / "grid").iterdir() if p.is_dir()) == [
+        "0.4left-BCE-s0", "0.4left-BCE-s1", "0.4left-Hill-s0", "0.4left-Hill-s1"]
+    capsys.readouterr()
+
+    # Re-running skips every finished run; adding the 'full' upper bound trains only BCE on it.
+    reproduce.main(tiny_grid(tmp_path, "--settings", "full,0.4left", "--seeds", "0"))
+    out = capsys.readouterr().out
+    assert out.count("done, skipped") == 2 and "full-BCE-s0 (training)" in out and "full-Hill" not in out
+    md = (tmp_path / "grid" / "results.md").read_text()
+    assert "| loss | full | 0.4left |" in md and "| Hill |  |" in md
+
+
+def test_summary_of_one_seed_has_no_std():
+    run = RunMetrics(path=None, rows=[{"epoch": 0, "map": 40.0, "map_ema": 42.0, "seconds": 3.0}])
+    rows = reproduce.summarize([(RunSpec("Hill", "0.4left", 0), run)])
+    assert rows[0]["n"] == 1 and rows[0]["std"] is None and rows[0]["mean"] == 42.0
+    md = reproduce.markdown_table(rows, ["0.4left"], ["Hill"], expected_seeds=3)
+    assert "| Hill | 42.00 (1/3 seeds) |" in md
+    assert reproduce.csv_table(rows).splitlines()[1].split(",")[4] == ""
+
+
+def test_plan_follows_the_official_tau_rule_and_full_losses():
+    specs = reproduce.plan_grid(["full", "0.75left", "0.4left"], ["BCE", "SPLC"], [0], full_losses=["BCE"])
+    assert [s.name for s in specs] == ["full-BCE-s0", "0.75left-BCE-s0", "0.75left-SPLC-s0", "0.4left-BCE-s0",
+                                       "0.4left-SPLC-s0"]
+    assert specs[2].extra == ("--tau", "0.65") and specs[4].extra == ()
+
+
+def test_unknown_setting_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(tiny_grid(tmp_path, "--settings", "0.5left"))
+    assert e.value.code == 2 and "0.5left" in capsys.readouterr().err
