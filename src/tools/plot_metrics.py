@@ -136,7 +136,7 @@ def plot_runs(runs: Sequence[RunMetrics], out: str | os.PathLike, map_style: str
         axes_wanted += ["missing_precision", "missing_recall"]
     if not axes_wanted:
         raise ValueError("no run logged missing-label precision/recall (train with --oracle-list)")
-    fig = Figure(figsize=(4.6 * len(axes_wanted), 3.8))
+    fig = Figure(figsize=(max(6.0, 4.6 * len(axes_wanted)), 4.2 if title else 3.8))
     axes = fig.subplots(1, len(axes_wanted), squeeze=False)[0]
     colors = [f"C{i % 10}" for i in range(len(runs))]
     titles = {"map": "val mAP (%)", "missing_precision": "missing labels found: precision (%)",
