@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test venv clean figures
+.PHONY: demo test venv clean figures gpu-check gpu-carry
 
 venv: $(STAMP)
 
@@ -24,3 +24,20 @@ figures: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs data/toy_coco
+
+# The prepared GPU check (docs/performance.md): `make gpu-check OUT=dir` on a GPU machine, which runs its own
+# python3 (no .venv there); `make gpu-check DEVICE=cpu` rehearses it at toy size. `make gpu-carry` fills the
+# git-ignored folders a GPU run carries: .whl (pycocotools, randaugment for python 3.12) and .devcarry (the baseline).
+DEVICE ?= cuda
+OUT ?= runs/gpu-check
+GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
+WHEEL_FLAGS := --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+
+gpu-check:
+	$(GPU_PY) -m src.tools.gpu_check --device $(DEVICE) --out $(OUT)
+
+gpu-carry: $(STAMP)
+	mkdir -p .whl .devcarry
+	cp -f ../shared/bench/official_style_baseline.py .devcarry/
+	$(PY) -m pip download --quiet $(WHEEL_FLAGS) -d .whl pycocotools==2.0.11 randaugment==1.0.2

@@ -8,7 +8,9 @@ label list. Evaluation is on val2014 (or on a held-out part of the list with --v
 import argparse
 from pathlib import Path
 
-from src.data.datasets import coco_dataset, coco_num_classes, label_list_dataset
+from src import cli
+from src.data.datasets import coco_dataset, label_list_dataset
+from src.errors import UserError
 from src.trainer import Datasets, add_training_args, run_training
 
 
@@ -18,18 +20,21 @@ def build_datasets(args, train_tf, val_tf, raw: bool) -> Datasets:
     needed = [data / "train2014", data / "val2014", ann]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        raise SystemExit(f"--data {data}: missing {', '.join(missing)} (expected the COCO 2014 layout)")
+        raise UserError(f"--data {data}: missing {', '.join(missing)} (expected the COCO 2014 layout)")
     if not Path(args.dataset).is_file():
-        raise SystemExit(f"--dataset {args.dataset}: no such label list (see dataset/README.md to make it)")
-    num_classes = coco_num_classes(ann)
-    train = label_list_dataset(data / "train2014", args.dataset, num_classes, transform=train_tf, raw=raw,
+        raise UserError(f"--dataset {args.dataset}: no such label list (see dataset/README.md to make it)")
+    # The classes: val2014's categories sorted by id, checked against instances_train2014.json when present,
+    # else against the 80 COCO categories when they are COCO's.
+    test = coco_dataset(data / "val2014", ann, reference=data / "annotations" / "instances_train2014.json",
+                        transform=val_tf, raw=raw, skip_bad_images=args.skip_bad_images)
+    train = label_list_dataset(data / "train2014", args.dataset, test.num_classes, transform=train_tf, raw=raw,
                                skip_bad_images=args.skip_bad_images)
-    test = coco_dataset(data / "val2014", ann, transform=val_tf, raw=raw, skip_bad_images=args.skip_bad_images)
-    return Datasets(train=train, test=test, num_classes=num_classes, train_list=args.dataset)
+    return Datasets(train=train, test=test, num_classes=test.num_classes, train_list=args.dataset,
+                    class_names=test.class_names)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Multi-label training with missing labels on MS-COCO 2014")
+    parser = cli.ArgumentParser(description="Multi-label training with missing labels on MS-COCO 2014")
     parser.add_argument("--dataset", default="./dataset/coco_train_0.4left.txt", help="training label list")
     parser.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/", help="COCO 2014 root")
     return add_training_args(parser)

@@ -1,10 +1,12 @@
 """Score a checkpoint: mAP and the official code's CP/CR/CF1/OP/OR/OF1 line.
 
-    python validate.py --model-path runs/x/best.ckpt --data /home/MSCOCO_2014/
+    python validate.py --model-path runs/x/best.ckpt --data /home/MSCOCO_2014/ [--save-scores scores.npz]
 
-Reads this project's checkpoints (model name, class count and image size come from them), a bare state
-dict, or one saved from nn.DataParallel ('module.' keys), which is the official code's format. The data is
-COCO val2014 under --data, or any label list with --val-dataset (e.g. NUS-WIDE's nus_val.txt).
+Reads this project's checkpoints (model name, class count, image size and class names come from them), a bare
+state dict, one saved from nn.DataParallel ('module.' keys, the official code's format), or ASL's format
+(see src/inference.py). The data is COCO val2014 under --data, or any label list with --val-dataset (e.g.
+NUS-WIDE's nus_val.txt). --save-scores writes every image's scores and targets (.npz or .csv); --thre auto
+also reports CF1 and OF1 at the thresholds that maximise them on this set.
 """
 import argparse
 import json
@@ -13,102 +15,141 @@ from pathlib import Path
 
 import torch
 
-from src.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_file, load_weights
+from src import cli
+from src import cli
 from src.data.augment import val_transform
+from src.data.class_names import read_classes_flag
 from src.data.datasets import collate_multilabel, coco_dataset, coco_num_classes, label_list_dataset
 from src.distributed import DistInfo, ShardSampler
 from src.engine import predict, to_device
+from src.errors import report_user_errors
+from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, choose_class_names, head_classes,
+                           load_model_file, resolve, write_scores)
 from src.io_utils import atomic_write_text
 from src.metrics import mAP, threshold_metrics
-from src.models import check_model_name, create_model, extract_state_dict, strip_prefix
+from src.models import check_model_name
 from src.trainer import resolve_amp, resolve_device
 
-OFFICIAL = {"model_name": "resnet50", "num_classes": None, "image_size": 448}
+DEFAULT_THRESHOLD = 0.5
+
+
+def threshold_arg(text: str) -> float | str:
+    """--thre: a probability in [0, 1], or 'auto'."""
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number in [0, 1] nor 'auto'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
+    return value
+
+
+def scores_path_arg(text: str) -> str:
+    """--save-scores: a path ending in .npz or .csv."""
+    if Path(text).suffix.lower() not in SCORE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text}: the file name must end in {' or '.join(SCORE_SUFFIXES)}")
+    return text
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Score a multi-label checkpoint on COCO val2014 or a label list")
+    p = cli.ArgumentParser(description="Score a multi-label checkpoint on COCO val2014 or a label list")
     p.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/", help="COCO 2014 root (or image root)")
-    p.add_argument("--model-path", required=True, help="best.ckpt / last.ckpt, or a (DataParallel) state dict")
+    p.add_argument("--model-path", required=True, help="best.ckpt / last.ckpt, or a (DataParallel / ASL) state dict")
     p.add_argument("--model-name", default=None, type=check_model_name,
-                   help="timm model (default: from the checkpoint, else resnet50)")
-    p.add_argument("--num-classes", default=None, type=int, help="default: from the checkpoint or the data")
+                   help=f"timm model (default: from the checkpoint, else {OFFICIAL['model_name']})")
+    p.add_argument("--num-classes", default=None, type=int,
+                   help="default: from the checkpoint, the data, or the state dict's classifier")
     p.add_argument("-j", "--workers", default=16, type=int, metavar="N", help="data loading workers (default: 16)")
     p.add_argument("--image-size", default=None, type=int, metavar="N",
-                   help="input size (default: from the checkpoint, else 448)")
-    p.add_argument("--thre", default=0.5, type=float, metavar="N", help="threshold value (default: 0.5)")
+                   help=f"input size (default: from the checkpoint, else {OFFICIAL['image_size']})")
+    p.add_argument("--thre", default=DEFAULT_THRESHOLD, type=threshold_arg, metavar="T|auto",
+                   help=f"threshold of CP/CR/CF1/OP/OR/OF1 (default: {DEFAULT_THRESHOLD}); 'auto' also reports "
+                        f"CF1 and OF1 at the thresholds maximising them on this set")
     p.add_argument("-b", "--batch-size", default=32, type=int, metavar="N", help="mini-batch size (default: 32)")
     p.add_argument("--print-freq", "-p", default=64, type=int, metavar="N", help="kept for the official commands")
     p.add_argument("--val-dataset", default=None, metavar="LIST",
                    help="score on this label list with images under --data (or DATA/images for NUS-WIDE)")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names, one per line (default: from the checkpoint or the COCO annotations)")
     p.add_argument("--ema", action="store_true", help="with a last.ckpt: score its EMA weights")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--device", default="auto")
     p.add_argument("--gpu-pipeline", default="auto", choices=["auto", "on", "off"],
                    help="decode and resize on the device, as train.py does (auto: on with CUDA)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write map, cp, cr, cf1, op, or, of1 here")
+    p.add_argument("--save-scores", default=None, type=scores_path_arg, metavar="PATH",
+                   help="write the N x C scores with image names, class names and targets (.npz or .csv)")
     return p
 
 
-def load_model_weights(path: str, use_ema: bool) -> tuple[dict, dict]:
-    """(state dict, metadata) from a project checkpoint or a bare / DataParallel state dict."""
-    obj = load_file(path)
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        meta = {k: obj[k] for k in ("model_name", "num_classes", "image_size")}
-        if use_ema and "ema" not in obj:
-            raise CheckpointError(f"{path} holds no EMA weights (only a last.ckpt does)")
-        return (obj["ema"] if use_ema else obj["model"]), meta
-    return strip_prefix(extract_state_dict(obj), "module."), {}
+def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bool):
+    """The scored set and its class count (checked against the checkpoint's)."""
+    data = Path(args.data)
+    if args.val_dataset:
+        images = data / "images" if (data / "images").is_dir() else data
+        num_classes = resolve("num_classes", args.num_classes, meta, head, parser)
+        if num_classes is None:
+            parser.error("--num-classes is needed with --val-dataset and a state dict without a classifier")
+        return label_list_dataset(images, args.val_dataset, num_classes, transform=transform, raw=raw), num_classes
+    ann = data / "annotations" / "instances_val2014.json"
+    missing = [str(p) for p in (data / "val2014", ann) if not p.exists()]
+    if missing:
+        parser.error(f"--data {data}: missing {', '.join(missing)}")
+    categories = coco_num_classes(ann)
+    num_classes = resolve("num_classes", args.num_classes, meta, categories, parser)
+    if num_classes != categories:
+        parser.error(f"--num-classes {num_classes} disagrees with {ann} ({categories} categories)")
+    return coco_dataset(data / "val2014", ann, transform=transform, raw=raw), num_classes
 
 
-def resolve(flag: str, given, meta: dict, fallback, parser):
-    """A flag's value: the checkpoint's, unless the user gave a different one (an error)."""
-    saved = meta.get(flag)
-    if given is not None and saved is not None and given != saved:
-        parser.error(f"--{flag.replace('_', '-')} {given} disagrees with the checkpoint, which has {saved}")
-    return given if given is not None else saved if saved is not None else fallback
+def input_pipeline(gpu_pipeline: str, image_size: int, device: torch.device):
+    """(dataset transform, raw bytes?, batch preprocess): decode on the device (--gpu-pipeline) or in the workers."""
+    if gpu_pipeline == "on" or (gpu_pipeline == "auto" and device.type == "cuda"):
+        from src.data.gpu_pipeline import GpuEvalPreprocess
+        return None, True, GpuEvalPreprocess(image_size, device)
+    return val_transform(image_size), False, to_device(device)
+
+
+def report_thresholds(result: dict, targets, scores) -> None:
+    """--thre auto: CF1 and OF1 at their best thresholds on this very set (stated as such)."""
+    best = best_thresholds(targets, scores)
+    result["thre_auto"] = {**best, "note": "thresholds chosen on the scored set itself (optimistic for it)"}
+    c, o = best["cf1"], best["of1"]
+    print(f" * thresholds chosen on this scored set (so optimistic for it): "
+          f"CF1 {c['cf1']:.2f} at {c['threshold']:.2f} (P_C {c['cp']:.2f} R_C {c['cr']:.2f}); "
+          f"OF1 {o['of1']:.2f} at {o['threshold']:.2f} (P_O {o['op']:.2f} R_O {o['or']:.2f})")
 
 
 def main(argv=None) -> dict:
     parser = get_parser()
     args = parser.parse_args(argv)
-    try:
-        state_dict, meta = load_model_weights(args.model_path, args.ema)
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}")
+    with report_user_errors():
+        return run(args, parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """Score the model file on the data; returns map, cp, cr, cf1, op, or, of1 (and thre_auto)."""
+    model_file = load_model_file(args.model_path, args.ema)
+    meta = model_file.meta
     model_name = resolve("model_name", args.model_name, meta, OFFICIAL["model_name"], parser)
     image_size = resolve("image_size", args.image_size, meta, OFFICIAL["image_size"], parser)
     info = DistInfo()
     device = resolve_device(args.device, info)
     amp_dtype = resolve_amp(args.amp, device)
-    if args.gpu_pipeline == "on" or (args.gpu_pipeline == "auto" and device.type == "cuda"):
-        from src.data.gpu_pipeline import GpuEvalPreprocess
-        tf, raw, preprocess = None, True, GpuEvalPreprocess(image_size, device)
-    else:
-        tf, raw, preprocess = val_transform(image_size), False, to_device(device)
-    data = Path(args.data)
-    if args.val_dataset:
-        images = data / "images" if (data / "images").is_dir() else data
-        num_classes = resolve("num_classes", args.num_classes, meta, None, parser)
-        if num_classes is None:
-            parser.error("--num-classes is needed with --val-dataset and a bare state dict")
-        dataset = label_list_dataset(images, args.val_dataset, num_classes, transform=tf, raw=raw)
-    else:
-        ann = data / "annotations" / "instances_val2014.json"
-        missing = [str(p) for p in (data / "val2014", ann) if not p.exists()]
-        if missing:
-            parser.error(f"--data {data}: missing {', '.join(missing)}")
-        num_classes = resolve("num_classes", args.num_classes, meta, coco_num_classes(ann), parser)
-        if num_classes != coco_num_classes(ann):
-            parser.error(f"--num-classes {num_classes} disagrees with {ann} ({coco_num_classes(ann)} categories)")
-        dataset = coco_dataset(data / "val2014", ann, transform=tf, raw=raw)
+    tf, raw, preprocess = input_pipeline(args.gpu_pipeline, image_size, device)
+    head = None if model_file.project else head_classes(model_name, model_file.state_dict)
+    dataset, num_classes = build_dataset(args, parser, meta, head, tf, raw)
+    class_names, note = choose_class_names(num_classes, [
+        (f"the checkpoint {args.model_path}", meta.get("class_names")),
+        (f"--classes {args.classes}", read_classes_flag(args.classes, num_classes)),
+        (f"the annotations of --data {args.data}", dataset.class_names)])
+    if note and args.save_scores:
+        print(f"note: {note}", flush=True)
 
     print(f"creating {model_name} ({num_classes} classes) and loading {args.model_path}", flush=True)
-    model = create_model(model_name, num_classes)
-    try:
-        load_weights(model, state_dict, args.model_path)
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}")
+    model = build_model(model_file, model_name, num_classes)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -119,10 +160,17 @@ def main(argv=None) -> dict:
     print(f"len(val_dataset): {len(dataset)}", flush=True)
     scores, seen = predict({"model": model}, loader, len(dataset), num_classes, device=device, amp_dtype=amp_dtype,
                            preprocess=preprocess, info=info)
-    targets = dataset.targets_matrix()[seen]
-    result = {"map": mAP(targets, scores["model"][seen]), **threshold_metrics(targets, scores["model"][seen], args.thre)}
+    targets, scores = dataset.targets_matrix()[seen], scores["model"][seen]
+    threshold = DEFAULT_THRESHOLD if args.thre == "auto" else args.thre
+    result = {"map": mAP(targets, scores), **threshold_metrics(targets, scores, threshold)}
     print(" * P_C {cp:.2f} R_C {cr:.2f} F_C {cf1:.2f} P_O {op:.2f} R_O {or:.2f} F_O {of1:.2f}".format(**result))
+    if args.thre == "auto":
+        report_thresholds(result, targets, scores)
     print("mAP score:", result["map"], flush=True)
+    if args.save_scores:
+        names = [dataset.entries[i].name for i in torch.nonzero(seen).flatten().tolist()]
+        write_scores(args.save_scores, names, scores.numpy(), class_names, targets.numpy())
+        print(f"scores of {len(names)} images x {num_classes} classes written to {args.save_scores}", flush=True)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return result

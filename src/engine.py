@@ -2,6 +2,8 @@
 
 Inside the step there are no host syncs: the running loss, the first non-finite step and the
 missing-label counts stay on the device and are read every --print-freq steps and at the epoch's end.
+Batches come through ``src.data.prefetch.Prefetcher``: batch k+1 is preprocessed (decoded, resized,
+augmented, copied) on a thread and a side CUDA stream while batch k trains.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo, all_reduce_max, all_reduce_sum
 from src.metrics import missing_label_counts, missing_label_stats_from_counts
 
@@ -63,13 +66,14 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
                     device: torch.device, amp_dtype: torch.dtype | None, preprocess: Preprocess,
                     label_store: torch.Tensor, info: DistInfo, loss_scale: float = 1.0,
                     oracle: MissingLabelOracle | None = None, print_freq: int = 64,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, prefetch: int = 1) -> dict:
     """Train for one epoch; return the epoch's statistics.
 
     Targets come from ``label_store[indices]`` (N x C, on the device), so that a loss that updates labels
     (``criterion.updates_labels``, e.g. LL-Cp) writes its flips back for the rest of training. The model's
     output is cast to float32 before the loss; ``loss_scale`` multiplies a summed loss under DDP so that
     the averaged gradient equals the single-process gradient of the sum over the global batch.
+    ``prefetch``: batches preprocessed ahead of the step (``Prefetcher``; 0 = in the loop, no overlap).
     """
     model.train()
     steps = len(loader)
@@ -79,14 +83,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, op
     images_seen, skipped = 0, 0
     updates_labels = getattr(criterion, "updates_labels", False)
     start = time.perf_counter()
-    bar = tqdm(loader, total=steps, desc=f"train {epoch}", leave=False,
+    bar = tqdm(Prefetcher(loader, preprocess, device, prefetch), total=steps, desc=f"train {epoch}", leave=False,
                disable=not (progress and info.is_main and sys.stdout.isatty()))
-    for step, (images, _targets, indices, num_skipped) in enumerate(bar):
+    for step, (images, _targets, indices, num_skipped) in enumerate(bar):  # images: preprocessed, on the device
         skipped += num_skipped
         if len(indices) == 0:  # every image of the batch was bad and skipped
             continue
         indices = indices.to(device, non_blocking=True)
-        images = preprocess(images)
         targets = label_store[indices]
         with autocast(device, amp_dtype):
             logits = model(images)
@@ -143,23 +146,24 @@ def _check_finite(first_bad_step: torch.Tensor, epoch: int) -> None:
 @torch.inference_mode()
 def predict(models: dict[str, nn.Module], loader: Iterable, num_samples: int, num_classes: int, *,
             device: torch.device, amp_dtype: torch.dtype | None, preprocess: Preprocess,
-            info: DistInfo, progress: bool = True) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            info: DistInfo, progress: bool = True, prefetch: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Sigmoid scores of every model for every sample, in one pass over the data.
 
     Returns ({name: N x C float32 scores on the CPU}, seen: N bool). Each rank fills the rows of its
     own shard (a ShardSampler: no padding, no duplicates) and the rows are summed over ranks.
     ``seen`` marks rows that were evaluated (a bad image skipped with --skip-bad-images is not).
+    ``prefetch`` as in ``train_one_epoch``.
     """
     for m in models.values():
         m.eval()
     scores = {name: torch.zeros(num_samples, num_classes, device=device) for name in models}
     seen = torch.zeros(num_samples, device=device)
-    bar = tqdm(loader, desc="eval", leave=False, disable=not (progress and info.is_main and sys.stdout.isatty()))
-    for images, _targets, indices, _num_skipped in bar:
+    bar = tqdm(Prefetcher(loader, preprocess, device, prefetch), desc="eval", leave=False,
+               disable=not (progress and info.is_main and sys.stdout.isatty()))
+    for images, _targets, indices, _num_skipped in bar:  # images: preprocessed, on the device
         if len(indices) == 0:
             continue
         indices = indices.to(device, non_blocking=True)
-        images = preprocess(images)
         with autocast(device, amp_dtype):
             for name, m in models.items():
                 scores[name][indices] = torch.sigmoid(m(images).float())

@@ -1,7 +1,13 @@
-"""Backbones (timm, built without downloads) and loading of local ImageNet-pretrained weights.
+"""Backbones from timm and the weights a run starts from: ImageNet, none, or a local file.
 
-The official code used torchvision's ResNet-50/101 with a new ``fc`` head; timm's ``resnet50`` /
-``resnet101`` have the same module names and shapes, so torchvision checkpoints load directly.
+``--pretrained imagenet`` (the default) goes through timm's own pretrained machinery, which keeps the weights
+in the Hugging Face hub cache: they download once and are reused offline. The tags are those of the weights
+the official code started from: torchvision's ImageNet ResNet-50/101 (``resnet50.tv_in1k``,
+``resnet101.tv_in1k``) and ASL's TResNets (``tresnet_m/l.miil_in1k``, ``..._448`` for inputs nearer 448 px than
+224 px); any other name gets timm's default tag, and a tagged name (``resnet50.a1_in1k``) picks its own.
+
+``--pretrained PATH`` reads torchvision-, timm- and official/ASL-format files (``convert_state_dict`` puts
+foreign key names into the model's with timm's checkpoint filter for the architecture).
 """
 from __future__ import annotations
 
@@ -9,18 +15,32 @@ import argparse
 import difflib
 import logging
 import os
+import socket
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+from urllib.parse import urlparse
+from urllib.request import getproxies
 
 import timm
 import torch
 import torch.nn as nn
+from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_model_name_tag
 
 __all__ = [
     "COMMON_MODELS",
-    "create_model",
+    "PAPER_TAGS",
+    "MIN_BACKBONE_MATCH",
+    "PretrainedUnavailable",
     "check_model_name",
+    "pretrained_arg",
+    "imagenet_weights",
+    "locate_imagenet_weights",
+    "create_model",
+    "create_model_with_weights",
+    "convert_state_dict",
     "load_pretrained",
     "strip_prefix",
     "extract_state_dict",
@@ -30,40 +50,247 @@ _logger = logging.getLogger(__name__)
 
 # resnet50/101: the paper's backbones; tresnet_m/l: ASL's; resnet18: small tests.
 COMMON_MODELS = ("resnet50", "resnet101", "tresnet_m", "tresnet_l", "resnet18")
+# timm tag of the ImageNet weights the official code (or ASL, for TResNet) started from.
+PAPER_TAGS = {"resnet50": "tv_in1k", "resnet101": "tv_in1k", "tresnet_m": "miil_in1k", "tresnet_l": "miil_in1k"}
+# A weights file must fill at least this share of the backbone's tensors.
+MIN_BACKBONE_MATCH = 0.9
 # Prefixes added by nn.DataParallel / DistributedDataParallel and by torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_PROBE_TIMEOUT_S = 3.0
 
 
-# ----------------------------------------------------------------------------- names
+class PretrainedUnavailable(RuntimeError):
+    """The requested ImageNet weights cannot be had here; the message is the paragraph to show the user."""
+
+
+# ----------------------------------------------------------------------------- names and flags
 
 def _unknown_model_message(name: str) -> str:
     close = difflib.get_close_matches(name.lower(), timm.list_models(), n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return (f"unknown model {name!r}: {hint}common choices: {', '.join(COMMON_MODELS)} "
-            f"(any name from timm.list_models() works)")
+            f"(any name from timm.list_models() works, optionally with a pretrained tag: resnet50.a1_in1k)")
 
 
 def check_model_name(name: str) -> str:
-    """argparse ``type=``: return the timm model name (lower-cased) or raise ArgumentTypeError."""
-    if not timm.is_model(name.lower()):
-        raise argparse.ArgumentTypeError(_unknown_model_message(name))
-    return name.lower()
+    """argparse ``type=``: a timm model name, optionally tagged ('resnet50.a1_in1k'), lower-cased; else
+    ArgumentTypeError."""
+    arch, tag = split_model_name_tag(name.lower())
+    if not timm.is_model(arch):
+        raise argparse.ArgumentTypeError(_unknown_model_message(arch))
+    if tag and f"{arch}.{tag}" not in get_arch_pretrained_cfgs(arch):
+        tags = ", ".join(sorted(get_arch_pretrained_cfgs(arch))) or "none"
+        raise argparse.ArgumentTypeError(f"timm has no pretrained tag {tag!r} for {arch}; its tags: {tags}")
+    return f"{arch}.{tag}" if tag else arch
 
 
-def create_model(name: str, num_classes: int, pretrained: str | os.PathLike | None = None) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, num_classes=num_classes)``; nothing is downloaded.
+def pretrained_arg(value: str) -> str:
+    """argparse ``type=`` of --pretrained: 'imagenet', 'none' (any case) or the path of an existing file."""
+    if value.lower() in ("imagenet", "none"):
+        return value.lower()
+    if not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file (expected imagenet, none or a weights file)")
+    return value
 
-    ``pretrained``: path of a local checkpoint loaded into the backbone by ``load_pretrained``
-    (the classifier head stays freshly initialised).
+
+# ----------------------------------------------------------------------------- ImageNet weights (timm + hub)
+
+def imagenet_weights(name: str, image_size: int = 448) -> str:
+    """The timm ``name.tag`` whose weights ``--pretrained imagenet`` loads for model ``name``."""
+    arch, tag = split_model_name_tag(name.lower())
+    if tag:
+        return f"{arch}.{tag}"
+    paper = PAPER_TAGS.get(arch)
+    if paper is not None:
+        high_res = f"{arch}.{paper}_448"
+        if high_res in get_arch_pretrained_cfgs(arch) and abs(image_size - 448) < abs(image_size - 224):
+            return high_res
+        return f"{arch}.{paper}"
+    cfg = get_pretrained_cfg(arch)
+    if cfg is None or not cfg.tag or not (cfg.hf_hub_id or cfg.url):
+        raise PretrainedUnavailable(f"error: timm has no pretrained weights for {arch}: pass --pretrained none "
+                                    f"to train it from scratch, or --pretrained PATH with a weights file.")
+    return f"{arch}.{cfg.tag}"
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """Where timm gets the weights ``name`` (timm ``name.tag``) from."""
+    name: str
+    repo_id: str | None  # Hugging Face hub repo, e.g. 'timm/resnet50.tv_in1k'
+    filenames: tuple[str, ...]  # in the order timm tries them
+    url: str | None  # timm's legacy download URL, if any
+
+    @staticmethod
+    def of(name: str) -> "HubWeights":
+        cfg = get_pretrained_cfg(name)
+        files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+        return HubWeights(name, cfg.hf_hub_id or None, files, cfg.url or None)
+
+    def cached_file(self) -> Path | None:
+        """The weights file already on this machine: the hub cache, else torch.hub's checkpoint folder."""
+        from huggingface_hub import try_to_load_from_cache
+
+        if self.repo_id:
+            repo, _, revision = self.repo_id.partition("@")
+            for filename in self.filenames:
+                found = try_to_load_from_cache(repo, filename, revision=revision or None)
+                if isinstance(found, str):
+                    return Path(found)
+        if self.url:
+            legacy = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(self.url).path)
+            if legacy.is_file():
+                return legacy
+        return None
+
+    def download_url(self) -> str:
+        if self.repo_id:
+            from huggingface_hub import constants
+
+            repo, _, revision = self.repo_id.partition("@")
+            return f"{constants.ENDPOINT}/{repo}/resolve/{revision or 'main'}/{self.filenames[0]}"
+        return self.url or "?"
+
+
+def _download_blocker(weights: HubWeights) -> str | None:
+    """Why the weights cannot be downloaded now (offline mode, server unreachable), or None. Takes at most
+    a few seconds: one TCP connection to the server (or to the proxy), no retries."""
+    from huggingface_hub import constants
+
+    if weights.repo_id and constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT if weights.repo_id else weights.url or "")
+    proxy = getproxies().get(url.scheme)
+    target = urlparse(proxy) if proxy else url
+    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
+    if not host:
+        return f"no server to download from ({url.geturl()!r})"
+    try:
+        socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        return f"cannot reach {host}:{port}{' (proxy)' if proxy else ''}: {e.strerror or e}"
+    return None
+
+
+def _unavailable_message(weights: HubWeights, reason: str) -> str:
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if weights.repo_id:
+        repo = weights.repo_id.partition("@")[0]
+        folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+        what = f"{weights.name} (Hugging Face hub repo {repo}, file {weights.filenames[0]})"
+        copy = f"then copy the folder {folder.name} of its hub cache (~/.cache/huggingface/hub) to {folder.parent}"
+    else:
+        what = f"{weights.name} ({weights.url})"
+        copy = f"then copy its file to {Path(torch.hub.get_dir()) / 'checkpoints'}"
+    return "\n".join([
+        f"error: --pretrained imagenet (the default) loads the ImageNet weights {what};",
+        f"they are not in this machine's cache and cannot be downloaded ({reason}).",
+        f"On a machine with internet, run",
+        f"    python -c \"import timm; timm.create_model('{weights.name}', pretrained=True)\"",
+        f"{copy};",
+        f"or download {weights.download_url()} and pass --pretrained PATH_TO_THAT_FILE.",
+        "To train from random weights instead, pass --pretrained none (the paper starts from ImageNet weights).",
+    ])
+
+
+def locate_imagenet_weights(name: str, image_size: int = 448) -> tuple[HubWeights, Path | None]:
+    """(the weights, their cached file or None when they will be downloaded); PretrainedUnavailable, within
+    seconds, when they are neither cached nor downloadable."""
+    weights = HubWeights.of(imagenet_weights(name, image_size))
+    cached = weights.cached_file()
+    if cached is None:
+        reason = _download_blocker(weights)
+        if reason is not None:
+            raise PretrainedUnavailable(_unavailable_message(weights, reason))
+    return weights, cached
+
+
+def _imagenet_model(name: str, num_classes: int, image_size: int) -> tuple[nn.Module, str]:
+    weights, cached = locate_imagenet_weights(name, image_size)
+    if cached is not None:  # timm loads the cached file itself: no network, no hub revision check
+        model = timm.create_model(weights.name, pretrained=True, num_classes=num_classes,
+                                  pretrained_cfg_overlay={"file": str(cached)})
+    else:
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            model = timm.create_model(weights.name, pretrained=True, num_classes=num_classes)
+        except (OSError, EntryNotFoundError) as e:
+            reason = f"download failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            raise PretrainedUnavailable(_unavailable_message(weights, reason)) from e
+        cached = weights.cached_file() or weights.download_url()
+    if num_classes == model.pretrained_cfg.get("num_classes"):  # timm kept the ImageNet head: start afresh
+        _reset_head(model)
+    head = _head_keys(model)
+    return model, (f"pretrained: ImageNet weights {weights.name} from {cached}; head re-initialised "
+                   f"({num_classes} classes): {', '.join(head) or 'none'}")
+
+
+# ----------------------------------------------------------------------------- models
+
+def create_model(name: str, num_classes: int, pretrained: str | os.PathLike | None = None,
+                 image_size: int = 448) -> nn.Module:
+    """A timm model with ``num_classes`` outputs; weights as ``create_model_with_weights`` (None: none)."""
+    return create_model_with_weights(name, num_classes, pretrained, image_size)[0]
+
+
+def create_model_with_weights(name: str, num_classes: int, pretrained: str | os.PathLike | None = "imagenet",
+                              image_size: int = 448) -> tuple[nn.Module, str]:
+    """(model, one line saying which weights it starts from).
+
+    ``pretrained``: 'imagenet' (timm's weights, see the module doc; PretrainedUnavailable when offline and not
+    cached), 'none' or None (random initialisation), or a local file (``load_pretrained``). The classifier head
+    always starts freshly initialised.
     """
-    if not timm.is_model(name.lower()):
+    arch, _ = split_model_name_tag(name.lower())
+    if not timm.is_model(arch):
         raise ValueError(_unknown_model_message(name))
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    choice = str(pretrained).lower() if pretrained is not None else "none"
+    if choice == "imagenet":
+        return _imagenet_model(name, num_classes, image_size)
     model = timm.create_model(name.lower(), pretrained=False, num_classes=num_classes)
-    if pretrained is not None:
-        load_pretrained(model, pretrained)
-    return model
+    if choice == "none":
+        return model, ("pretrained: none, random initialisation. warning: the paper starts from ImageNet weights "
+                       "(--pretrained imagenet, the default)")
+    report = load_pretrained(model, pretrained)
+    dropped = report["dropped_head_keys"]
+    return model, (f"pretrained: {report['path']}: {report['loaded']} of {report['backbone']} backbone tensors "
+                   f"loaded; head re-initialised ({num_classes} classes): {', '.join(_head_keys(model)) or 'none'}"
+                   + (f" (dropped from the file: {', '.join(dropped)})" if dropped else ""))
+
+
+def _classifier_prefix(model: nn.Module) -> str | None:
+    """Module path of ``model.get_classifier()`` (e.g. 'fc', 'head.fc'), None if absent."""
+    get = getattr(model, "get_classifier", None)
+    head = get() if callable(get) else None
+    if head is None:
+        return None
+    for name, module in model.named_modules():
+        if module is head and name:
+            return name
+    return None
+
+
+def _head_test(model: nn.Module) -> Callable[[str], bool]:
+    head = _classifier_prefix(model)
+    return (lambda k: k == head or k.startswith(head + ".")) if head else (lambda k: False)
+
+
+def _head_keys(model: nn.Module) -> list[str]:
+    is_head = _head_test(model)
+    return [k for k in model.state_dict() if is_head(k)]
+
+
+def _reset_head(model: nn.Module) -> None:
+    head = _classifier_prefix(model)
+    if head:
+        for module in model.get_submodule(head).modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
 
 
 # ----------------------------------------------------------------------------- state dicts
@@ -99,52 +326,86 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     raise ValueError(f"no state dict found in an object of type {type(obj).__name__}")
 
 
-def _classifier_prefix(model: nn.Module) -> str | None:
-    """Module path of ``model.get_classifier()`` (e.g. 'fc', 'head.fc'), None if absent."""
-    get = getattr(model, "get_classifier", None)
-    head = get() if callable(get) else None
-    if head is None:
-        return None
-    for name, module in model.named_modules():
-        if module is head and name:
-            return name
-    return None
+def _counted(key: str) -> bool:
+    """Tensors that count when matching files to models (BatchNorm's step counter is absent from many files)."""
+    return not key.endswith("num_batches_tracked")
 
 
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+def _share_present(model: nn.Module, state_dict: Mapping[str, Any]) -> float:
+    own = [k for k in model.state_dict() if _counted(k)]
+    return sum(k in state_dict for k in own) / max(len(own), 1)
+
+
+def _timm_checkpoint_filter(model: nn.Module) -> Callable | None:
+    """timm's ``checkpoint_filter_fn(state_dict, model)`` of the module defining the model's class, if any:
+    the function timm's own pretrained loading applies to that architecture's foreign checkpoints."""
+    from timm.utils import unwrap_model
+
+    module = sys.modules.get(type(unwrap_model(model)).__module__)
+    fn = getattr(module, "checkpoint_filter_fn", None)
+    return fn if callable(fn) else None
+
+
+def convert_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` in ``model``'s key names: wrapper prefixes ('module.', '_orig_mod.') stripped, then, when
+    fewer than MIN_BACKBONE_MATCH of the model's tensors are found by name, timm's checkpoint filter for the
+    architecture applied (it converts e.g. ASL's TResNet names and in-place-ABN weights). Nothing is dropped:
+    whether the result fits is for the caller's load to decide. BatchNorm step counters (num_batches_tracked)
+    that the file lacks (old torchvision files, ASL's in-place-ABN) are taken from the model, so that a strict
+    load of a complete file succeeds."""
+    from timm.utils import unwrap_model
+
+    converted = dict(state_dict)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if converted and all(k.startswith(prefix) for k in converted):
+                converted, stripped = strip_prefix(converted, prefix), True
+    if _share_present(model, converted) < MIN_BACKBONE_MATCH:
+        filter_fn = _timm_checkpoint_filter(model)
+        if filter_fn is not None:
+            converted = dict(filter_fn(converted, unwrap_model(model)))
+    for key, value in model.state_dict().items():
+        if not _counted(key) and key not in converted:
+            converted[key] = value.clone()
+    return converted
+
+
+def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(path, device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{path}: not a PyTorch checkpoint readable with torch.load(weights_only=True) "
+        raise ValueError(f"{path}: not a weights file readable with torch.load(weights_only=True) or safetensors "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     try:
-        state_dict = extract_state_dict(obj)
+        return extract_state_dict(obj)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
-    for prefix in _WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state_dict):
-            state_dict = strip_prefix(state_dict, prefix)
-    return state_dict
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, strict: bool = False) -> dict[str, Any]:
-    """Load a local checkpoint into the backbone of ``model`` and re-initialise its classifier head.
+    """Load a local weights file into the backbone of ``model`` and re-initialise its classifier head.
 
-    Accepts torchvision- or timm-format state dicts, files holding {'state_dict': ...} or
-    {'model': ...}, and 'module.'-prefixed (DataParallel) keys. Checkpoint entries of the model's
-    head (e.g. torchvision's 1000-class 'fc') are dropped. Raises FileNotFoundError for a missing
-    file and ValueError for an unreadable file, backbone tensors of the wrong shape (naming the first
-    keys), no backbone tensor in common, or (``strict``) any missing/unexpected backbone key.
+    Reads torchvision-, timm- and official/ASL-format files (.pth/.pt/.bin/.ckpt or .safetensors; a bare state
+    dict, {'state_dict': ...} or {'model': ...}), converted by ``convert_state_dict``. The file's head entries
+    (e.g. torchvision's 1000-class 'fc') are dropped. Raises FileNotFoundError for a missing file, ValueError for
+    an unreadable one, backbone tensors of the wrong shape (naming the first keys), fewer than
+    MIN_BACKBONE_MATCH of the backbone's tensors matched (giving the counts), or (``strict``) any
+    missing/unexpected backbone key.
 
-    Returns a report: path, loaded (count), missing_keys, unexpected_keys, dropped_head_keys.
+    Returns a report: path, loaded, backbone (tensors counted), missing_keys, unexpected_keys, dropped_head_keys.
     """
     path = Path(path)
-    state_dict = _read_checkpoint(path)
-    head = _classifier_prefix(model)
-    is_head = (lambda k: k == head or k.startswith(head + ".")) if head else (lambda k: False)
-
+    state_dict = convert_state_dict(model, _read_weights_file(path))
+    is_head = _head_test(model)
     dropped = sorted(k for k in state_dict if is_head(k))
     backbone = {k: v for k, v in state_dict.items() if not is_head(k)}
     own = {k: v for k, v in model.state_dict().items() if not is_head(k)}
@@ -155,29 +416,23 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, strict: bool = Fa
         raise ValueError(f"{path}: {len(mismatched)} backbone tensors do not match the model's shapes "
                          f"(wrong architecture?); first: " + "; ".join(mismatched[:5]))
     matched = [k for k in backbone if k in own]
-    if not matched:
-        raise ValueError(f"{path}: no key in common with the model (wrong architecture?); checkpoint "
-                         f"keys start {sorted(backbone)[:3]}, model keys {sorted(own)[:3]}")
-    # BatchNorm's num_batches_tracked is absent from old torchvision files and unused here.
-    missing = sorted(k for k in own if k not in backbone and not k.endswith("num_batches_tracked"))
+    counted = [k for k in own if _counted(k)]
+    n_matched = sum(_counted(k) for k in matched)
+    missing = sorted(k for k in counted if k not in backbone)
     unexpected = sorted(k for k in backbone if k not in own)
+    if n_matched < MIN_BACKBONE_MATCH * len(counted):
+        raise ValueError(f"{path}: fills {n_matched} of the model's {len(counted)} backbone tensors "
+                         f"({100 * n_matched / max(len(counted), 1):.0f}%, at least {MIN_BACKBONE_MATCH:.0%} needed): "
+                         f"wrong architecture or an unknown format? {len(unexpected)} file keys unused, e.g. "
+                         f"{unexpected[:3]}; model keys not filled, e.g. {missing[:3]}")
     if strict and (missing or unexpected):
         raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
 
     model.load_state_dict({k: backbone[k] for k in matched}, strict=False)
-    if head:
-        for module in model.get_submodule(head).modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-
-    report = {"path": str(path), "loaded": len(matched), "missing_keys": missing,
-              "unexpected_keys": unexpected, "dropped_head_keys": dropped}
-    _logger.info("loaded %d tensors from %s; head %r re-initialised (dropped %s)",
-                 len(matched), path, head, dropped)
+    _reset_head(model)
     if missing:
-        _logger.warning("%s: %d model keys not in the checkpoint (left as initialised): %s",
-                        path, len(missing), missing[:10])
+        _logger.warning("%s: %d model keys not in the file (left as initialised): %s", path, len(missing), missing[:10])
     if unexpected:
-        _logger.warning("%s: %d checkpoint keys not in the model (ignored): %s",
-                        path, len(unexpected), unexpected[:10])
-    return report
+        _logger.warning("%s: %d file keys not in the model (ignored): %s", path, len(unexpected), unexpected[:10])
+    return {"path": str(path), "loaded": n_matched, "backbone": len(counted), "missing_keys": missing,
+            "unexpected_keys": unexpected, "dropped_head_keys": dropped}

@@ -9,6 +9,7 @@ summed loss, model and EMA evaluated after every epoch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -23,16 +24,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.checkpoint import (CheckpointError, load_checkpoint, load_weights, rng_state, save_checkpoint,
+from src.checkpoint import (CheckpointError, load_checkpoint, load_weights, plain, rng_state, save_checkpoint,
                             set_rng_state)
+from src.cli import torchrun_hint
 from src.data.datasets import MultiLabelImages, collate_multilabel, split_holdout
-from src.data.labels import read_label_list
+from src.data.labels import describe_list_change, list_fingerprint, read_label_list
 from src.distributed import DistInfo, EpochShuffleSampler, ShardSampler, barrier, cleanup, init_distributed
 from src.engine import MissingLabelOracle, NonFiniteLossError, predict, to_device, train_one_epoch
-from src.io_utils import atomic_write_text
+from src.errors import UserError, report_user_errors
+from src.io_utils import RunFolderLock, WriteError, atomic_write, atomic_write_text, remove_stale_temporaries
 from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
 from src.metrics import mAP, threshold_metrics
-from src.models import check_model_name, create_model, load_pretrained
+from src.models import (PretrainedUnavailable, check_model_name, create_model, create_model_with_weights,
+                        locate_imagenet_weights, pretrained_arg)
 
 # Loss hyperparameter flags: flag dest -> keyword of the loss constructors. They default to None so that
 # only what the user sets reaches build_loss; the loss signatures hold the defaults (one place).
@@ -42,6 +46,9 @@ LOSS_FLAGS = {"lamb": "lamb", "margin": "margin", "gamma": "gamma", "tau": "tau"
 # Flags that define a run: a resume with different values would not continue the same run.
 RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size", "seed", "weight_decay",
                 "ema_decay", "val_split", "split_seed") + tuple(LOSS_FLAGS)
+# What a last.ckpt must hold for a resume.
+LAST_KEYS = ("kind", "model_name", "num_classes", "args", "model", "ema", "optimizer", "scheduler", "scaler",
+             "epoch", "global_step", "history", "best", "label_store", "rng")
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -75,8 +82,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                    help="last 0-based epoch trained; the official code trains epochs 0..30 (default: 30)")
     s.add_argument("--weight-decay", default=1e-4, type=float, help="on weights, not biases/1-D (default: 1e-4)")
     s.add_argument("--ema-decay", default=0.9997, type=float, help="EMA decay per step (default: 0.9997)")
-    s.add_argument("--pretrained", default=None, metavar="PATH",
-                   help="local backbone weights (torchvision or timm format); the head is re-initialised")
+    s.add_argument("--pretrained", default="imagenet", type=pretrained_arg, metavar="imagenet|none|PATH",
+                   help="starting weights: imagenet = the paper's ImageNet weights through timm (downloaded once "
+                        "into the Hugging Face cache), none = random, or a torchvision/timm/ASL weights file; "
+                        "the head is always re-initialised (default: imagenet; see docs/pretrained.md)")
     s.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision; auto = bf16 on GPUs that support it, else fp16; off on the CPU")
     s.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda if present)")
@@ -93,6 +102,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     o.add_argument("--check-images", action="store_true", help="check every image file exists before training")
     o.add_argument("--skip-bad-images", action="store_true",
                    help="log and leave out corrupt images (counted per epoch) instead of stopping")
+    o.add_argument("--allow-small-data", action="store_true",
+                   help="accept a --batch-size larger than the training set (each epoch is then one step)")
     o.add_argument("--oracle-list", default=None, metavar="FULL.txt",
                    help="full-label list of the training images: log how well the model finds missing labels")
     o.add_argument("--oracle-threshold", default=None, type=float,
@@ -114,11 +125,15 @@ def _loss_name(name: str) -> str:
 
 @dataclass
 class Datasets:
-    """What a training script builds: the training list and the test set, plus how they were named."""
+    """What a training script builds: the training list and the test set, plus how they were named.
+
+    ``class_names``: the name of each class index (length num_classes), or None when unknown; stored in
+    every checkpoint and checked on resume."""
     train: MultiLabelImages
     test: MultiLabelImages
     num_classes: int
     train_list: str
+    class_names: list[str] | None = None
 
 
 BuildDatasets = Callable[[argparse.Namespace, Callable | None, Callable | None, bool], Datasets]
@@ -133,8 +148,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for flag in ("batch_size", "image_size", "print_freq"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
-    if args.pretrained is not None and not Path(args.pretrained).is_file():
-        parser.error(f"--pretrained {args.pretrained}: no such file")
+    if args.pretrained == "imagenet" and args.resume is None:  # offline and not cached: say so before any work
+        try:
+            locate_imagenet_weights(args.model_name, args.image_size)
+        except PretrainedUnavailable as e:
+            parser.exit(2, f"{e}\n")
     try:
         build_loss(args.loss, **loss_kwargs(args))
     except (ValueError, TypeError) as e:
@@ -184,16 +202,18 @@ def run_training(parser: argparse.ArgumentParser, args: argparse.Namespace, buil
     info = init_distributed("cuda" if args.device.startswith("cuda") or
                             (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     try:
-        return _run(parser, args, build_datasets, info)
-    except CheckpointError as e:
-        raise SystemExit(f"error: {e}") from e
+        with report_user_errors(), contextlib.ExitStack() as held:  # a UserError: one line, exit status 2
+            return _run(parser, args, build_datasets, info, held)
     finally:
         cleanup(info)
 
 
-def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo) -> dict:
+def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.ExitStack) -> dict:
     device = resolve_device(args.device, info)
     amp_dtype = resolve_amp(args.amp, device)
+    if not info.enabled and args.device in ("auto", "cuda") and device.type == "cuda" \
+            and torch.cuda.device_count() > 1:
+        log(info, torchrun_hint([Path(sys.argv[0]).name, *sys.argv[1:]], torch.cuda.device_count()))
     if args.batch_size % info.world_size:
         parser.error(f"--batch-size {args.batch_size} is not divisible by the {info.world_size} processes")
     seed_everything(args.seed)
@@ -211,18 +231,34 @@ def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo) -> dict:
     num_classes = data.num_classes
     if args.num_classes is not None and args.num_classes != num_classes:
         parser.error(f"--num-classes {args.num_classes} disagrees with the data, which has {num_classes} classes")
+    if data.class_names is not None and len(data.class_names) != num_classes:
+        raise ValueError(f"{len(data.class_names)} class names for {num_classes} classes")
+    if len(data.train) == 0:
+        raise UserError(f"the training list {data.train_list} holds no images")
+    if len(data.test) == 0:
+        raise UserError(f"the test set ({data.test.source or 'test data'}) holds no images")
+    out_dir = Path(args.output or f"runs/{args.loss}-{args.model_name}-{Path(data.train_list).stem}")
+    if info.is_main:  # one writer per run folder, for the whole run
+        held.enter_context(RunFolderLock(out_dir))
+        for tmp in remove_stale_temporaries(out_dir):
+            log(info, f"removed {tmp}, left by a writer that was killed")
+    resume_path = _resume_path(args.resume, out_dir)
+    _check_output_folder(args, out_dir, resume_path)
     if args.check_images:
         data.train.check_images()
         data.test.check_images()
-    out_dir = Path(args.output or f"runs/{args.loss}-{args.model_name}-{Path(data.train_list).stem}")
-    resume_path = _resume_path(args.resume, out_dir)
-    if resume_path is None and (out_dir / "last.ckpt").exists():
-        raise SystemExit(f"{out_dir}/last.ckpt exists: pass --resume auto to continue it, or another --output")
 
     # Training and evaluation sets: the held-out part of the training list, if asked, else the test set.
     all_train = list(range(len(data.train)))
-    train_idx, held_idx = split_holdout(len(data.train), args.val_split, args.split_seed) if args.val_split \
-        else (all_train, [])
+    try:
+        train_idx, held_idx = split_holdout(len(data.train), args.val_split, args.split_seed) if args.val_split \
+            else (all_train, [])
+    except ValueError as e:
+        raise UserError(f"--val-split {args.val_split}: {e}") from None
+    if args.batch_size > len(train_idx) and not args.allow_small_data:
+        raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train_idx)} images "
+                        f"of {data.train_list}): each epoch would be a single step; lower --batch-size or pass "
+                        "--allow-small-data")
     if held_idx:
         eval_set = copy.copy(data.train)
         eval_set.transform = data.test.transform
@@ -246,10 +282,17 @@ def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo) -> dict:
                                            pin_memory=device.type == "cuda")
 
     # Model, EMA, optimizer, schedule, loss.
-    model = create_model(args.model_name, num_classes)
-    if args.pretrained:
-        report = load_pretrained(model, args.pretrained)
-        log(info, f"loaded {args.pretrained}: {report}")
+    if resume_path is not None:  # the weights come from the checkpoint
+        model = create_model(args.model_name, num_classes)
+    else:
+        try:
+            model, weights_line = create_model_with_weights(args.model_name, num_classes, args.pretrained,
+                                                            args.image_size)
+        except PretrainedUnavailable as e:
+            parser.exit(2, f"{e}\n")
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(f"--pretrained: {e}")
+        log(info, weights_line)
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -274,8 +317,17 @@ def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo) -> dict:
     oracle = _oracle(args, data.train, label_store, device) if args.oracle_list else None
 
     state = {"epoch": -1, "global_step": 0, "history": [], "best": {"map": -1.0}}
+    identity = _data_identity(data)
+    last_epoch = min(args.stop_epoch, args.epochs - 1)
     if resume_path is not None:
-        state = _restore(resume_path, args, model, ema, optimizer, scheduler, scaler, label_store, info)
+        state = _restore(resume_path, args, model, ema, optimizer, scheduler, scaler, label_store, info, identity)
+        if state["epoch"] >= last_epoch:
+            best = state["best"]
+            log(info, f"already finished at epoch {state['epoch']} (best mAP {best['map']:.2f} in "
+                      f"{out_dir / 'best.ckpt'})")
+            return dict(best)
+        if info.is_main:
+            _adopt_best(resume_path, out_dir, state["best"], info)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
@@ -284,7 +336,6 @@ def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo) -> dict:
               f"({'held-out split' if held_idx else 'test set'}), {num_classes} classes, {args.model_name}, "
               f"loss {args.loss}, device {device}, amp {amp_dtype}, world size {info.world_size}, output {out_dir}")
 
-    last_epoch = min(args.stop_epoch, args.epochs - 1)
     eval_batches = eval_loader(eval_set, eval_idx)
     eval_targets = eval_set.targets_matrix()
     for epoch in range(state["epoch"] + 1, last_epoch + 1):
@@ -318,7 +369,7 @@ def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo) -> dict:
         state["epoch"] = epoch
         if info.is_main:
             _write_epoch(out_dir, row, state, improved, which, model, ema, optimizer, scheduler, scaler,
-                         label_store, args, num_classes)
+                         label_store, args, identity)
             print(_epoch_line(row, state["best"], last_epoch), flush=True)
         barrier(info)
 
@@ -361,9 +412,9 @@ def _oracle(args, train_set: MultiLabelImages, observed: torch.Tensor, device) -
     for i, e in enumerate(train_set.entries):
         labels = full_entries.get(e.name)
         if labels is None:
-            raise SystemExit(f"--oracle-list {args.oracle_list} has no line for training image {e.name}")
+            raise UserError(f"--oracle-list {args.oracle_list} has no line for training image {e.name}")
         if not set(e.labels) <= set(labels):
-            raise SystemExit(f"--oracle-list {args.oracle_list}: {e.name} has labels {sorted(e.labels)} in the "
+            raise UserError(f"--oracle-list {args.oracle_list}: {e.name} has labels {sorted(e.labels)} in the "
                              f"training list that the full list lacks ({sorted(labels)})")
         full[i, list(labels)] = 1
     threshold = args.oracle_threshold
@@ -382,9 +433,68 @@ def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
     return Path(resume)
 
 
-def _restore(path: Path, args, model, ema, optimizer, scheduler, scaler, label_store, info: DistInfo) -> dict:
+def _run_files(out_dir: Path) -> list[str]:
+    """The files of a run that has finished at least part of an epoch (an empty metrics.jsonl does not count)."""
+    found = [n for n in ("last.ckpt", "best.ckpt") if (out_dir / n).exists()]
+    metrics = out_dir / "metrics.jsonl"
+    if metrics.exists() and metrics.stat().st_size > 0:
+        found.append("metrics.jsonl")
+    return found
+
+
+def _check_output_folder(args, out_dir: Path, resume_path: Path | None) -> None:
+    """A run writes only into its own folder: a fresh start needs a folder without a run, and a resume
+    from a file elsewhere needs one too (it then continues that run there)."""
+    present = _run_files(out_dir)
+    if not present:
+        return
+    if resume_path is None and args.resume is None:
+        raise UserError(f"{out_dir} already holds a run ({', '.join(present)}): pass --resume auto to continue it, "
+                        "or choose another --output")
+    if resume_path is None:  # --resume auto, and no last.ckpt: killed during its first epoch
+        saved_args = out_dir / "args.json"
+        saved = json.loads(saved_args.read_text()) if saved_args.exists() else {}
+        changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RUN_DEFINING
+                   if k in saved and saved[k] != getattr(args, k)]
+        if changed:
+            raise UserError(f"{out_dir} holds another run ({saved_args} differs: {'; '.join(changed)}); "
+                            "choose another --output")
+        return  # nothing was checkpointed: start the same run again
+    if resume_path.resolve() != (out_dir / "last.ckpt").resolve():
+        raise UserError(f"--resume {resume_path} lies outside --output {out_dir}, which already holds another run "
+                        f"({', '.join(present)}); resume into an empty --output, or resume {out_dir / 'last.ckpt'}")
+
+
+def _data_identity(data: Datasets) -> dict:
+    """What a checkpoint records about its data: the training list's fingerprint and path, the classes."""
+    return {"train_list": str(data.train_list), "train_fingerprint": list_fingerprint(data.train.entries),
+            "num_classes": data.num_classes, "class_names": data.class_names}
+
+
+def _check_same_data(path: Path, ckpt: dict, identity: dict) -> None:
+    """A resume must see the data its checkpoint was trained on: same classes, same list, same order."""
+    if ckpt["num_classes"] != identity["num_classes"]:
+        raise CheckpointError(f"{path} was trained on {ckpt['num_classes']} classes; the data now has "
+                              f"{identity['num_classes']}")
+    saved, now = ckpt.get("class_names"), identity["class_names"]
+    if saved is not None and now is not None and list(saved) != list(now):
+        k = next(i for i, (a, b) in enumerate(zip(saved, now)) if a != b)
+        raise CheckpointError(f"{path}: the class names changed: class {k} was {saved[k]!r}, is now {now[k]!r}")
+    fingerprint = ckpt.get("train_fingerprint")
+    if fingerprint is None:
+        print(f"warning: {path} records no training-list fingerprint (an upgraded old checkpoint): "
+              "the list is not checked", file=sys.stderr, flush=True)
+        return
+    change = describe_list_change(fingerprint, identity["train_fingerprint"])
+    if change:
+        raise CheckpointError(f"the training list {identity['train_list']} differs from the one {path} was trained "
+                              f"on ({ckpt.get('train_list', '?')}): {change}")
+
+
+def _restore(path: Path, args, model, ema, optimizer, scheduler, scaler, label_store, info: DistInfo,
+             identity: dict) -> dict:
     """Load last.ckpt into the run's objects; a mismatch is an error, never a silent fresh start."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, required=LAST_KEYS)
     if ckpt.get("kind") != "last":
         raise CheckpointError(f"{path} is a {ckpt.get('kind')} checkpoint; resume needs a last.ckpt")
     saved = ckpt["args"]
@@ -392,6 +502,7 @@ def _restore(path: Path, args, model, ema, optimizer, scheduler, scaler, label_s
                if saved.get(k) != getattr(args, k)]
     if changed:
         raise CheckpointError(f"{path} was written by a different run: " + "; ".join(changed))
+    _check_same_data(path, ckpt, identity)
     load_weights(model, ckpt["model"], str(path))
     load_weights(ema.module, ckpt["ema"], f"{path} (EMA)")
     try:
@@ -410,24 +521,48 @@ def _restore(path: Path, args, model, ema, optimizer, scheduler, scaler, label_s
             "best": ckpt["best"]}
 
 
+def _adopt_best(resume_path: Path, out_dir: Path, best: dict, info: DistInfo) -> None:
+    """Resuming a run into another folder continues it there: bring its best.ckpt along."""
+    source, target = resume_path.parent / "best.ckpt", out_dir / "best.ckpt"
+    if resume_path.parent.resolve() == out_dir.resolve() or best.get("epoch") is None:
+        return
+    if source.is_file() and load_checkpoint(source).get("epoch") == best["epoch"]:
+        data = source.read_bytes()
+        atomic_write(target, lambda f: f.write(data))
+        log(info, f"copied {source} (epoch {best['epoch']}) to {target}")
+    else:
+        log(info, f"warning: {source} of epoch {best['epoch']} is not beside {resume_path}: {target} will be "
+                  "written by the first epoch that beats its mAP")
+
+
+def _append_line(path: Path, line: str) -> None:
+    try:
+        with open(path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise WriteError(f"cannot append to {path}: {e.strerror or e}") from e
+
+
 def _write_epoch(out_dir: Path, row, state, improved, which, model, ema, optimizer, scheduler, scaler,
-                 label_store, args, num_classes) -> None:
-    """Append the metrics row, then write last.ckpt (and best.ckpt), each atomically."""
-    meta = {"model_name": args.model_name, "num_classes": num_classes, "image_size": args.image_size,
-            "args": {k: v for k, v in vars(args).items()}}
-    with open(out_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+                 label_store, args, identity: dict) -> None:
+    """Append the metrics row, then write last.ckpt (and best.ckpt), each atomically. Only tensors and plain
+    values go in, so that both load with torch.load(weights_only=True)."""
+    meta = {"model_name": args.model_name, "num_classes": identity["num_classes"], "image_size": args.image_size,
+            "class_names": identity["class_names"], "args": plain(vars(args))}
+    _append_line(out_dir / "metrics.jsonl", json.dumps(row) + "\n")
     if improved:
         weights = ema.module.state_dict() if which == "ema" else model.state_dict()
         save_checkpoint({"kind": "best", **meta, "model": weights, "which": which, "epoch": row["epoch"],
-                         "map": state["best"]["map"]}, out_dir / "best.ckpt")
+                         "map": float(state["best"]["map"])}, out_dir / "best.ckpt")
     save_checkpoint({"kind": "last", **meta, "model": model.state_dict(), "ema": ema.module.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "scaler": scaler.state_dict(), "epoch": state["epoch"], "global_step": state["global_step"],
-                     "history": state["history"], "best": state["best"], "label_store": label_store.cpu(),
-                     "rng": rng_state()}, out_dir / "last.ckpt")
+                     "history": plain(state["history"]), "best": plain(state["best"]),
+                     "label_store": label_store.cpu(), "rng": rng_state(),
+                     "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"]},
+                    out_dir / "last.ckpt")
 
 
 def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:

@@ -7,8 +7,9 @@ import pytest
 
 from src.tools import bench_throughput as bt
 
-FIGURES = ("a_train_img_s", "b_step_img_s", "data_img_s", "eval_img_s", "eval_40137_s", "c_reference_img_s",
-           "ratio_a_b", "ratio_a_c", "c_data_img_s", "make_images_s", "paper_run_hours", "paper_run_hours_reference")
+FIGURES = ("a_train_img_s", "a_serial_img_s", "b_step_img_s", "data_img_s", "eval_img_s", "eval_40137_s",
+           "c_reference_img_s", "ratio_a_b", "ratio_a_serial_b", "ratio_a_c", "c_data_img_s", "make_images_s",
+           "paper_run_hours", "paper_run_hours_reference")
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

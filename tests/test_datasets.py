@@ -8,6 +8,7 @@ from torchvision.io import encode_jpeg, encode_png
 
 from src.data.datasets import (
     NUS_NUM_CLASSES,
+    AnnotationError,
     BadImageError,
     MultiLabelImages,
     check_jpeg_complete,
@@ -203,7 +204,7 @@ def test_coco_bad_annotations(tmp_path):
     bad_img = [{"id": 1, "image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1], "area": 1.0, "iscrowd": 0}]
     with pytest.raises(ValueError, match="image id 99"):
         coco_entries_from_instances(_instances(tmp_path, bad_img))
-    with pytest.raises(FileNotFoundError, match="nope.json"):
+    with pytest.raises(AnnotationError, match="nope.json"):
         coco_entries_from_instances(tmp_path / "nope.json")
 
 
@@ -231,3 +232,94 @@ def test_subset_keeps_dataset_index(image_dir):
 
 def test_nus_num_classes():
     assert NUS_NUM_CLASSES == 81
+
+
+# ----------------------------------------------------------------------------- any readable image -> 8-bit RGB
+
+def _pil_bytes(mode: str, fmt: str, **save) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+    g = np.random.default_rng(0)
+    rgb = Image.fromarray((g.random((20, 24, 3)) * 255).astype(np.uint8))
+    images = {"I;16": Image.fromarray((g.random((20, 24)) * 65535).astype(np.uint16)),
+              "RGBA": rgb.convert("RGBA"), "P": rgb.convert("P"), "CMYK": rgb.convert("CMYK"),
+              "L": rgb.convert("L"), "LA": rgb.convert("LA"), "RGB": rgb}
+    buf = io.BytesIO()
+    images[mode].save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("I;16", "TIFF"), ("P", "PNG"), ("RGBA", "PNG"),
+                                       ("RGBA", "WEBP"), ("CMYK", "JPEG"), ("L", "JPEG"), ("LA", "PNG"),
+                                       ("RGB", "BMP"), ("RGB", "TIFF"), ("P", "GIF")])
+def test_every_readable_image_becomes_8bit_rgb(tmp_path, mode, fmt):
+    (tmp_path / "x").write_bytes(_pil_bytes(mode, fmt))
+    image, _, _ = MultiLabelImages(tmp_path, [LabelEntry("x", (0,))], 2)[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 20, 24)
+    assert 20 < image.float().mean() < 235  # real content, not a blank or clipped image
+
+
+def test_a_jpeg_cut_short_and_closed_with_ffd9_is_a_bad_image(tmp_path, caplog):
+    good = _jpeg(48, 64, 3)
+    (tmp_path / "cut.jpg").write_bytes(good[: len(good) // 2] + b"\xff\xd9")  # libjpeg only warns about it
+    with pytest.raises(BadImageError, match=r"cut.jpg: bad image: corrupt data: Corrupt JPEG data"):
+        MultiLabelImages(tmp_path, [LabelEntry("cut.jpg", (0,))], 2)[0]
+    skip = MultiLabelImages(tmp_path, [LabelEntry("cut.jpg", (0,))], 2, skip_bad_images=True)
+    with caplog.at_level(logging.WARNING, logger="src.data.datasets"):
+        assert skip[0] is None
+    assert "cut.jpg" in caplog.text
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_raw_batches_carry_their_file_names(image_dir, workers):
+    from src.data.datasets import RawBatch
+    ds = MultiLabelImages(image_dir, GOOD, 5, raw=True)
+    (images, _, _, _), = list(DataLoader(ds, batch_size=3, collate_fn=collate_multilabel, num_workers=workers))
+    assert isinstance(images, RawBatch) and images.names == [str(image_dir / e.name) for e in GOOD]
+
+
+# ----------------------------------------------------------------------------- the class set
+
+def test_categories_are_checked(tmp_path):
+    from src.data.datasets import coco_categories
+    ann = _instances(tmp_path)
+    d = json.loads(ann.read_text())
+    for change, message in [(lambda d: d.pop("categories"), "no 'categories' list"),
+                            (lambda d: d["categories"].append({"id": 1, "name": "x"}), "category id 1 appears twice"),
+                            (lambda d: d["categories"].append({"id": 9, "name": "car"}),
+                             "category name 'car' appears twice \\(ids 3 and 9\\)"),
+                            (lambda d: d["categories"].append({"id": "9", "name": "y"}), "integer 'id'")]:
+        bad = json.loads(json.dumps(d))
+        change(bad)
+        ann.write_text(json.dumps(bad))
+        for read in (coco_categories, coco_entries_from_instances):
+            with pytest.raises(AnnotationError, match=message):
+                read(ann)
+
+
+def test_a_val_file_missing_a_category_is_an_error(tmp_path):
+    from src.data.datasets import COCO_2014_CATEGORIES, check_class_set
+    assert len(COCO_2014_CATEGORIES) == 80 and COCO_2014_CATEGORIES[0] == (1, "person")
+    assert COCO_2014_CATEGORIES[-1] == (90, "toothbrush")
+    check_class_set(COCO_2014_CATEGORIES, "val.json")
+    with pytest.raises(AnnotationError, match=r"val.json: its categories differ from the 80 COCO 2014 categories: "
+                                              r"lacks 5 'airplane'"):
+        check_class_set([c for c in COCO_2014_CATEGORIES if c[0] != 5], "val.json")
+    toy = [(1, "red circle"), (4, "blue square")]
+    check_class_set(toy, "val.json")  # not COCO's and no reference: nothing to compare with
+    ref = tmp_path / "train.json"
+    ref.write_text(json.dumps({"categories": [{"id": i, "name": n} for i, n in toy + [(7, "green star")]]}))
+    with pytest.raises(AnnotationError, match=r"differ from .*train.json: lacks 7 'green star'"):
+        check_class_set(toy, "val.json", reference=ref)
+
+
+def test_annotation_file_names_stay_in_the_image_folder(tmp_path):
+    ann = _instances(tmp_path)
+    d = json.loads(ann.read_text())
+    for name in ("../outside.jpg", "/etc/passwd", "a/../../b.jpg"):
+        d["images"][0]["file_name"] = name  # image 30, which has an annotation
+        ann.write_text(json.dumps(d))
+        with pytest.raises(AnnotationError, match="image id 30: file_name"):
+            coco_entries_from_instances(ann)

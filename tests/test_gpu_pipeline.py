@@ -143,7 +143,7 @@ def test_bad_input_is_rejected_with_a_clear_error(batch):
 @pytest.mark.parametrize("device", DEVICES)
 def test_train_preprocess_shape_range_and_determinism(batch, device):
     pre = G.GpuTrainPreprocess(SIZE, torch.device(device))
-    assert pre.generator.device.type == device
+    assert pre.generator.device.type == "cpu", "draws on the CPU: the grouping by op needs no host sync"
     pre.generator.manual_seed(3)
     torch.manual_seed(100)
     a = pre(batch)
@@ -165,7 +165,7 @@ def test_train_preprocess_is_decode_resize_then_batch_augment(batch, device):
     pre = G.GpuTrainPreprocess(SIZE, dev)
     pre.generator.manual_seed(11)
     got = pre(batch)
-    gen = torch.Generator(device=dev).manual_seed(11)
+    gen = torch.Generator().manual_seed(11)
     aug = BatchAugment(SIZE).to(dev)
     want = batch_to_float(aug(G.decode_resize(batch, SIZE, dev), generator=gen))
     assert torch.equal(got, want)
@@ -185,3 +185,25 @@ def test_batched_draws_follow_the_policy(device):
     assert chi2 < 14 + 5 * (2 * 14) ** 0.5, f"op counts {counts.tolist()}"
     assert int(policy.magnitude.min()) == 1 and int(policy.magnitude.max()) == 9
     assert abs(float(policy.applied.float().mean()) - 0.5) < 0.03
+
+
+# --------------------------------------------------------------------------------------------------- host syncs
+
+def test_train_augmentation_never_reads_the_device():
+    """GpuTrainPreprocess's augmentation on 'meta' images (no data: any host read of a device value, e.g. .tolist()
+    or .item(), raises) with its CPU generator runs through every op; with draws on the images' device it fails at
+    the grouping, which shows the check can fail. (On CUDA, src.tools.gpu_check also runs it under
+    torch.cuda.set_sync_debug_mode("error").)"""
+    pre = G.GpuTrainPreprocess(SIZE, "cpu")
+    pre.augment.to("meta")
+    x = torch.empty(256, 3, SIZE, SIZE, dtype=torch.uint8, device="meta")
+    pre.generator.manual_seed(0)
+    _cut, policy = pre.augment.sample(256, "cpu", pre.generator)
+    for slot in range(2):
+        drawn = set(policy.op[:, slot][policy.applied[:, slot]].tolist())
+        assert drawn == set(range(len(OPS))), "every op must be drawn in both slots for the check to cover it"
+    pre.generator.manual_seed(0)
+    out = pre.augment(x, generator=pre.generator)
+    assert out.device.type == "meta" and out.shape == x.shape and out.dtype == torch.uint8
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        pre.augment(x)  # draws on 'meta': the group sizes would have to be read from the device

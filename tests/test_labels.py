@@ -112,8 +112,8 @@ def test_label_stats():
     assert label_stats([])["max_index"] == -1
 
 
-def test_real_coco_full_list(shared_data):
-    path = shared_data / "coco" / "coco_train_full.txt"
+def test_real_coco_full_list(dataset_dir):
+    path = dataset_dir / "coco_train_full.txt"
     entries = read_label_list(path, num_classes=80)
     s = label_stats(entries)
     assert (s["samples"], s["labels"], s["max_index"], s["classes_present"]) == (82081, 241035, 79, 80)
@@ -123,10 +123,29 @@ def test_real_coco_full_list(shared_data):
     assert entries[0] == LabelEntry("COCO_train2014_000000480023.jpg", (0, 52))
 
 
-def test_real_nus_val_list(shared_data):
-    path = shared_data / "nus" / "nus_val.txt"
+def test_real_nus_val_list(dataset_dir):
+    path = dataset_dir / "nus_val.txt"
     entries = read_label_list(path, num_classes=81)
     assert len(entries) == 50720
     assert label_stats(entries)["max_index"] == 80
     with pytest.raises(LabelListError, match=r"out of range \[0, 80\)"):
         read_label_list(path, num_classes=80)
+
+
+def test_fingerprint_tells_what_changed():
+    from src.data.labels import describe_list_change, list_fingerprint
+    base = [LabelEntry("a.jpg", (0, 2)), LabelEntry("b.jpg", (1,)), LabelEntry("c.jpg", ())]
+    fp = list_fingerprint(base)
+    assert describe_list_change(fp, list_fingerprint([LabelEntry("a.jpg", (2, 0))] + base[1:])) is None
+    assert "another order" in describe_list_change(fp, list_fingerprint(base[::-1]))
+    assert "other labels" in describe_list_change(fp, list_fingerprint(base[:2] + [LabelEntry("c.jpg", (0,))]))
+    assert "2 images, the run was trained on 3" in describe_list_change(fp, list_fingerprint(base[:2]))
+    assert "other image files" in describe_list_change(fp, list_fingerprint(base[:2] + [LabelEntry("d.jpg", ())]))
+
+
+def test_paths_must_stay_inside_the_image_folder():
+    from src.data.labels import escape_problem
+    for name in ("../x.jpg", "a/../../x.jpg", "/etc/passwd", "\\\\server\\x.jpg", ""):
+        assert escape_problem(name), name
+    for name in ("x.jpg", "sub/x.jpg", "a..b.jpg", "x,1.jpg"):
+        assert escape_problem(name) is None, name

@@ -14,6 +14,7 @@ import torch
 from src.loss_functions.losses import (
     BCELS,
     EPR,
+    FINITE_LOGIT_BOUND,
     LOSS_NAMES,
     SPLC,
     WAN,
@@ -444,6 +445,38 @@ def test_runs_on_each_available_device(name, loss_fn):
         assert out.device.type == device and xd.grad.device.type == device
         results.append(out.item())
     assert all(math.isclose(r, results[0], rel_tol=1e-5) for r in results)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_finite_at_the_stated_logit_bound(name, dtype):
+    """The module docstring's promise: finite loss and gradient for |logit| <= FINITE_LOGIT_BOUND, every dtype
+    (float16 cannot hold 1e6: its largest finite value stands in), every reduction, a 64 x 80 batch."""
+    b = min(FINITE_LOGIT_BOUND, torch.finfo(dtype).max)
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randint(-1, 2, (64, 80), generator=g).double() * b).to(dtype)  # -b, 0, b
+    x[0, :3] = torch.tensor([-b, b, 1.0], dtype=torch.float64).to(dtype)
+    y = (torch.rand(64, 80, generator=g) < 0.3).float()
+    for reduction in REDUCTIONS:
+        loss_fn = build_loss(name, reduction=reduction)
+        xg = x.clone().requires_grad_(True)
+        loss = scalar_loss(loss_fn, xg, y, epoch=3)
+        loss.sum().backward()
+        assert torch.isfinite(loss).all(), (name, dtype, reduction)
+        assert torch.isfinite(xg.grad).all(), (name, dtype, reduction)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_empty_batch_gives_zero_for_every_reduction(name):
+    for reduction in REDUCTIONS:
+        x = torch.zeros(0, 6, requires_grad=True)
+        loss = scalar_loss(build_loss(name, reduction=reduction), x, torch.zeros(0, 6), epoch=3)
+        if reduction == "none":
+            assert loss.shape == (0, 6)
+        else:
+            assert loss.shape == () and loss.item() == 0.0, (name, reduction, loss)
+        loss.sum().backward()  # still part of the graph
+        assert x.grad.shape == (0, 6)
 
 
 # ----------------------------------------------------------------------------- input checks

@@ -20,16 +20,16 @@ PAPER_TOTALS = {"full": 241035, "0.75left": 181422, "0.4left": 96251, "singlelab
 
 
 @pytest.fixture(scope="module")
-def coco_full(shared_data):
-    return read_label_list(shared_data / "coco" / "coco_train_full.txt", num_classes=80)
+def coco_full(dataset_dir):
+    return read_label_list(dataset_dir / "coco_train_full.txt", num_classes=80)
 
 
 @pytest.fixture(scope="module")
-def cli_run(shared_data, tmp_path_factory):
+def cli_run(dataset_dir, tmp_path_factory):
     """The generator run once on the real list: (printed text, {key: entries read back})."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        paths = main(["--full-list", str(shared_data / "coco" / "coco_train_full.txt"),
+        paths = main(["--full-list", str(dataset_dir / "coco_train_full.txt"),
                       "--out-dir", str(tmp_path_factory.mktemp("lists")), "--seed", "0", "--num-classes", "80"])
     assert sorted(p.name for p in paths.values()) == sorted(
         f"coco_train_{k}.txt" for k in ("full", "0.75left", "0.4left", "singlelabel"))

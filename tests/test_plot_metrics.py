@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from src.tools.plot_metrics import MetricsError, main, plot_runs, read_run, run_label
+from src.tools.plot_metrics import MetricsError, main, plot_runs, plot_strength_gap, read_run, run_label
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,3 +66,15 @@ def test_bad_row_names_file_and_line(tmp_path):
         f.write('{"epoch": 1}\n')
     with pytest.raises(MetricsError, match=r"metrics.jsonl:2: a row needs"):
         read_run(run)
+
+
+def test_strength_gap_figure(tmp_path):
+    gaps = [{"strength": s, "setting": setting, "loss": loss, "n": 3, "mean": m, "std": sd, "ref_mean": ref,
+             "ref_std": 0.5}
+            for s, ref in (("S1", 50.0), ("S2", 70.0))
+            for setting in ("0.4left", "singlelabel")
+            for loss, m, sd in (("Hill", -1.0, 0.4), ("SPLC", 0.5, None))]
+    out = plot_strength_gap(gaps, tmp_path / "gap.png")
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 5000
+    with pytest.raises(ValueError, match="reference"):
+        plot_strength_gap([dict(gaps[0], ref_mean=None)], tmp_path / "none.png")

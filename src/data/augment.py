@@ -140,6 +140,16 @@ def _per_sample(value: float | torch.Tensor, batch: int, device: torch.device) -
     return torch.full((batch,), float(value), device=device, dtype=torch.float64)
 
 
+def to_device_nonblocking(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A (small) CPU tensor -> ``device`` without blocking the host: on CUDA through pinned memory with
+    ``non_blocking=True`` (a plain ``.to("cuda")`` from pageable memory waits for the stream to drain)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def _col(t: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, 1) for broadcasting over (B, C, H, W)."""
     return t.view(-1, 1, 1, 1)
@@ -411,8 +421,8 @@ class Cutout(torch.nn.Module):
     def apply(self, x: torch.Tensor, draw: CutoutDraw) -> torch.Tensor:
         """Deterministic part on uint8 (B, 3, H, W)."""
         h, w = x.shape[-2:]
-        rows, cols = cutout_pil_boxes(draw.center.to(x.device), h, w, self.factor)
-        return fill_boxes(x, rows, cols, draw.color.to(x.device))
+        rows, cols = cutout_pil_boxes(to_device_nonblocking(draw.center, x.device), h, w, self.factor)
+        return fill_boxes(x, rows, cols, to_device_nonblocking(draw.color, x.device))
 
     def forward(self, img: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_image(img, (3,), "Cutout")
@@ -482,7 +492,10 @@ class BatchAugment(torch.nn.Module):
     """Cutout + RandAugment on uint8 (B, 3, S, S) on any device: per-sample draws, batched application.
 
     Default (grouped): per slot, samples are sorted by drawn op and each op runs once on its group (index_select
-    / index_copy_); the group sizes are the slot's one host sync (two per batch, none per sample).
+    / index_copy_). The groups are formed where the draws are: with draws on the CPU (a CPU ``generator``, as
+    ``GpuTrainPreprocess`` uses) the host knows them without waiting for the device, and the draws then go to the
+    images' device by non-blocking copies: no host sync. With draws on a GPU the group sizes cost one host sync
+    per slot.
     ``sync_free=True``: every op runs on the whole batch and is kept where drawn (torch.where), with
     TranslateX/TranslateY/Rotate sharing one gather; no host sync at all, ~10x the arithmetic.
     Both give exactly the per-sample pipeline's output for the same draws.
@@ -505,12 +518,17 @@ class BatchAugment(torch.nn.Module):
         """One policy slot: sample i gets OPS[op[i]] if applied[i]; all arguments are (B,) ((B, 2) for center)."""
         if self.values.device != x.device:  # moved once, so later calls copy nothing to the device
             self.values = self.values.to(x.device)
+        order, counts = None, None
+        if not self.sync_free:  # group on the draws' device: free on the CPU, a host sync on a GPU
+            key = torch.where(applied, op, len(OPS))  # len(OPS) = not applied
+            order = torch.argsort(key, stable=True)
+            counts = torch.bincount(key, minlength=len(OPS) + 1).tolist()
+        op, magnitude, sign, applied, center = (to_device_nonblocking(t, x.device)
+                                                for t in (op, magnitude, sign, applied, center))
         value = self.values[op, magnitude]
         if self.sync_free:
             return self._apply_masked(x, op, value, sign, applied, center)
-        key = torch.where(applied, op, len(OPS))  # len(OPS) = not applied
-        order = torch.argsort(key, stable=True)
-        counts = torch.bincount(key, minlength=len(OPS) + 1).tolist()  # the slot's one host sync
+        order = to_device_nonblocking(order, x.device)
         out = x.clone()
         start = 0
         for k, n in enumerate(counts[:len(OPS)]):
@@ -546,7 +564,8 @@ class BatchAugment(torch.nn.Module):
         _check_image(x, (4,), "BatchAugment")
         if x.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"BatchAugment({self.image_size}) got images of size {tuple(x.shape[-2:])}")
-        cut, policy = self.sample(x.shape[0], x.device, generator)
+        draws_device = generator.device if generator is not None else x.device  # a CPU generator: no host sync
+        cut, policy = self.sample(x.shape[0], draws_device, generator)
         return self.apply(x, cut, policy)
 
     def extra_repr(self) -> str:

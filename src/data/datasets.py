@@ -4,27 +4,46 @@ A sample is ``(image, target, index)``: ``image`` = ``transform(uint8 RGB tensor
 undecoded file bytes with ``raw=True``), ``target`` = float32 multi-hot of shape (C,), ``index`` = the
 sample's index in this dataset (also through a ``Subset``), for per-sample label stores.
 
-Bad input is never silently replaced: a missing image raises FileNotFoundError naming it (the
-official code returns a black image with all-zero labels), a file the decoder rejects (corrupt,
-truncated, not an image) raises BadImageError naming it, unless ``skip_bad_images=True``, where the
-sample is logged and returned as None and ``collate_multilabel`` drops and counts it.
+Bad input is never silently replaced: a missing image raises MissingImageError naming it (the
+official code returns a black image with all-zero labels), a file no decoder reads (corrupt,
+truncated, not an image) or one the JPEG decoder reports corrupt data in (``decode_rgb``) raises
+BadImageError naming it, unless ``skip_bad_images=True``, where the sample is logged and returned as
+None and ``collate_multilabel`` drops and counts it. Every image PIL or torchvision reads (16-bit,
+palette, alpha, CMYK, grayscale, BMP, TIFF, ...) becomes 8-bit RGB. Annotation files are checked:
+categories present, no duplicate id or name, file names inside the image folder (AnnotationError).
+All three errors are ``UserError``s: the scripts print them as one line and exit with status 2.
 """
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.data.labels import LabelEntry, LabelListError, read_label_list
+from src.data.labels import LabelEntry, LabelListError, escape_problem, read_label_list
+from src.errors import UserError
 
 __all__ = [
     "NUS_NUM_CLASSES",
+    "COCO_2014_CATEGORIES",
     "BadImageError",
+    "MissingImageError",
+    "AnnotationError",
+    "RawBatch",
+    "decode_rgb",
+    "coco_categories",
+    "check_class_set",
     "MultiLabelImages",
     "collate_multilabel",
     "label_list_dataset",
@@ -41,12 +60,137 @@ NUS_NUM_CLASSES = 81
 _log = logging.getLogger(__name__)
 
 
-class BadImageError(RuntimeError):
-    """An image file that exists but cannot be decoded (corrupt, truncated, empty, not an image)."""
+# The 80 MS-COCO 2014 categories (id, name), as in instances_{train,val}2014.json; class index = rank of the id.
+COCO_2014_CATEGORIES: tuple[tuple[int, str], ...] = tuple(enumerate((
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", None, "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", None, "backpack", "umbrella", None, None, "handbag", "tie",
+    "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", None, "wine glass", "cup", "fork", "knife", "spoon",
+    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+    "chair", "couch", "potted plant", "bed", None, "dining table", None, None, "toilet", None, "tv", "laptop",
+    "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", None,
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush"), start=1))
+COCO_2014_CATEGORIES = tuple((i, n) for i, n in COCO_2014_CATEGORIES if n is not None)
 
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(f"{path}: bad image: {reason}")
+
+class BadImageError(UserError, RuntimeError):
+    """An image file that exists but cannot be decoded (corrupt, truncated, empty, not an image).
+
+    ``BadImageError(path, reason)``; a single argument is taken as the whole message (how a DataLoader
+    worker re-raises it in the main process).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str | None = None):
+        super().__init__(f"{path}: bad image: {reason}" if reason is not None else str(path))
         self.path = str(path)
+        self.reason = reason if reason is not None else str(path)
+
+
+class MissingImageError(UserError, FileNotFoundError):
+    """An image file named by a data file that does not exist."""
+
+
+class AnnotationError(UserError, ValueError):
+    """A COCO annotation file that is missing, malformed or inconsistent; the message names it."""
+
+
+# libjpeg(-turbo) warnings that mean the pixels are not what the file was meant to hold: a scan cut short
+# (often a truncated file closed with FF D9) or damaged entropy-coded data. libjpeg decodes such files with
+# grey or garbage blocks and only prints the warning. Junk bytes between segments ("extraneous bytes before
+# marker") leave the pixels intact and are only logged.
+_CORRUPT_JPEG = re.compile(r"Premature end of JPEG file|Corrupt JPEG data(?!: \d+ extraneous bytes)")
+_TORCHVISION_PREFIX = re.compile(r"^\w+, \S+:\d+, ")  # "decode_jpeg, /path/decode_jpeg.cpp:171, "
+_stderr_sinks: dict[int, tuple[threading.Lock, object]] = {}  # per process: a forked worker gets its own
+
+
+@contextmanager
+def _native_messages() -> Iterator[list[str]]:
+    """Capture what native code (libjpeg) prints on file descriptor 2 meanwhile; the yielded list holds
+    its lines afterwards. libjpeg prints its warnings there and returns normally. Captures are serialised
+    within a process (the redirection is process-wide; the GPU pipeline may decode on a second thread)."""
+    pid = os.getpid()
+    if pid not in _stderr_sinks:
+        _stderr_sinks[pid] = (threading.Lock(), tempfile.TemporaryFile())
+    lock, sink = _stderr_sinks[pid]
+    lines: list[str] = []
+    with lock:
+        sink.seek(0)
+        sink.truncate()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
+
+
+def _pil_rgb(data: torch.Tensor, path) -> torch.Tensor:
+    """PIL's decode of the formats torchvision does not read (BMP, TIFF, ...), as uint8 RGB (3, H, W)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: keep the top 8 bits
+            grey = (np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+            rgb = np.repeat(grey[:, :, None], 3, axis=2)
+        elif im.mode == "F":
+            raise BadImageError(path, "floating-point pixels (PIL mode F) have no 8-bit meaning")
+        else:
+            rgb = np.array(im.convert("RGB"))
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+
+
+def decode_rgb(data: np.ndarray | torch.Tensor, path: str | os.PathLike) -> torch.Tensor:
+    """File bytes -> uint8 RGB tensor (3, H, W): torchvision (JPEG, PNG, WebP, GIF), else PIL.
+
+    16-bit images keep their top 8 bits; palette, alpha, CMYK and grey images become RGB (alpha dropped).
+    BadImageError names ``path`` for an empty file, a file neither decoder reads, and a JPEG libjpeg reports
+    corrupt data in (e.g. "Premature end of JPEG file" for a truncated file closed with FF D9). The
+    decoder's other messages are logged with the file name.
+    """
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import to_dtype
+
+    data = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
+    if data.numel() == 0:
+        raise BadImageError(path, "empty file")
+    messages: list[str] = []
+    try:
+        if data.numel() >= 2 and data[0] == 0xFF and data[1] == 0xD8:  # JPEG: listen for libjpeg's warnings
+            with _native_messages() as messages:
+                image = decode_image(data, mode=ImageReadMode.RGB)
+        else:
+            image = decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as e:
+        reason = _TORCHVISION_PREFIX.sub("", str(e).strip())
+        if not reason.startswith("Unsupported image file"):
+            raise BadImageError(path, reason) from None
+        try:
+            image = _pil_rgb(data, path)
+        except BadImageError:
+            raise
+        except Exception as pil_error:  # PIL raises OSError, ValueError, SyntaxError, ... on bad files
+            raise BadImageError(path, f"{reason.split('. ')[0]}, and PIL cannot read it either "
+                                      f"({pil_error})") from None
+    for line in messages:
+        if _CORRUPT_JPEG.search(line):
+            raise BadImageError(path, f"corrupt data: {line.strip()}")
+        _log.warning("%s: decoder: %s", path, line.strip())
+    return to_dtype(image, torch.uint8, scale=True) if image.dtype != torch.uint8 else image
+
+
+class RawBatch(list):
+    """The undecoded images of a batch (1-D uint8 byte tensors) and ``names``, their file paths: the GPU
+    decoder names the file when one is bad."""
+
+    def __init__(self, images: Sequence[torch.Tensor] = (), names: Sequence[str] | None = None):
+        super().__init__(images)
+        self.names = list(names) if names is not None else None
 
 
 def check_jpeg_complete(data: np.ndarray | bytes, path: str | os.PathLike) -> None:
@@ -60,24 +204,13 @@ def check_jpeg_complete(data: np.ndarray | bytes, path: str | os.PathLike) -> No
         raise BadImageError(path, "JPEG has no end-of-image marker after its last scan (truncated)")
 
 
-def _decode_rgb(data: np.ndarray, path: Path) -> torch.Tensor:
-    """Decode file bytes to a uint8 RGB tensor (3, H, W) with torchvision; BadImageError if it fails."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    if data.size == 0:
-        raise BadImageError(path, "empty file")
-    try:
-        # torchvision's JPEG decoder raises on truncated files ("Image is incomplete or truncated").
-        return decode_image(torch.from_numpy(data), mode=ImageReadMode.RGB)
-    except RuntimeError as e:
-        raise BadImageError(path, str(e).strip()) from None
-
-
 class MultiLabelImages(Dataset):
     """Images ``image_dir / entry.name`` with multi-hot targets over ``num_classes`` classes.
 
     raw=True returns the file bytes as a 1-D uint8 tensor (for a GPU decoder), after only the cheap
     ``check_jpeg_complete`` test; it takes no transform and no skip_bad_images (both need decoding).
+    The tensor's ``file_name`` attribute holds its path; ``collate_multilabel`` gathers them into the
+    batch's ``RawBatch.names``.
     ``source`` (the label list or annotation file) is named in error messages.
     """
 
@@ -137,11 +270,13 @@ class MultiLabelImages(Dataset):
         return t
 
     def _read(self, path: Path) -> np.ndarray:
+        listed = f" (listed in {self.source})" if self.source else ""
         try:
             return np.fromfile(path, dtype=np.uint8)
         except FileNotFoundError:
-            listed = f" (listed in {self.source})" if self.source else ""
-            raise FileNotFoundError(f"image file not found: {path}{listed}") from None
+            raise MissingImageError(f"image file not found: {path}{listed}") from None
+        except OSError as e:  # a folder, no permission, an I/O error
+            raise BadImageError(path, f"cannot read it{listed}: {e.strerror or e}") from None
 
     def __getitem__(self, index: int):
         index = int(index)
@@ -153,8 +288,9 @@ class MultiLabelImages(Dataset):
             if self.raw:
                 check_jpeg_complete(data, path)
                 image = torch.from_numpy(data)
+                image.file_name = str(path)
             else:
-                image = _decode_rgb(data, path)
+                image = decode_rgb(data, path)
         except BadImageError as e:
             if not self.skip_bad_images:
                 raise
@@ -165,12 +301,12 @@ class MultiLabelImages(Dataset):
         return image, self.target(index), index
 
     def check_images(self, max_names: int = 10) -> None:
-        """Raise one FileNotFoundError listing the missing image files (count + the first few)."""
+        """Raise one MissingImageError listing the missing image files (count + the first few)."""
         missing = [e.name for e in self.entries if not (self.image_dir / e.name).is_file()]
         if missing:
             listed = f" listed in {self.source}" if self.source else ""
             more = f", ... ({len(missing) - max_names} more)" if len(missing) > max_names else ""
-            raise FileNotFoundError(
+            raise MissingImageError(
                 f"{len(missing)} of {len(self.entries)} image files{listed} are missing from "
                 f"{self.image_dir}: {', '.join(missing[:max_names])}{more}"
             )
@@ -180,7 +316,7 @@ def collate_multilabel(batch: list) -> tuple[torch.Tensor | list[torch.Tensor], 
     """DataLoader collate_fn: drop None (skipped bad images) and return
     ``(images, targets, indices, num_skipped)``.
 
-    images: stacked (B, ...) tensor, or a list of 1-D byte tensors for raw samples; targets (B, C)
+    images: stacked (B, ...) tensor, or a RawBatch of 1-D byte tensors for raw samples; targets (B, C)
     float32; indices (B,) int64. If every item was skipped, images and targets are empty tensors
     with B = 0.
     """
@@ -190,7 +326,8 @@ def collate_multilabel(batch: list) -> tuple[torch.Tensor | list[torch.Tensor], 
         return torch.empty(0), torch.empty(0, 0), torch.empty(0, dtype=torch.long), num_skipped
     images, targets, indices = zip(*kept)
     if isinstance(images[0], torch.Tensor) and images[0].dim() == 1:
-        images_out: torch.Tensor | list[torch.Tensor] = list(images)  # raw bytes, ragged
+        names = [getattr(t, "file_name", None) for t in images]
+        images_out: torch.Tensor | list[torch.Tensor] = RawBatch(images, names if None not in names else None)
     else:
         images_out = torch.stack(images)
     return images_out, torch.stack(targets), torch.tensor(indices, dtype=torch.long), num_skipped
@@ -210,64 +347,133 @@ def _load_coco(ann_file: str | os.PathLike):
     except ImportError as e:
         raise ImportError("reading COCO instances files needs pycocotools (pip install pycocotools)") from e
     if not Path(ann_file).is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
+        raise AnnotationError(f"COCO annotation file not found: {ann_file}")
     try:
         return COCO(str(ann_file))
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{ann_file}: not a COCO instances file ({type(e).__name__}: {e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise AnnotationError(f"{ann_file}: not a COCO instances file ({type(e).__name__}: {e})") from None
 
 
-def _coco_categories(coco, ann_file) -> tuple[dict[int, int], list[str]]:
-    """Class index of a category = rank of its id among the sorted category ids (0 = person for COCO)."""
-    cat_ids = sorted(coco.getCatIds())
-    if not cat_ids:
-        raise ValueError(f"{ann_file}: no categories")
-    return {c: i for i, c in enumerate(cat_ids)}, [coco.cats[c]["name"] for c in cat_ids]
+def _checked_categories(raw, ann_file) -> list[tuple[int, str]]:
+    """(id, name) of every category of a COCO ``categories`` list, sorted by id; AnnotationError for a
+    missing or malformed list and for a repeated id or name (either would shift the class indices)."""
+    if raw is None:
+        raise AnnotationError(f"{ann_file}: no 'categories' list (a COCO instances file has one)")
+    if not isinstance(raw, list) or not raw:
+        raise AnnotationError(f"{ann_file}: 'categories' must be a non-empty list")
+    cats: dict[int, str] = {}
+    by_name: dict[str, int] = {}
+    for k, c in enumerate(raw):
+        if not (isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)):
+            raise AnnotationError(f"{ann_file}: categories[{k}] needs an integer 'id' and a string 'name': {c!r}")
+        cid, name = c["id"], c["name"]
+        if cid in cats:
+            raise AnnotationError(f"{ann_file}: category id {cid} appears twice ({cats[cid]!r} and {name!r})")
+        if name in by_name:
+            raise AnnotationError(f"{ann_file}: category name {name!r} appears twice (ids {by_name[name]} and {cid})")
+        cats[cid], by_name[name] = name, cid
+    return sorted(cats.items())
+
+
+def coco_categories(ann_file: str | os.PathLike) -> list[tuple[int, str]]:
+    """(id, name) of the categories of a COCO instances file, sorted by id (= class index order)."""
+    if not Path(ann_file).is_file():
+        raise AnnotationError(f"COCO annotation file not found: {ann_file}")
+    try:
+        data = json.loads(Path(ann_file).read_bytes())
+    except (ValueError, OSError) as e:
+        raise AnnotationError(f"{ann_file}: not a JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{ann_file}: not a COCO instances file (a JSON object)")
+    return _checked_categories(data.get("categories"), ann_file)
+
+
+def _format_categories(cats) -> str:
+    shown = ", ".join(f"{i} {n!r}" for i, n in cats[:5])
+    return shown + (f" and {len(cats) - 5} more" if len(cats) > 5 else "")
+
+
+def check_class_set(categories: Sequence[tuple[int, str]], ann_file, reference: str | os.PathLike | None = None
+                    ) -> None:
+    """The categories of ``ann_file`` must be the full class set, where one is at hand: the annotations
+    ``reference`` (e.g. instances_train2014.json beside the val file) if that file exists, else the 80
+    COCO 2014 categories when every category of ``ann_file`` is one of them. A category missing (or one
+    too many) would shift every class index after it: AnnotationError naming them."""
+    have = list(categories)
+    official = set(COCO_2014_CATEGORIES)
+    if set(have) <= official and len(have) == len(official):
+        return
+    if reference is not None and Path(reference).is_file():
+        expected, what = coco_categories(reference), str(reference)
+    elif set(have) <= official:
+        expected, what = list(COCO_2014_CATEGORIES), "the 80 COCO 2014 categories"
+    else:
+        return
+    lacking = [c for c in expected if c not in set(have)]
+    extra = [c for c in have if c not in set(expected)]
+    if lacking or extra:
+        parts = ([f"lacks {_format_categories(lacking)}"] if lacking else []) + \
+                ([f"has {_format_categories(extra)} in addition"] if extra else [])
+        raise AnnotationError(f"{ann_file}: its categories differ from {what}: {'; '.join(parts)} "
+                              "(class indices would shift)")
+
+
+def _coco_entries(coco, ann_file) -> tuple[list[LabelEntry], list[tuple[int, str]]]:
+    """Entries and (id, name) categories of a loaded COCO file. Class index of a category = rank of its id
+    among the sorted category ids (0 = person for COCO)."""
+    cats = _checked_categories(coco.dataset.get("categories"), ann_file)
+    index = {c: i for i, (c, _) in enumerate(cats)}
+    entries: list[LabelEntry] = []
+    seen: set[str] = set()
+    for img_id in sorted(coco.imgToAnns):
+        if img_id not in coco.imgs:
+            raise AnnotationError(f"{ann_file}: annotations refer to image id {img_id}, which is not in 'images'")
+        labels = set()
+        for ann in coco.imgToAnns[img_id]:
+            if ann.get("category_id") not in index:
+                raise AnnotationError(
+                    f"{ann_file}: annotation {ann.get('id')} has category_id {ann.get('category_id')}, "
+                    "which is not in 'categories'"
+                )
+            labels.add(index[ann["category_id"]])
+        name = coco.imgs[img_id].get("file_name")
+        problem = escape_problem(name) if isinstance(name, str) else "file_name must be a string"
+        if problem:
+            raise AnnotationError(f"{ann_file}: image id {img_id}: file_name {name!r}: {problem}")
+        if name in seen:
+            raise AnnotationError(f"{ann_file}: file_name {name!r} belongs to two images")
+        seen.add(name)
+        entries.append(LabelEntry(name, tuple(sorted(labels))))
+    if not entries:
+        raise AnnotationError(f"{ann_file}: no annotated images")
+    return entries, cats
 
 
 def coco_entries_from_instances(ann_file: str | os.PathLike) -> tuple[list[LabelEntry], list[str]]:
     """Label entries of the images with at least one annotation (sorted by image id), and the
     category names in class-index order. 82,081 images for instances_train2014.json, 40,137 for val."""
-    coco = _load_coco(ann_file)
-    index, names = _coco_categories(coco, ann_file)
-    entries: list[LabelEntry] = []
-    seen: set[str] = set()
-    for img_id in sorted(coco.imgToAnns):
-        if img_id not in coco.imgs:
-            raise ValueError(f"{ann_file}: annotations refer to image id {img_id}, which is not in 'images'")
-        labels = set()
-        for ann in coco.imgToAnns[img_id]:
-            if ann["category_id"] not in index:
-                raise ValueError(
-                    f"{ann_file}: annotation {ann.get('id')} has category_id {ann['category_id']}, "
-                    "which is not in 'categories'"
-                )
-            labels.add(index[ann["category_id"]])
-        name = coco.imgs[img_id]["file_name"]
-        if name in seen:
-            raise ValueError(f"{ann_file}: file_name {name!r} belongs to two images")
-        seen.add(name)
-        entries.append(LabelEntry(name, tuple(sorted(labels))))
-    if not entries:
-        raise ValueError(f"{ann_file}: no annotated images")
-    return entries, names
+    entries, cats = _coco_entries(_load_coco(ann_file), ann_file)
+    return entries, [name for _, name in cats]
 
 
 def coco_category_names(ann_file: str | os.PathLike) -> list[str]:
     """Category names in class-index order (sorted category id)."""
-    return _coco_categories(_load_coco(ann_file), ann_file)[1]
+    return [name for _, name in coco_categories(ann_file)]
 
 
 def coco_num_classes(ann_file: str | os.PathLike) -> int:
     """Number of categories in a COCO instances file (80 for COCO 2014)."""
-    return len(coco_category_names(ann_file))
+    return len(coco_categories(ann_file))
 
 
-def coco_dataset(image_dir: str | os.PathLike, ann_file: str | os.PathLike, **kw) -> MultiLabelImages:
+def coco_dataset(image_dir: str | os.PathLike, ann_file: str | os.PathLike,
+                 reference: str | os.PathLike | None = None, **kw) -> MultiLabelImages:
     """A COCO split from its instances file: images with at least one annotation, targets = the
     categories present (the official code's max over its area-bucketed (3, C) tensor).
-    ``.class_names`` holds the category names."""
-    entries, names = coco_entries_from_instances(ann_file)
+    ``.class_names`` holds the category names; ``reference``: see ``check_class_set``."""
+    entries, cats = _coco_entries(_load_coco(ann_file), ann_file)
+    check_class_set(cats, ann_file, reference)
+    names = [name for _, name in cats]
     return MultiLabelImages(image_dir, entries, len(names), source=str(ann_file), class_names=names, **kw)
 
 

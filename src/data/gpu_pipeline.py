@@ -20,23 +20,28 @@ Decoding is never silently lossy. Images nvjpeg cannot take (CMYK / YCCK JPEGs, 
 JPEGs, PNG and other formats) and JPEGs that do not end in their end-of-image marker (nvjpeg decodes a truncated
 file into garbage without an error) are routed to the CPU decoder by a header check; a batch that nvjpeg still
 rejects is retried image by image, each failure falling back to the CPU decoder; a file no decoder reads raises
-``ImageDecodeError`` naming its batch position (and its name when the caller passes ``names``). Measured on an
+``ImageDecodeError`` naming its file (``names``, or the ``RawBatch.names`` of a collated batch). Measured on an
 H200 (torchvision 0.26): nvjpeg raises on CMYK and returns garbage for a JPEG cut in half.
 
-Host syncs: none in decode and resize. nvjpeg synchronises its own decode stream inside ``decode_jpeg``; the
-resize groups are formed from the decoded tensors' shapes, which the host knows without waiting for the device.
-``BatchAugment``'s default (grouped) mode syncs twice per batch; ``sync_free=True`` not at all.
+Host waits: nvjpeg decodes on its own stream into memory taken from the caller's stream's pool, and
+``decode_jpeg`` returns when it is done; so ``decode_images`` first waits for the caller's stream to finish the
+work that may still read memory it freed (the last batch's decode and resize). Nothing after the decode waits: the
+resize groups are formed from the decoded tensors' shapes, which the host knows; ``GpuTrainPreprocess`` draws its
+augmentation on the CPU, so ``BatchAugment`` groups the samples by op on the host; every small host-to-device copy
+goes through pinned memory with ``non_blocking=True``. ``src.data.prefetch.Prefetcher`` runs all of this on its
+own thread and side stream, so these waits never hold up the training thread, and batch k+1 is prepared while
+batch k trains.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
-from src.data.augment import BatchAugment, batch_to_float
-from src.data.datasets import BadImageError
+from src.data.augment import BatchAugment, batch_to_float, to_device_nonblocking
+from src.data.datasets import BadImageError, decode_rgb
 
 __all__ = ["ImageDecodeError", "jpeg_frame_info", "decode_images", "resize_batch", "decode_resize",
            "GpuTrainPreprocess", "GpuEvalPreprocess"]
@@ -119,13 +124,12 @@ def _name(names: Sequence[str] | None, k: int) -> str | None:
 
 
 def _decode_cpu(data: torch.Tensor, k: int, names: Sequence[str] | None) -> torch.Tensor:
-    """libjpeg-turbo / libpng / ... on the CPU: uint8 RGB (3, H, W); grey and CMYK are converted to RGB."""
-    if data.numel() == 0:
-        raise ImageDecodeError(k, "empty file", _name(names, k))
+    """The CPU pipeline's decoder (``src.data.datasets.decode_rgb``: libjpeg-turbo / libpng / ..., else PIL):
+    uint8 RGB (3, H, W) from any format and depth; corrupt data that libjpeg only warns about is an error."""
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as e:
-        raise ImageDecodeError(k, str(e).strip(), _name(names, k)) from None
+        return decode_rgb(data, _name(names, k) or f"<image at batch position {k}>")
+    except BadImageError as e:
+        raise ImageDecodeError(k, e.reason, _name(names, k)) from None
 
 
 def _decode_one_cuda(data: torch.Tensor, k: int, device: torch.device,
@@ -133,19 +137,25 @@ def _decode_one_cuda(data: torch.Tensor, k: int, device: torch.device,
     try:
         return decode_jpeg([data], mode=ImageReadMode.RGB, device=device)[0]
     except RuntimeError:
-        return _decode_cpu(data, k, names).to(device, non_blocking=True)
+        return to_device_nonblocking(_decode_cpu(data, k, names), device)
 
 
 def decode_images(raw_images: Sequence[torch.Tensor], device: torch.device | str,
                   names: Sequence[str] | None = None) -> list[torch.Tensor]:
     """File bytes -> list of uint8 RGB (3, H_i, W_i) on ``device``; one batched nvjpeg call on CUDA."""
     device = torch.device(device)
+    if names is None:  # a RawBatch from collate_multilabel carries its file names
+        names = getattr(raw_images, "names", None)
     _check_raw(raw_images, names)
     if device.type != "cuda":
         return [_decode_cpu(d, k, names).to(device) for k, d in enumerate(raw_images)]
     out: list[torch.Tensor | None] = [None] * len(raw_images)
     on_gpu = [k for k, d in enumerate(raw_images) if _nvjpeg_can_decode(d)]
     if on_gpu:
+        # nvjpeg writes its output (memory from the current stream's pool) on its own stream, unordered with the
+        # current stream: memory freed there (the last batch's decoded images) must not still be in use. With the
+        # Prefetcher the current stream is its side stream, waited for on its thread, not the training thread.
+        torch.cuda.current_stream(device).synchronize()
         try:
             decoded = decode_jpeg([raw_images[k] for k in on_gpu], mode=ImageReadMode.RGB, device=device)
         except RuntimeError:  # some image of the batch is bad: find it, decoding one by one
@@ -154,7 +164,7 @@ def decode_images(raw_images: Sequence[torch.Tensor], device: torch.device | str
             out[k] = img
     for k, d in enumerate(raw_images):
         if out[k] is None:
-            out[k] = _decode_cpu(d, k, names).to(device, non_blocking=True)
+            out[k] = to_device_nonblocking(_decode_cpu(d, k, names), device)
     return out  # type: ignore[return-value]
 
 
@@ -174,7 +184,7 @@ def resize_batch(images: Sequence[torch.Tensor], image_size: int) -> torch.Tenso
     stacked = torch.cat(parts)
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
-    return stacked.index_select(0, inverse.to(stacked.device, non_blocking=True))
+    return stacked.index_select(0, to_device_nonblocking(inverse, stacked.device))
 
 
 def decode_resize(raw_images: Sequence[torch.Tensor], image_size: int, device: torch.device | str,
@@ -213,17 +223,18 @@ class GpuEvalPreprocess:
 class GpuTrainPreprocess:
     """Training ``preprocess``: decode, Resize((S, S)), Cutout(0.5) + RandAugment (batched), /255.
 
-    Every random draw comes from ``self.generator`` (a ``torch.Generator`` on ``device``, seeded with ``seed``);
-    re-seed it per epoch with ``preprocess.generator.manual_seed(s)`` for reproducible augmentation.
-    ``sync_free`` selects ``BatchAugment``'s mode: False (default) runs each op on the samples that drew it, at
-    the cost of two host syncs per batch; True runs every op on the whole batch, no sync, ~10x the arithmetic.
+    Every random draw comes from ``self.generator``, a CPU ``torch.Generator`` seeded with ``seed`` (on the CPU
+    the grouping of samples by op needs no host sync, and the draws are the same on every device); re-seed it per
+    epoch with ``preprocess.generator.manual_seed(s)`` for reproducible augmentation. ``sync_free`` selects
+    ``BatchAugment``'s mode: False (default) runs each op on the samples that drew it; True runs every op on the
+    whole batch (~10x the arithmetic). Neither waits for the device.
     """
 
     def __init__(self, image_size: int, device: torch.device | str, *, seed: int = 0, sync_free: bool = False):
         self.image_size = image_size
         self.device = torch.device(device)
         self.augment = BatchAugment(image_size, sync_free=sync_free).to(self.device)
-        self.generator = torch.Generator(device=self.device)
+        self.generator = torch.Generator()  # CPU draws: see the class docstring
         self.generator.manual_seed(seed)
 
     def __call__(self, raw_images: Sequence[torch.Tensor], names: Sequence[str] | None = None) -> torch.Tensor:

@@ -14,11 +14,13 @@ categories sorted by category id (0 = person); NUS-WIDE lists use 81 classes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from src.errors import UserError
 from src.io_utils import atomic_write_text
 
 __all__ = [
@@ -29,10 +31,14 @@ __all__ = [
     "write_label_list",
     "format_label_line",
     "label_stats",
+    "name_problem",
+    "escape_problem",
+    "list_fingerprint",
+    "describe_list_change",
 ]
 
 
-class LabelListError(ValueError):
+class LabelListError(UserError, ValueError):
     """A label list (or entry) that does not follow the format; the message names ``path:line``."""
 
 
@@ -44,19 +50,26 @@ class LabelEntry:
     labels: tuple[int, ...]
 
 
-def _check_name(name: str) -> str | None:
-    """Return why ``name`` is not a usable relative image path, or None when it is."""
+def escape_problem(name: str) -> str | None:
+    """Why the file name ``name``, read from a data file, would leave its image folder, or None: it must be
+    non-empty and relative, with no '..' part (checked on the text, before any file is opened)."""
     if not name:
         return "empty file name"
-    if name != name.strip():
-        return "file name has leading or trailing whitespace"
-    if "," in name or "\n" in name or "\r" in name:
-        return "file name holds a comma or a line break"
     if os.path.isabs(name) or name.startswith(("/", "\\")):
         return "file name must be relative to the image folder"
     if ".." in name.replace("\\", "/").split("/"):
         return "file name must not leave the image folder ('..')"
     return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a label-list file name, or None: it stays inside the image folder
+    (``escape_problem``) and holds no comma, line break or surrounding whitespace."""
+    if name and name != name.strip():
+        return "file name has leading or trailing whitespace"
+    if "," in name or "\n" in name or "\r" in name:
+        return "file name holds a comma or a line break"
+    return escape_problem(name)
 
 
 def _check_labels(labels: Iterable[int], num_classes: int | None) -> str | None:
@@ -77,7 +90,7 @@ def parse_label_line(line: str, num_classes: int | None = None) -> LabelEntry:
     name, comma, rest = line.partition(",")
     if not comma:
         raise LabelListError("no comma: expected 'name,i j k'")
-    problem = _check_name(name)
+    problem = name_problem(name)
     if problem:
         raise LabelListError(problem)
     labels = []
@@ -105,6 +118,8 @@ def read_label_list(path: str | os.PathLike, num_classes: int | None = None) -> 
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise LabelListError(f"{path}: not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise LabelListError(f"{path}: cannot read the label list: {e.strerror or e}") from None
     # split on '\n' only: str.splitlines() would also break at form feeds and other odd characters
     lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
     while lines and not lines[-1].strip():
@@ -135,7 +150,7 @@ def write_label_list(path: str | os.PathLike, entries: Iterable[LabelEntry]) -> 
     lines = []
     seen: set[str] = set()
     for k, e in enumerate(entries):
-        problem = _check_name(e.name) or _check_labels(e.labels, None)
+        problem = name_problem(e.name) or _check_labels(e.labels, None)
         if problem is None and e.name in seen:
             problem = "file name repeated"
         if problem is None and any(type(i) is not int for i in e.labels):
@@ -163,3 +178,30 @@ def label_stats(entries: Iterable[LabelEntry]) -> dict:
         "max_index": max(present, default=-1),
         "classes_present": len(present),
     }
+
+
+def list_fingerprint(entries: Iterable[LabelEntry]) -> dict:
+    """What identifies a training list, for checking a resume: its image count and sha256 digests of its
+    names in order, of its names as a set (sorted), and of its lines (name and sorted labels) in order."""
+    lines, names = hashlib.sha256(), hashlib.sha256()
+    all_names = []
+    for e in entries:
+        names.update(e.name.encode("utf-8") + b"\n")
+        lines.update(format_label_line(LabelEntry(e.name, tuple(sorted(e.labels)))).encode("utf-8") + b"\n")
+        all_names.append(e.name)
+    name_set = hashlib.sha256("".join(n + "\n" for n in sorted(all_names)).encode("utf-8"))
+    return {"images": len(all_names), "sha256": lines.hexdigest(), "names_sha256": names.hexdigest(),
+            "name_set_sha256": name_set.hexdigest()}
+
+
+def describe_list_change(saved: dict, current: dict) -> str | None:
+    """How the list of fingerprint ``current`` differs from the one of ``saved``; None when it is the same."""
+    if saved.get("sha256") == current["sha256"]:
+        return None
+    if saved.get("images") != current["images"]:
+        return f"it has {current['images']} images, the run was trained on {saved.get('images')}"
+    if saved.get("name_set_sha256") != current["name_set_sha256"]:
+        return "it names other image files"
+    if saved.get("names_sha256") != current["names_sha256"]:
+        return "the same images are in another order (each image's labels would move to another image)"
+    return "the same images in the same order have other labels"

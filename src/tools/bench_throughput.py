@@ -7,10 +7,12 @@
 Parts (each timed after ``--warmup`` untimed steps; rates are images of data per second):
   (a) the project's training loop: ``src.engine.train_one_epoch`` over a DataLoader whose workers read file bytes,
       ``GpuTrainPreprocess`` (decode, resize, Cutout + RandAugment on the device), bf16 autocast (fp16 + GradScaler
-      where bf16 is missing), channels_last, fused Adam, Hill loss (summed), timm ModelEmaV3, OneCycle schedule.
+      where bf16 is missing), channels_last, fused Adam, Hill loss (summed), timm ModelEmaV3, OneCycle schedule;
+      batch k+1 is prepared on a thread and a side stream while batch k trains (``src.data.prefetch``).
       On the CPU, or with --cpu-pipeline, the workers decode and augment (``train_transform``) instead.
+  a-serial: (a) with each batch prepared in the loop, after the previous step (--prefetch 0): what the overlap gains.
   (b) the same step through ``train_one_epoch`` on one batch already on the device: the model's ceiling.
-  data: the DataLoader + ``GpuTrainPreprocess`` alone, no model.
+  data: the DataLoader + ``GpuTrainPreprocess`` alone (through the same ``Prefetcher``), no model.
   eval: ``src.engine.predict`` with ``GpuEvalPreprocess``, model and EMA in one pass under inference_mode.
   (c) an official-style reference, defined here: PIL decode, Resize((S, S)), a PIL CutoutPIL, a PIL
       reimplementation of the ``randaugment`` package's policy (same op list, magnitudes and draws), ToTensor on
@@ -18,8 +20,8 @@ Parts (each timed after ``--warmup`` untimed steps; rates are images of data per
       (e = d e + (1 - d) v). It runs in the same ``train_one_epoch`` harness, so only pipeline and step differ.
       On the CPU it runs in float32 like (a). Also timed: its data pipeline alone.
 
-Each rate is a long epoch's steady state, taken by ``TimedLoader`` around the loader that ``train_one_epoch`` /
-``predict`` iterate: the device is synchronised when batch 0 and batch n - workers are handed out and nowhere else,
+Each rate is a long epoch's steady state, taken by ``TimedLoader`` around the batches that ``train_one_epoch`` /
+``predict`` iterate (prepared by the same ``Prefetcher`` they use, placed before the timer): the device is synchronised when batch 0 and batch n - workers are handed out and nowhere else,
 and the first round of worker batches (built before the clock starts) is not counted. The DataLoader workers are
 persistent and warmed up by the untimed epoch; use --steps of at least 4 x --workers. cudnn.benchmark is on (fixed
 input size) unless --no-cudnn-benchmark.
@@ -56,7 +58,7 @@ EMA_DECAY = 0.9997
 COCO_TRAIN_IMAGES = 82_081
 COCO_VAL_IMAGES = 40_137
 PAPER_EPOCHS = 31
-PARTS = ("a", "b", "data", "eval", "c")
+PARTS = ("a", "a-serial", "b", "data", "eval", "c")
 # (width, height) of frequent COCO 2014 image sizes; image i gets entry i % len.
 COCO_SIZES = ((640, 480), (640, 427), (480, 640), (640, 480), (640, 426), (427, 640), (640, 424), (500, 375),
               (640, 480), (640, 428), (612, 612), (640, 360))
@@ -64,10 +66,16 @@ COCO_SIZES = ((640, 480), (640, 427), (480, 640), (640, 480), (640, 426), (427, 
 
 # ------------------------------------------------------------------------------------------------------ images
 
-def make_image(index: int, path: str) -> None:
-    """Write one natural-looking JPEG: two octaves of smooth random colour, 3-9 random shapes, pixel noise."""
+MIN_IMAGE_SCALE = 0.1  # the smallest COCO size (640 x 360) times this keeps room for the shapes
+
+
+def make_image(index: int, path: str, scale: float = 1.0) -> None:
+    """Write one natural-looking JPEG: two octaves of smooth random colour, 3-9 random shapes, pixel noise.
+    ``scale`` shrinks the COCO size (the CPU rehearsal of src.tools.gpu_check uses 0.1)."""
+    if scale < MIN_IMAGE_SCALE:
+        raise ValueError(f"image scale {scale} is below {MIN_IMAGE_SCALE}")
     rng = np.random.default_rng(index)
-    w, h = COCO_SIZES[index % len(COCO_SIZES)]
+    w, h = (round(v * scale) for v in COCO_SIZES[index % len(COCO_SIZES)])
     field = np.zeros((h, w, 3), dtype=np.float32)
     for cells, amplitude in ((120, 1.0), (30, 0.5), (8, 0.25)):  # cell size in pixels: coarse to fine
         coarse = rng.integers(0, 256, (max(h // cells, 2), max(w // cells, 2), 3), dtype=np.uint8)
@@ -90,7 +98,7 @@ def make_image(index: int, path: str) -> None:
     Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, format="JPEG", quality=90)
 
 
-def _make_image_star(args: tuple[int, str]) -> None:
+def _make_image_star(args: tuple[int, str, float]) -> None:
     make_image(*args)
 
 
@@ -98,11 +106,12 @@ def image_names(n: int) -> list[str]:
     return [f"{i:06d}.jpg" for i in range(n)]
 
 
-def make_images(image_dir: Path, n: int, processes: int) -> float:
+def make_images(image_dir: Path, n: int, processes: int, scale: float = 1.0) -> float:
     """Write the first ``n`` synthetic images into ``image_dir`` (files already there are kept); seconds taken."""
     start = time.perf_counter()
     image_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(i, str(image_dir / name)) for i, name in enumerate(image_names(n)) if not (image_dir / name).is_file()]
+    todo = [(i, str(image_dir / name), scale) for i, name in enumerate(image_names(n))
+            if not (image_dir / name).is_file()]
     if todo:
         with multiprocessing.get_context("fork").Pool(max(1, min(processes, len(todo)))) as pool:
             pool.map(_make_image_star, todo, chunksize=max(1, len(todo) // (4 * processes)))
@@ -276,10 +285,22 @@ class TimedLoader:
             yield batch
 
 
-def measure(epoch: Callable[[object], object], loader_of: Callable[[int], object], args, device: torch.device) -> float:
-    """Run ``epoch`` over ``--warmup`` batches untimed, then over ``--steps`` batches timed by ``TimedLoader``."""
-    epoch(loader_of(args.warmup))
-    timed = TimedLoader(loader_of(args.steps), min(max(args.workers, 1), args.steps - 1), device)
+def measure(epoch: Callable[[object], object], loader_of: Callable[[int], object], args, device: torch.device,
+            preprocess: Callable | None = None, prefetch: int = 0) -> float:
+    """Run ``epoch`` over ``--warmup`` batches untimed, then over ``--steps`` batches timed by ``TimedLoader``.
+
+    With ``preprocess``, the batches reach ``epoch`` through a ``Prefetcher`` (``prefetch`` batches ahead), as
+    ``train_one_epoch`` and ``predict`` would wrap them, but outside the timer: the clock reads when the step takes
+    a batch, not when the prefetch thread fetches it (which runs up to ``prefetch`` batches earlier).
+    """
+    from src.data.prefetch import Prefetcher
+
+    def batches(n: int):
+        loader = loader_of(n)
+        return loader if preprocess is None else Prefetcher(loader, preprocess, device, prefetch)
+
+    epoch(batches(args.warmup))
+    timed = TimedLoader(batches(args.steps), min(max(args.workers, 1), args.steps - 1), device)
     epoch(timed)
     return timed.rate
 
@@ -296,16 +317,17 @@ class Step:
     ema: object  # anything with .update(model) and .module
     amp_dtype: torch.dtype | None
 
-    def epoch(self, loader, preprocess: Callable, label_store: torch.Tensor, device: torch.device) -> dict:
-        """One ``src.engine.train_one_epoch`` over ``loader`` (its progress lines silenced)."""
+    def epoch(self, batches, label_store: torch.Tensor, device: torch.device) -> dict:
+        """One ``src.engine.train_one_epoch`` over batches already prepared (``measure``'s ``Prefetcher``), its
+        progress lines silenced."""
         from src.distributed import DistInfo
         from src.engine import train_one_epoch
 
         with contextlib.redirect_stdout(io.StringIO()):
-            return train_one_epoch(self.step_model, self.criterion, loader, self.optimizer, self.scheduler,
+            return train_one_epoch(self.step_model, self.criterion, batches, self.optimizer, self.scheduler,
                                    self.scaler, self.ema, epoch=0, num_epochs=1, device=device,
-                                   amp_dtype=self.amp_dtype, preprocess=preprocess, label_store=label_store,
-                                   info=DistInfo(), print_freq=10**9, progress=False)
+                                   amp_dtype=self.amp_dtype, preprocess=_prepared, label_store=label_store,
+                                   info=DistInfo(), print_freq=10**9, progress=False, prefetch=0)
 
 
 def build_step(args, device: torch.device, amp_dtype, total_steps: int, reference: bool) -> Step:
@@ -335,6 +357,11 @@ def build_step(args, device: torch.device, amp_dtype, total_steps: int, referenc
     return Step(model, step_model, criterion, optimizer, scheduler, scaler, ema, amp_dtype)
 
 
+def _prepared(images):
+    """The ``preprocess`` of batches that ``measure`` has prepared already."""
+    return images
+
+
 def peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
@@ -348,9 +375,9 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def run_data_only(loader, preprocess: Callable) -> None:
-    for images, _targets, _indices, _skipped in loader:
-        preprocess(images)
+def run_data_only(batches) -> None:
+    for _batch in batches:
+        pass
 
 
 # -------------------------------------------------------------------------------------------------------- parts
@@ -380,6 +407,7 @@ def run(args) -> dict:
                "model": args.model_name, "image_size": S, "batch_size": B, "steps": args.steps,
                "warmup": args.warmup, "num_images": args.num_images, "compile": args.compile, "amp": str(amp_dtype),
                "pipeline": "gpu" if gpu_pipeline else "cpu", "sync_free_augment": args.sync_free_augment,
+               "prefetch": args.prefetch,
                "parts": ",".join(args.parts)}
     if args.steps < 4 * max(args.workers, 1):
         say(f"note: --steps {args.steps} < 4 x --workers {args.workers}: too few batches for a steady-state figure")
@@ -412,7 +440,7 @@ def run(args) -> dict:
         # (a) the project's training loop, (b) its step alone, its data pipeline alone, evaluation.
         parts = set(args.parts)
         total = 2 * (args.warmup + args.steps) + 8
-        if parts & {"a", "b", "data", "eval"}:
+        if parts & {"a", "a-serial", "b", "data", "eval"}:
             step = build_step(args, device, amp_dtype, total_steps=total, reference=False)
             reset_peak(device)
             if gpu_pipeline:
@@ -425,30 +453,34 @@ def run(args) -> dict:
                 train_pre = to_device(device)
                 eval_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=val_transform(S))
                 eval_pre = to_device(device)
-            train_loader = cycling(train_set) if parts & {"a", "data"} else None
+            train_loader = cycling(train_set) if parts & {"a", "a-serial", "data"} else None
             if "a" in parts:
-                r["a_train_img_s"] = measure(lambda L: step.epoch(L, train_pre, label_store, device), train_loader,
-                                             args, device)
+                r["a_train_img_s"] = measure(lambda L: step.epoch(L, label_store, device), train_loader, args, device,
+                                             train_pre, args.prefetch)
                 r["a_peak_gib"] = peak_gib(device)
                 say(f"(a) training loop ({r['pipeline']} pipeline): {r['a_train_img_s']:.0f} img/s")
+            if "a-serial" in parts:
+                r["a_serial_img_s"] = measure(lambda L: step.epoch(L, label_store, device), train_loader, args,
+                                              device, train_pre, 0)
+                say(f"(a) with each batch prepared in the loop (no overlap): {r['a_serial_img_s']:.0f} img/s")
             if "b" in parts:
                 fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
                 batch = (torch.rand(B, 3, S, S, device=device).contiguous(memory_format=fmt), None,
                          torch.arange(B) % args.num_images, 0)
-                r["b_step_img_s"] = measure(lambda L: step.epoch(L, lambda t: t, label_store, device),
-                                            lambda n: [batch] * n, args, device)
+                r["b_step_img_s"] = measure(lambda L: step.epoch(L, label_store, device), lambda n: [batch] * n,
+                                            args, device)
                 say(f"(b) model step only: {r['b_step_img_s']:.0f} img/s")
                 del batch
             if "data" in parts:
-                r["data_img_s"] = measure(lambda L: run_data_only(L, train_pre), train_loader, args, device)
+                r["data_img_s"] = measure(run_data_only, train_loader, args, device, train_pre, args.prefetch)
                 say(f"data only (loader + preprocess): {r['data_img_s']:.0f} img/s")
             del train_loader
             if "eval" in parts:
                 models = {"model": step.model, "ema": step.ema.module}
                 r["eval_img_s"] = measure(lambda L: predict(models, L, len(eval_set), NUM_CLASSES, device=device,
-                                                            amp_dtype=amp_dtype, preprocess=eval_pre,
-                                                            info=DistInfo(), progress=False),
-                                          cycling(eval_set), args, device)
+                                                            amp_dtype=amp_dtype, preprocess=_prepared,
+                                                            info=DistInfo(), progress=False, prefetch=0),
+                                          cycling(eval_set), args, device, eval_pre, args.prefetch)
                 r["eval_40137_s"] = COCO_VAL_IMAGES / r["eval_img_s"]
                 say(f"eval (model + EMA, one pass): {r['eval_img_s']:.0f} img/s, "
                     f"{r['eval_40137_s']:.0f}s for 40,137 images")
@@ -460,11 +492,11 @@ def run(args) -> dict:
             reset_peak(device)
             ref_loader = cycling(PilReferenceImages(image_dir, entries, S))
             ref_pre = lambda t: t.to(device, non_blocking=True)  # noqa: E731 (NCHW, as the official code)
-            r["c_reference_img_s"] = measure(lambda L: ref.epoch(L, ref_pre, label_store, device), ref_loader,
-                                             args, device)
+            r["c_reference_img_s"] = measure(lambda L: ref.epoch(L, label_store, device), ref_loader, args, device,
+                                             ref_pre, 0)
             r["c_peak_gib"] = peak_gib(device)
             say(f"(c) official-style reference: {r['c_reference_img_s']:.0f} img/s")
-            r["c_data_img_s"] = measure(lambda L: run_data_only(L, ref_pre), ref_loader, args, device)
+            r["c_data_img_s"] = measure(run_data_only, ref_loader, args, device, ref_pre, 0)
             say(f"(c) its data pipeline alone: {r['c_data_img_s']:.0f} img/s")
             del ref_loader, ref
     finally:
@@ -475,6 +507,7 @@ def run(args) -> dict:
         return r[x] / r[y] if x in r and y in r else None
 
     r["ratio_a_b"] = ratio("a_train_img_s", "b_step_img_s")
+    r["ratio_a_serial_b"] = ratio("a_serial_img_s", "b_step_img_s")
     r["ratio_a_c"] = ratio("a_train_img_s", "c_reference_img_s")
     if "a_train_img_s" in r and "eval_40137_s" in r:
         r["paper_run_hours"] = PAPER_EPOCHS * (COCO_TRAIN_IMAGES / r["a_train_img_s"] + r["eval_40137_s"]) / 3600
@@ -490,6 +523,7 @@ def say(msg: str) -> None:
 def report(r: dict) -> str:
     """The figures as a small table; parts that were not run are left out."""
     rows = [("(a) training loop, data + step + EMA", "a_train_img_s"),
+            ("(a) without the overlap (--prefetch 0)", "a_serial_img_s"),
             ("(b) model step only (data on device)", "b_step_img_s"),
             ("data only (loader + preprocess)", "data_img_s"),
             ("eval, model + EMA in one pass", "eval_img_s"),
@@ -497,9 +531,10 @@ def report(r: dict) -> str:
             ("(c) its data pipeline alone (PIL, workers)", "c_data_img_s")]
     lines = [f"{r['device']}, torch {r['torch']}, {r['model']} @ {r['image_size']} px, batch {r['batch_size']}, "
              f"{r['workers']} workers, {r['pipeline']} pipeline, amp {r['amp']}, compile {r['compile']}, "
-             f"sync-free augment {r['sync_free_augment']}"]
+             f"sync-free augment {r['sync_free_augment']}, prefetch {r['prefetch']}"]
     lines += [f"  {name:<42} {r[key]:>9.1f} img/s" for name, key in rows if key in r]
     ratios = [f"(a)/(b) {r['ratio_a_b']:.2f}" if r["ratio_a_b"] else "",
+              f"no overlap/(b) {r['ratio_a_serial_b']:.2f}" if r["ratio_a_serial_b"] else "",
               f"(a)/(c) {r['ratio_a_c']:.2f}" if r["ratio_a_c"] else "",
               f"eval of 40,137 images {r['eval_40137_s']:.0f}s" if "eval_40137_s" in r else ""]
     if any(ratios):
@@ -535,6 +570,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sync-free-augment", action="store_true",
                    help="BatchAugment(sync_free=True): every op on the whole batch, no host sync")
     p.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run (default: {','.join(PARTS)})")
+    p.add_argument("--prefetch", default=1, type=int,
+                   help="batches prepared ahead of the step in (a), data and eval (default: 1; 0 = no overlap)")
     p.add_argument("--no-cudnn-benchmark", action="store_true", help="leave torch.backends.cudnn.benchmark off")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
@@ -549,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps must be at least 2 (the clock starts at the first batch)")
     if args.workers < 0:
         p.error("--workers must be >= 0")
+    if args.prefetch < 0:
+        p.error("--prefetch must be >= 0")
     if args.threads is not None and args.threads <= 0:
         p.error("--threads must be positive")
     from src.models import check_model_name

@@ -122,9 +122,17 @@ def run_is_complete(run_dir: Path, epochs: int) -> bool:
 def _check_same_run(run_dir: Path, argv: list[str]) -> None:
     """A cached run folder must have been made by the same command line; else stop and say so."""
     saved = run_dir / "command.json"
-    if saved.is_file() and json.loads(saved.read_text()) != argv:
+    if saved.is_file() and not _same_command(json.loads(saved.read_text()), argv):
         raise SystemExit(f"{run_dir} holds a run made with other flags (see {saved}); "
                          f"pass another --out-dir or delete the folder")
+
+
+def _same_command(saved: list[str], argv: list[str]) -> bool:
+    """Equal, or ``saved`` predates --pretrained and ``argv`` only adds '--pretrained none' (the old default)."""
+    if saved == argv:
+        return True
+    pairs = [i for i in range(len(argv) - 1) if argv[i:i + 2] == ["--pretrained", "none"]]
+    return "--pretrained" not in saved and len(pairs) == 1 and argv[:pairs[0]] + argv[pairs[0] + 2:] == saved
 
 
 def _train(argv: list[str], run_dir: Path, epochs: int, build_datasets=None) -> RunMetrics:
@@ -162,8 +170,7 @@ def train_run(spec: RunSpec, data: Path, out_dir: Path, recipe: Recipe, pretrain
     lists = lists_dir or data
     argv = ["--data", str(data), "--dataset", str(lists / f"coco_train_{spec.setting}.txt"), "--loss", spec.loss,
             "--seed", str(spec.seed), "--output", str(run_dir), *recipe.flags(), *spec.extra]
-    if pretrained is not None:
-        argv += ["--pretrained", str(pretrained)]
+    argv += ["--pretrained", str(pretrained) if pretrained is not None else "none"]  # never download
     if oracle and spec.setting != "full":
         argv += ["--oracle-list", str(lists / "coco_train_full.txt")]
     return _train(argv, run_dir, recipe.epochs)
@@ -193,7 +200,7 @@ def pretrain(data_root: Path, recipe: Recipe, epochs: int, per_class: int = 200,
         test = label_list_dataset(root / "val", val_list, NUM_TOY_CLASSES, transform=val_tf, raw=raw)
         return Datasets(train=train, test=test, num_classes=NUM_TOY_CLASSES, train_list=str(train_list))
 
-    argv = ["--loss", "BCE", "--seed", str(seed), "--output", str(run_dir), *pre.flags()]
+    argv = ["--loss", "BCE", "--seed", str(seed), "--output", str(run_dir), *pre.flags(), "--pretrained", "none"]
     _train(argv, run_dir, epochs, build_datasets)
     return run_dir / "best.ckpt"
 

@@ -12,6 +12,11 @@ positive independently with probability r, at least one per image, into {prefix}
 
     python -m src.tools.make_missing_labels --full-list coco_train_full.txt --out-dir dataset --seed 0
     python -m src.tools.make_missing_labels --instances annotations/instances_train2014.json --out-dir dataset
+    python -m src.tools.make_missing_labels --nus-release /home/NUS_wide --nus-images /home/NUS_wide/images \
+        --out-dir dataset
+
+``--nus-release`` reads NUS-WIDE's own release files (81-concept ground truth, see src/data/nus_release.py)
+and writes nus_train_full.txt with the lists made from it.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from src.data.labels import LabelEntry, label_stats, read_label_list, write_label_list
+from src.errors import report_user_errors
 
 __all__ = [
     "PAPER_SCHEMES",
@@ -116,8 +122,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--full-list", type=Path, help="fully labelled list 'name,i j k' (e.g. coco_train_full.txt)")
     src.add_argument("--instances", type=Path, help="COCO instances json (e.g. annotations/instances_train2014.json)")
+    src.add_argument("--nus-release", type=Path, metavar="DIR",
+                     help="NUS-WIDE release folder (Concepts81.txt, ImageList/, Groundtruth/TrainTestLabels/)")
+    p.add_argument("--nus-images", type=Path, metavar="DIR",
+                   help="with --nus-release: name each image by its file in DIR (matched by Flickr photo id, as "
+                        "nus_val.txt names them) and leave out images not there")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the lists")
-    p.add_argument("--prefix", default="coco", help="file name prefix (default: coco)")
+    p.add_argument("--prefix", default=None, help="file name prefix (default: coco; nus with --nus-release)")
     p.add_argument("--seed", type=int, default=0, help="numpy seed of the random drops (default: 0)")
     p.add_argument(
         "--num-classes", type=int, default=None,
@@ -132,12 +143,40 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--keep-ratio must be in (0, 1], got {args.keep_ratio}")
     if args.num_classes is not None and args.num_classes <= 0:
         p.error(f"--num-classes must be positive, got {args.num_classes}")
+    if args.nus_images is not None and args.nus_release is None:
+        p.error("--nus-images needs --nus-release")
+    if args.prefix is None:
+        args.prefix = "nus" if args.nus_release is not None else "coco"
     return args
+
+
+def _nus_full_list(args: argparse.Namespace) -> tuple[list[LabelEntry], int]:
+    """The full list from the NUS-WIDE release files, saying what was left out and why."""
+    from src.data.nus_release import read_nus_release
+
+    read = read_nus_release(args.nus_release, args.nus_images)
+    if args.num_classes is not None and args.num_classes != len(read.concepts):
+        raise SystemExit(f"--num-classes {args.num_classes} but {args.nus_release} lists {len(read.concepts)} concepts")
+    total = len(read.entries) + read.unlabelled + read.no_image
+    print(f"{args.nus_release}: {total} training images, {len(read.concepts)} concepts; left out: "
+          f"{read.unlabelled} with no concept"
+          + (f", {read.no_image} with no file in {args.nus_images}" if args.nus_images is not None else ""))
+    if read.odd_values:
+        print(f"warning: {len(read.odd_values)} label values other than 0/1, read as 0: "
+              + "; ".join(read.odd_values[:5]))
+    return read.entries, len(read.concepts)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     args = _parse_args(argv)
-    if args.instances is not None:
+    with report_user_errors():
+        return _make(args)
+
+
+def _make(args: argparse.Namespace) -> dict[str, Path]:
+    if args.nus_release is not None:
+        full, num_classes = _nus_full_list(args)
+    elif args.instances is not None:
         from src.data.datasets import coco_entries_from_instances
 
         full, names = coco_entries_from_instances(args.instances)

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from src.io_utils import atomic_write
 
-__all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "plot_runs", "main"]
+__all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "plot_runs", "plot_strength_gap", "main"]
 
 MISSING_KEYS = ("missing_precision", "missing_recall")
 
@@ -158,6 +158,55 @@ def plot_runs(runs: Sequence[RunMetrics], out: str | os.PathLike, map_style: str
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+
+    def write(f):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        f.write(buf.getvalue())
+    return atomic_write(out, write)
+
+
+def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
+    """'Loss - ASL' mAP gap against full-label BCE mAP, one point per strength, one panel per setting.
+
+    ``gaps``: dicts with strength, setting, loss, mean, std (None: no error bar), ref_mean, ref_std, n, as
+    src.tools.reproduce.analyze_study makes them; a gap without a reference mAP is left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    gaps = [g for g in gaps if g.get("ref_mean") is not None]
+    if not gaps:
+        raise ValueError("no gap with a full-label reference mAP to plot")
+    settings = list(dict.fromkeys(g["setting"] for g in gaps))
+    losses = list(dict.fromkeys(g["loss"] for g in gaps))
+    fig = Figure(figsize=(max(6.0, 4.8 * len(settings)), 4.6))
+    axes = fig.subplots(1, len(settings), squeeze=False, sharey=True)[0]
+    for ax, setting in zip(axes, settings):
+        for k, loss in enumerate(losses):
+            pts = sorted((g for g in gaps if g["setting"] == setting and g["loss"] == loss),
+                         key=lambda g: g["ref_mean"])
+            if not pts:
+                continue
+            shift = (k - (len(losses) - 1) / 2) * 0.3  # side by side where the x values coincide
+            x = [g["ref_mean"] + shift for g in pts]
+            ax.errorbar(x, [g["mean"] for g in pts], yerr=[g["std"] or 0.0 for g in pts],
+                        xerr=[g["ref_std"] or 0.0 for g in pts], color=f"C{k}", marker="o", capsize=3,
+                        label=f"{loss} − ASL")
+            for xi, g in zip(x, pts):
+                ax.annotate(f"{g['strength']} (n={g['n']})", (xi, g["mean"]), textcoords="offset points",
+                            xytext=(5, 5 + 10 * k), fontsize=7, color=f"C{k}")
+        ax.axhline(0.0, color="gray", lw=0.8, ls="--")
+        ax.set_title(f"trained on {setting}", fontsize=10)
+        ax.set_xlabel("full-label BCE val mAP (%): model strength")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("mAP gap to ASL (points), paired by seed")
+    fig.suptitle("Hill / SPLC − ASL against model strength\n(mean ± std over seeds; x error: std of the "
+                 "full-label BCE mAP)", fontsize=10)
     fig.tight_layout()
 
     def write(f):

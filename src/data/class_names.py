@@ -1,0 +1,91 @@
+"""Class names: NUS-WIDE's 81 concepts, plain index names, and reading a ``--classes FILE``.
+
+NUS-WIDE's concepts are listed in the order of the dataset's Concepts81.txt (alphabetical), which is the
+class-index order of the official label lists (nus_val.txt: index 55 = sky, 13 = clouds, 42 = person are
+its most frequent labels, as NUS-WIDE's published statistics say). The names are facts about the dataset
+(NUS-WIDE, National University of Singapore, CIVR 2009); no code is taken from elsewhere.
+
+A ``--classes`` file holds one class name per line, in class-index order (line 1 = class 0). Surrounding
+whitespace is stripped and a final newline is optional; an empty line or a repeated name is an error
+naming the file and line.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from src.errors import UserError
+
+__all__ = ["NUS_WIDE_CLASSES", "ClassNamesError", "read_class_names", "read_classes_flag", "index_names",
+           "check_class_names"]
+
+NUS_WIDE_CLASSES: tuple[str, ...] = (
+    "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings", "cars",
+    "castle", "cat", "cityscape", "clouds", "computer", "coral", "cow", "dancing", "dog", "earthquake",
+    "elk", "fire", "fish", "flags", "flowers", "food", "fox", "frost", "garden", "glacier",
+    "grass", "harbor", "horses", "house", "lake", "leaf", "map", "military", "moon", "mountain",
+    "nighttime", "ocean", "person", "plane", "plants", "police", "protest", "railroad", "rainbow", "reflection",
+    "road", "rocks", "running", "sand", "sign", "sky", "snow", "soccer", "sports", "statue",
+    "street", "sun", "sunset", "surf", "swimmers", "tattoo", "temple", "tiger", "tower", "town",
+    "toys", "train", "tree", "valley", "vehicle", "water", "waterfall", "wedding", "whales", "window",
+    "zebra",
+)
+
+
+class ClassNamesError(UserError, ValueError):
+    """A class-name file that is missing, unreadable or malformed, or names that do not fit the model."""
+
+
+def read_class_names(path: str | os.PathLike, num_classes: int | None = None) -> list[str]:
+    """The names in ``path``, one per line; with ``num_classes``, their count must equal it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ClassNamesError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ClassNamesError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ClassNamesError(f"{path}: cannot read ({e.strerror or e})") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():  # trailing blank lines are not names
+        lines.pop()
+    names: list[str] = []
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            raise ClassNamesError(f"{path}, line {number}: empty class name")
+        if name in first_line:
+            raise ClassNamesError(f"{path}, line {number}: {name!r} repeats line {first_line[name]}")
+        first_line[name] = number
+        names.append(name)
+    if not names:
+        raise ClassNamesError(f"{path}: no class names (one per line expected)")
+    if num_classes is not None and len(names) != num_classes:
+        raise ClassNamesError(f"{path}: {len(names)} class names, but the model has {num_classes} classes")
+    return names
+
+
+def read_classes_flag(path: str | os.PathLike | None, num_classes: int | None = None) -> list[str] | None:
+    """The names of a ``--classes FILE`` (None without one); the error names the flag, file and line."""
+    if path is None:
+        return None
+    try:
+        return read_class_names(path, num_classes)
+    except ClassNamesError as e:
+        raise ClassNamesError(f"--classes {e}") from None
+
+
+def index_names(num_classes: int) -> list[str]:
+    """'0', '1', ...: the names used when the real ones are unknown."""
+    return [str(i) for i in range(num_classes)]
+
+
+def check_class_names(names: list[str], num_classes: int, source: str) -> list[str]:
+    """``names`` as a list of str, or ClassNamesError naming ``source`` when they do not fit."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ClassNamesError(f"{source}: class names must be a list of strings")
+    if len(names) != num_classes:
+        raise ClassNamesError(f"{source}: {len(names)} class names for {num_classes} classes")
+    return list(names)

@@ -1,0 +1,117 @@
+"""The docs check: README.md and docs/*.md link only to files that exist, and their runnable commands run.
+
+A fenced block preceded by the line ``<!-- docs-check: run -->`` is run as written, with bash, in a scratch
+copy of the repository (symlinks to the tracked files, so generated data and runs stay out of the checkout)
+and the project's virtual environment first on PATH, as the README's activation line asks. Blocks are run
+in file order and share that scratch folder, so a later block may use what an earlier one made.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+RUN_MARK = "<!-- docs-check: run -->"
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+FENCE = re.compile(r"^(```|~~~)")
+
+
+def _strip_fenced(text: str) -> str:
+    """The text outside fenced code blocks (links inside code are examples, not links)."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if FENCE.match(line.strip()):
+            fenced = not fenced
+            continue
+        if not fenced:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"`", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    return {_slug(m.group(2)) for m in re.finditer(r"^(#+)\s+(.*)$", _strip_fenced(path.read_text()), re.M)}
+
+
+def runnable_blocks(path: Path) -> list[tuple[int, str]]:
+    """(line number, body) of every fenced block marked with RUN_MARK."""
+    lines = path.read_text().splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.strip() != RUN_MARK:
+            continue
+        start = i + 1
+        if start >= len(lines) or not FENCE.match(lines[start].strip()):
+            raise AssertionError(f"{path.name}:{i + 1}: {RUN_MARK} must stand right before a fenced block")
+        end = next(j for j in range(start + 1, len(lines)) if FENCE.match(lines[j].strip()))
+        blocks.append((start + 1, "\n".join(lines[start + 1:end])))
+    return blocks
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_and_images_resolve(doc):
+    bad = []
+    for target in LINK.findall(_strip_fenced(doc.read_text())):
+        if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (doc.parent / file_part).resolve() if file_part else doc
+        if not dest.exists():
+            bad.append(f"{target} (no such file)")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            bad.append(f"{target} (no heading with that anchor)")
+    assert not bad, f"{doc.relative_to(ROOT)}: broken links: {bad}"
+
+
+def test_every_doc_is_reachable_from_the_readme():
+    readme = _strip_fenced((ROOT / "README.md").read_text())
+    linked = {(ROOT / t.partition("#")[0]).resolve() for t in LINK.findall(readme) if t.startswith("docs/")}
+    unlinked = [p.name for p in DOCS[1:] if p.resolve() not in linked]
+    assert not unlinked, f"docs/ pages the README does not link: {unlinked}"
+
+
+def test_runnable_marker_finds_blocks(tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text(f"text\n{RUN_MARK}\n```bash\necho hi\n```\n```bash\nnot run\n```\n")
+    assert runnable_blocks(doc) == [(4, "echo hi")]
+    doc.write_text(f"{RUN_MARK}\nno fence\n")
+    with pytest.raises(AssertionError, match="must stand right before"):
+        runnable_blocks(doc)
+
+
+def _scratch_repo(tmp: Path) -> Path:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    tops = {line.split("/")[0] for line in tracked.splitlines() if line}
+    if not tops:  # not a git checkout: take the top level as it is
+        tops = {p.name for p in ROOT.iterdir() if p.name not in {".git", ".venv", "data", "runs"}}
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in sorted(tops):
+        if (ROOT / name).exists():
+            (repo / name).symlink_to(ROOT / name)
+    return repo
+
+
+def test_runnable_commands_run_as_written(tmp_path):
+    blocks = [(doc, line, body) for doc in DOCS for line, body in runnable_blocks(doc)]
+    assert blocks, "no block is marked runnable: the README's quick check should be"
+    repo = _scratch_repo(tmp_path)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+    for doc, line, body in blocks:
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (f"{doc.relative_to(ROOT)}:{line}: block failed ({proc.returncode}):\n"
+                                      f"{body}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")

@@ -1,0 +1,122 @@
+"""src/tools/gpu_check.py: the CPU rehearsal of `make gpu-check` end to end (so the GPU script cannot rot), and its
+parts: process kill on cue and time limit, the baseline's child, the table's ratios and verdicts, failure status."""
+import json
+import sys
+
+import pytest
+
+from src.tools import gpu_check as gc
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_cpu_rehearsal_runs_every_step(tmp_path, capsys):
+    """Toy size: data, train.py killed after epoch 1 and resumed for epoch 2, validate.py agreeing with the run's
+    best mAP, the benchmark, the baseline script (when ../shared holds it). Compile and CUDA-only steps are skipped."""
+    out = tmp_path / "out"
+    rc = gc.main(["--device", "cpu", "--out", str(out), "--wheels", str(tmp_path / "no-wheels")])
+    report = json.loads((out / "table.json").read_text())
+    status = {s["name"]: s["status"] for s in report["steps"]}
+    assert rc == 0, f"steps: {report['steps']}"
+    has_baseline = gc.SHARED_BASELINE.is_file() or gc.CARRIED_BASELINE.is_file()
+    assert status == {"setup": "ok", "data": "ok", "sync": "skipped", "train": "ok", "bench": "ok",
+                      "baseline": "ok" if has_baseline else "skipped",
+                      "bench-compile": "skipped", "train-compile": "skipped"}
+    train = report["raw"]["train"]
+    assert [e["epoch"] for e in train["epochs"]] == [0, 1, 2]
+    assert train["epoch_lines"] and train["epoch_lines"][-1].startswith("epoch 2/2")
+    assert abs(train["validate_map"] - train["best_map"]) <= 1e-4
+    log = (out / "gpu_check.log").read_text()
+    assert "resumed from" in log and "epoch 1/2" in log
+    bench = report["raw"]["bench"]
+    for key in ("a_train_img_s", "a_serial_img_s", "b_step_img_s", "data_img_s", "eval_img_s"):
+        assert bench[key] > 0, key
+    if has_baseline:
+        base = report["raw"]["baseline"]
+        assert base["loader_v2_img_s"] > 0
+        assert "loader_official_img_s" in base or "randaugment" in base["loader_official_err"]
+    assert all(r["met"] is None for r in report["rows"]), "targets are not judged on the CPU"
+    table = (out / "table.md").read_text()
+    assert "| what | measured | unit | target | met |" in table and "exit status 0" in table
+    assert table.strip() in capsys.readouterr().out
+
+
+def test_runner_kills_on_cue_and_at_its_time_limit(tmp_path):
+    runner = gc.Runner(tmp_path / "log", budget_s=60, env={})
+    script = "import time\nfor i in range(50):\n    print(f'line {i}', flush=True)\n    time.sleep(0.05)"
+    rc, lines, killed = runner.run("t", [sys.executable, "-c", script], 30, kill_on="line 3")
+    assert killed and rc < 0 and lines[-1] in ("line 3", "line 4")
+    with pytest.raises(gc.CheckError, match=r"killed after its \d+ s limit"):
+        runner.run("t", [sys.executable, "-c", "import time; time.sleep(30)"], 1.5)
+    assert "line 3" in (tmp_path / "log").read_text()
+
+
+def test_baseline_child_runs_the_scripts_parts(tmp_path, monkeypatch):
+    """A stand-in with the baseline script's interface (make_images, bench_loaders, model_rate, results)."""
+    stub = tmp_path / "baseline.py"
+    stub.write_text("results = {'res': 32}\n"
+                    "def make_images():\n    results['made'] = True\n"
+                    "def bench_loaders():\n    results['loader_official_img_s'] = 5.0\n"
+                    "def model_rate(tuned, compile_=False):\n    raise AssertionError('CUDA only')\n")
+    result = tmp_path / "r.json"
+    gc.run_baseline_child(stub, result, "cpu")
+    assert json.loads(result.read_text()) == {"res": 32, "made": True, "loader_official_img_s": 5.0}
+
+
+def test_table_computes_ratios_and_verdicts():
+    raw = {"bench": {"a_train_img_s": 960.0, "b_step_img_s": 1000.0, "eval_40137_s": 26.0, "a_peak_gib": 20.0},
+           "bench-compile": {"a_train_img_s": 1500.0, "b_step_img_s": 1700.0},
+           "baseline": {"loader_official_img_s": 700.0, "model_official_img_s": 750.0, "model_official_peak_gib": 21.0}}
+    rows = {r["what"]: r for r in gc.table_rows(raw, "NVIDIA H100 80GB HBM3")}
+    assert rows["(a)/(b), eager"]["met"] is True and rows["(a)/(b), compiled"]["met"] is False
+    assert rows["baseline = the slower of the two"]["measured"] == 700.0
+    assert rows["(a) eager / baseline"]["measured"] == pytest.approx(960 / 700)
+    assert rows["(a) compiled / baseline"]["met"] is False  # 2.14 < 2.2
+    eval_row = rows["eval of 40,137 images (val2014), model + EMA"]
+    assert eval_row["met"] is True and "27.5" in eval_row["target"]  # the H100 allowance
+    assert rows["peak GPU memory: (a) eager / official-style step"]["met"] is True
+    h200 = {r["what"]: r for r in gc.table_rows(raw, "NVIDIA H200")}
+    assert h200["eval of 40,137 images (val2014), model + EMA"]["met"] is False
+    empty = {r["what"]: r for r in gc.table_rows({}, "NVIDIA H200")}
+    assert empty["(a)/(b), eager"]["measured"] is None and empty["(a)/(b), eager"]["met"] is None
+
+
+def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_step(name, ctx):
+        ran.append(name)
+        if name == "bench":
+            raise gc.CheckError("bench_throughput failed (exit 1): boom")
+        return {}
+
+    monkeypatch.setattr(gc, "_run_step", fake_step)
+    rc = gc.main(["--device", "cpu", "--out", str(tmp_path), "--wheels", str(tmp_path / "none"),
+                  "--baseline", __file__])
+    report = json.loads((tmp_path / "table.json").read_text())
+    assert rc == 1 and report["failed"] == ["bench"]
+    assert ran == ["setup", "data", "train", "bench", "baseline"]
+    assert "failed: bench" in (tmp_path / "table.md").read_text()
+
+
+def test_bad_flags_are_rejected(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        gc.parse_args(["--baseline", str(tmp_path / "missing.py")])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        gc.parse_args(["--device", "tpu"])
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as e:
+            gc.parse_args(["--device", "cuda"])
+        assert e.value.code == 2
+
+
+def test_setup_fails_plainly_when_a_needed_package_has_no_wheel(tmp_path, monkeypatch):
+    monkeypatch.setattr(gc, "WHEEL_MODULES", ("pycocotools", "no_such_module_xyz"))
+    ctx = gc.Context(gc.Runner(tmp_path / "log", 60, {}), tmp_path, gc.TOY, "cuda", None, tmp_path / "none")
+    with pytest.raises(gc.CheckError, match="lacks no_such_module_xyz.*make gpu-carry"):
+        gc.setup(ctx)
+    cpu = gc.Context(gc.Runner(tmp_path / "log", 60, {}), tmp_path, gc.TOY, "cpu", None, tmp_path / "none")
+    assert gc.setup(cpu)["missing"] == ["no_such_module_xyz"]  # the CPU rehearsal needs only pycocotools

@@ -1,0 +1,128 @@
+"""validate.py: --save-scores, --thre auto and class names, on a one-step toy COCO run (CPU)."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train
+import validate
+from src.checkpoint import load_checkpoint, save_checkpoint
+from src.data.datasets import coco_dataset
+from src.data.toy_shapes import CLASSES
+from src.inference import THRESHOLD_GRID
+from src.metrics import mAP, threshold_metrics
+
+TOY_NAMES = [c.name for c in CLASSES]
+
+
+@pytest.fixture(scope="module")
+def run(toy_coco, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("validate_run") / "run"
+    train.main(["--data", str(toy_coco), "--dataset", str(toy_coco / "coco_train_0.4left.txt"), "--model-name",
+                "resnet10t", "--image-size", "32", "-b", "8", "-j", "0", "--epochs", "2", "--stop-epoch", "0",
+                "--lr", "1e-3", "--output", str(out), "--max-steps-per-epoch", "1", "--pretrained", "none",
+                "--device", "cpu"])
+    return out
+
+
+def rewritten(run: Path, tmp_path: Path, **changes) -> Path:
+    """best.ckpt with some entries changed (None: removed), as another checkpoint file."""
+    ckpt = load_checkpoint(run / "best.ckpt")
+    ckpt.pop("format")
+    for key, value in changes.items():
+        if value is None:
+            ckpt.pop(key, None)
+        else:
+            ckpt[key] = value
+    return save_checkpoint(ckpt, tmp_path / "changed.ckpt")
+
+
+def validate_main(*argv) -> dict:
+    return validate.main([str(a) for a in argv] + ["-j", "0", "--device", "cpu"])
+
+
+def exit_message(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as e:
+        validate_main(*argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_save_scores_npz_and_csv_hold_what_was_scored(run, toy_coco, tmp_path, capsys):
+    npz, table, summary = tmp_path / "scores.npz", tmp_path / "scores.csv", tmp_path / "val.json"
+    result = validate_main("--model-path", run / "best.ckpt", "--data", toy_coco, "--save-scores", npz,
+                           "--json", summary)
+    validate_main("--model-path", run / "best.ckpt", "--data", toy_coco, "--save-scores", table)
+    assert f"written to {npz}" in capsys.readouterr().out
+    dataset = coco_dataset(toy_coco / "val2014", toy_coco / "annotations" / "instances_val2014.json")
+    saved = np.load(npz)
+    assert saved["images"].tolist() == [e.name for e in dataset.entries]
+    assert saved["class_names"].tolist() == TOY_NAMES
+    assert saved["scores"].shape == (len(dataset), len(TOY_NAMES)) and saved["scores"].dtype == np.float32
+    assert np.array_equal(saved["targets"], dataset.targets_matrix().numpy())
+    # the saved scores give back the reported figures
+    assert mAP(saved["targets"], saved["scores"]) == pytest.approx(result["map"], abs=1e-9)
+    assert threshold_metrics(saved["targets"], saved["scores"], 0.5)["of1"] == pytest.approx(result["of1"])
+    assert json.loads(summary.read_text())["map"] == pytest.approx(result["map"])
+
+    rows = list(csv.reader(table.open()))
+    assert rows[0] == ["image", *TOY_NAMES, *[f"target:{n}" for n in TOY_NAMES]]
+    assert [r[0] for r in rows[1:]] == saved["images"].tolist()
+    c = len(TOY_NAMES)
+    assert np.array_equal(np.array([r[1:1 + c] for r in rows[1:]], dtype=np.float32), saved["scores"])
+    assert np.array_equal(np.array([r[1 + c:] for r in rows[1:]], dtype=np.uint8), saved["targets"])
+
+
+def test_thre_auto_reports_the_best_thresholds_on_the_scored_set(run, toy_coco, tmp_path, capsys):
+    summary = tmp_path / "val.json"
+    result = validate_main("--model-path", run / "best.ckpt", "--data", toy_coco, "--thre", "auto",
+                           "--save-scores", tmp_path / "s.npz", "--json", summary)
+    out = capsys.readouterr().out
+    assert "thresholds chosen on this scored set" in out
+    saved = np.load(tmp_path / "s.npz")
+    auto = result["thre_auto"]
+    for key in ("cf1", "of1"):
+        assert auto[key]["threshold"] in THRESHOLD_GRID
+        assert auto[key][key] == pytest.approx(max(threshold_metrics(saved["targets"], saved["scores"], t)[key]
+                                                   for t in THRESHOLD_GRID))
+        assert auto[key][key] >= result[key]  # 0.5 (the figures of the main line) is on the grid
+        assert f"{key.upper()} {auto[key][key]:.2f} at {auto[key]['threshold']:.2f}" in out
+    assert "chosen on the scored set" in json.loads(summary.read_text())["thre_auto"]["note"]
+
+
+def test_old_checkpoint_without_names_takes_them_from_the_data_or_classes(run, toy_coco, tmp_path, capsys):
+    old = rewritten(run, tmp_path, class_names=None)
+    reference = validate_main("--model-path", run / "best.ckpt", "--data", toy_coco)
+    result = validate_main("--model-path", old, "--data", toy_coco, "--save-scores", tmp_path / "coco.npz")
+    assert result["map"] == reference["map"]
+    assert np.load(tmp_path / "coco.npz")["class_names"].tolist() == TOY_NAMES  # from the annotations
+
+    # a label list has no names: --classes gives them, else the indices with a note
+    lst = ["--data", toy_coco / "train2014", "--val-dataset", toy_coco / "coco_train_full.txt"]
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(TOY_NAMES) + "\n")
+    validate_main("--model-path", old, *lst, "--classes", names, "--save-scores", tmp_path / "a.csv")
+    assert next(csv.reader((tmp_path / "a.csv").open()))[1:25] == TOY_NAMES
+    capsys.readouterr()
+    validate_main("--model-path", old, *lst, "--save-scores", tmp_path / "b.csv")
+    assert "classes are shown as their indices" in capsys.readouterr().out
+    assert next(csv.reader((tmp_path / "b.csv").open()))[1:25] == [str(i) for i in range(24)]
+
+
+def test_names_that_disagree_with_the_data_are_an_error(run, toy_coco, tmp_path, capsys):
+    other = rewritten(run, tmp_path, class_names=list(reversed(TOY_NAMES)))
+    err = exit_message(capsys, "--model-path", other, "--data", toy_coco)
+    assert "name the classes differently" in err and str(other) in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--thre", "high"], "neither a number in [0, 1] nor 'auto'"),
+    (["--thre", "1.5"], "outside [0, 1]"),
+    (["--save-scores", "scores.txt"], "must end in .npz or .csv"),
+    (["--classes", "missing.txt"], "--classes missing.txt: no such file"),
+    (["--ema"], "holds no EMA weights"),
+])
+def test_bad_flags(run, toy_coco, capsys, flags, message):
+    assert message in exit_message(capsys, "--model-path", run / "best.ckpt", "--data", toy_coco, *flags)
