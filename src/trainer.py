@@ -170,7 +170,7 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
         if info.enabled:
             device = torch.device("cuda", info.local_rank)
     return device

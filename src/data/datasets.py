@@ -111,14 +111,19 @@ def _native_messages() -> Iterator[list[str]]:
     within a process (the redirection is process-wide; the GPU pipeline may decode on a second thread)."""
     pid = os.getpid()
     if pid not in _stderr_sinks:
-        _stderr_sinks[pid] = (threading.Lock(), tempfile.TemporaryFile())
+        _stderr_sinks.setdefault(pid, (threading.Lock(), tempfile.TemporaryFile()))
     lock, sink = _stderr_sinks[pid]
     lines: list[str] = []
     with lock:
         sink.seek(0)
         sink.truncate()
-        sys.stderr.flush()
-        saved = os.dup(2)
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a daemon): nothing to listen to
+            yield lines
+            return
         os.dup2(sink.fileno(), 2)
         try:
             yield lines

@@ -238,7 +238,10 @@ class GpuTrainPreprocess:
         self.generator.manual_seed(seed)
 
     def __call__(self, raw_images: Sequence[torch.Tensor], names: Sequence[str] | None = None) -> torch.Tensor:
-        x = decode_resize(raw_images, self.image_size, self.device, names)
+        return self.augment_decoded(decode_resize(raw_images, self.image_size, self.device, names))
+
+    def augment_decoded(self, x: torch.Tensor) -> torch.Tensor:
+        """The part after the decode: uint8 (B, 3, S, S) on the device -> augmented model input (no host wait)."""
         return _model_input(self.augment(x, generator=self.generator))
 
     def __repr__(self) -> str:
