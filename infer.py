@@ -20,8 +20,9 @@ from src import cli
 from src.data.augment import val_transform
 from src.data.class_names import ClassNamesError, read_classes_flag
 from src.data.image_files import ImageFiles, collate_images, find_images
+from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo
-from src.engine import predict, to_device
+from src.engine import Compute, predict, to_device
 from src.errors import UserError, report_user_errors
 from src.inference import (OFFICIAL, ModelFile, build_model, choose_class_names, coco_class_names, head_classes,
                            load_model_file, resolve, scores_json, write_scores)
@@ -154,9 +155,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
                                          collate_fn=collate_images, pin_memory=device.type == "cuda")
     skipped: list[tuple[str, str]] = []
     progress = any(Path(p).is_dir() for p in args.images)
-    scores, seen = predict({"model": model}, batches(loader, paths, args.skip_bad_images, skipped, progress),
-                           len(paths), num_classes, device=device, amp_dtype=resolve_amp(args.amp, device),
-                           preprocess=to_device(device), info=DistInfo(), progress=False)
+    prepared = Prefetcher(batches(loader, paths, args.skip_bad_images, skipped, progress), to_device(device), device)
+    scores, seen = predict({"model": model}, prepared, (len(paths), num_classes),
+                           Compute(device, resolve_amp(args.amp, device)), desc=None)
     if skipped:
         print(f"skipped {len(skipped)} bad image(s):\n" + "\n".join(f"  {reason}" for _, reason in skipped),
               file=sys.stderr, flush=True)

@@ -16,17 +16,16 @@ from pathlib import Path
 import torch
 
 from src import cli
-from src import cli
 from src.data.augment import val_transform
 from src.data.class_names import read_classes_flag
 from src.data.datasets import collate_multilabel, coco_dataset, coco_num_classes, label_list_dataset
 from src.distributed import DistInfo, ShardSampler
-from src.engine import predict, to_device
+from src.data.prefetch import Prefetcher
+from src.engine import Compute, evaluate, to_device
 from src.errors import report_user_errors
 from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, choose_class_names, head_classes,
                            load_model_file, resolve, write_scores)
 from src.io_utils import atomic_write_text
-from src.metrics import mAP, threshold_metrics
 from src.models import check_model_name
 from src.trainer import resolve_amp, resolve_device
 
@@ -158,11 +157,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
                                          num_workers=min(args.workers, os.cpu_count() or 1),
                                          collate_fn=collate_multilabel, pin_memory=device.type == "cuda")
     print(f"len(val_dataset): {len(dataset)}", flush=True)
-    scores, seen = predict({"model": model}, loader, len(dataset), num_classes, device=device, amp_dtype=amp_dtype,
-                           preprocess=preprocess, info=info)
-    targets, scores = dataset.targets_matrix()[seen], scores["model"][seen]
     threshold = DEFAULT_THRESHOLD if args.thre == "auto" else args.thre
-    result = {"map": mAP(targets, scores), **threshold_metrics(targets, scores, threshold)}
+    scored = evaluate({"model": model}, Prefetcher(loader, preprocess, device), dataset.targets_matrix(),
+                      Compute(device, amp_dtype, info), threshold)
+    result, targets, scores, seen = scored.metrics, scored.targets, scored.scores, scored.seen
     print(" * P_C {cp:.2f} R_C {cr:.2f} F_C {cf1:.2f} P_O {op:.2f} R_O {or:.2f} F_O {of1:.2f}".format(**result))
     if args.thre == "auto":
         report_thresholds(result, targets, scores)

@@ -1,25 +1,29 @@
 """One training epoch and one evaluation pass, shared by train.py and train_nus.py (DeiT's engine.py).
 
 Inside the step there are no host syncs: the running loss, the first non-finite step and the
-missing-label counts stay on the device and are read every --print-freq steps and at the epoch's end.
-Batches come through ``src.data.prefetch.Prefetcher``: batch k+1 is preprocessed (decoded, resized,
-augmented, copied) on a thread and a side CUDA stream while batch k trains.
+missing-label counts stay on the device and are read only when a progress line is printed and at the
+epoch's end. Batches arrive model-ready: the caller wraps its loader in ``src.data.prefetch.Prefetcher``
+(batch k+1 is decoded, resized, augmented and copied on a thread and a side CUDA stream while batch k
+trains).
 """
 from __future__ import annotations
 
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
+from timm.utils import unwrap_model as unwrap
 from torch import nn
 from tqdm import tqdm
 
-from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo, all_reduce_max, all_reduce_sum
-from src.metrics import missing_label_counts, missing_label_stats_from_counts
+from src.metrics import mAP, missing_label_counts, missing_label_stats_from_counts, threshold_metrics
+
+__all__ = ["Preprocess", "NonFiniteLossError", "Compute", "MissingLabelOracle", "Learner", "Progress",
+           "Evaluation", "autocast", "unwrap", "to_device", "train_one_epoch", "predict", "evaluate"]
 
 Preprocess = Callable[[object], torch.Tensor]
 
@@ -35,12 +39,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside torch.compile and DistributedDataParallel wrappers."""
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def to_device(device: torch.device) -> Preprocess:
     """Preprocess for CPU-pipeline batches (float tensors already): copy to the device, channels_last on CUDA."""
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -48,6 +46,17 @@ def to_device(device: torch.device) -> Preprocess:
     def preprocess(images: torch.Tensor) -> torch.Tensor:
         return images.to(device, non_blocking=True, memory_format=fmt)
     return preprocess
+
+
+@dataclass
+class Compute:
+    """Where a run computes: the device, the autocast dtype (None = full precision), the torchrun processes."""
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    info: DistInfo = field(default_factory=DistInfo)
+
+    def autocast(self):
+        return autocast(self.device, self.amp_dtype)
 
 
 @dataclass
@@ -61,114 +70,218 @@ class MissingLabelOracle:
     threshold: float
 
 
-def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
-                    scheduler, scaler: torch.amp.GradScaler, ema, *, epoch: int, num_epochs: int,
-                    device: torch.device, amp_dtype: torch.dtype | None, preprocess: Preprocess,
-                    label_store: torch.Tensor, info: DistInfo, loss_scale: float = 1.0,
-                    oracle: MissingLabelOracle | None = None, print_freq: int = 64,
-                    progress: bool = True, prefetch: int = 1) -> dict:
-    """Train for one epoch; return the epoch's statistics.
+@dataclass
+class Learner:
+    """What a training step uses and updates besides the batch (``src.trainer.build_run`` makes one).
 
-    Targets come from ``label_store[indices]`` (N x C, on the device), so that a loss that updates labels
-    (``criterion.updates_labels``, e.g. LL-Cp) writes its flips back for the rest of training. The model's
-    output is cast to float32 before the loss; ``loss_scale`` multiplies a summed loss under DDP so that
-    the averaged gradient equals the single-process gradient of the sum over the global batch.
-    ``prefetch``: batches preprocessed ahead of the step (``Prefetcher``; 0 = in the loop, no overlap).
+    ``model`` is what the step calls: the model, or its DistributedDataParallel / torch.compile wrapper
+    (``plain`` sees through them). Targets come from ``label_store[indices]`` (N x C, on the device), so that
+    a loss that updates labels (``criterion.updates_labels``, e.g. LL-Cp) writes its flips back for the rest of
+    training. ``loss_scale`` multiplies a summed loss under DDP so that the averaged gradient equals the
+    single-process gradient of the sum over the global batch.
     """
-    model.train()
-    steps = len(loader)
-    loss_sum = torch.zeros((), device=device)
-    first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    missing_counts = torch.zeros(3, device=device)
-    images_seen, skipped = 0, 0
-    updates_labels = getattr(criterion, "updates_labels", False)
-    start = time.perf_counter()
-    bar = tqdm(Prefetcher(loader, preprocess, device, prefetch), total=steps, desc=f"train {epoch}", leave=False,
-               disable=not (progress and info.is_main and sys.stdout.isatty()))
-    for step, (images, _targets, indices, num_skipped) in enumerate(bar):  # images: preprocessed, on the device
-        skipped += num_skipped
+    model: nn.Module
+    criterion: Callable
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    ema: object  # .update(model) and .module (timm's ModelEmaV3)
+    label_store: torch.Tensor
+    compute: Compute
+    loss_scale: float = 1.0
+    oracle: MissingLabelOracle | None = None
+
+    @property
+    def plain(self) -> nn.Module:
+        """The model inside the torch.compile and DistributedDataParallel wrappers."""
+        return unwrap(self.model)
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = max(int(seconds + 0.5), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass
+class Progress:
+    """How ``train_one_epoch`` reports, on the main process only.
+
+    On a terminal: a tqdm bar labelled ``train epoch e/last`` with the loss. Otherwise a line every
+    ``print_freq`` steps and at least every ``interval_s`` seconds, with images/s and the time left in the
+    epoch and in the run (``last_epoch`` epochs; ``overhead_s`` per epoch outside training, i.e. evaluation
+    and checkpoints, as last measured by the caller). Epochs and steps are 0-based indices shown with the last
+    index, as metrics.jsonl and --stop-epoch count them. Each line reads the loss: one host sync.
+    """
+    last_epoch: int
+    print_freq: int = 64
+    interval_s: float = 30.0
+    overhead_s: float = 0.0
+    terminal: bool | None = None  # None: sys.stdout.isatty()
+
+    def on_terminal(self) -> bool:
+        return sys.stdout.isatty() if self.terminal is None else self.terminal
+
+    def due(self, step: int, meter: "_EpochMeter") -> bool:
+        return (step % self.print_freq == 0 or step == meter.steps - 1
+                or time.perf_counter() - meter.last_line >= self.interval_s)
+
+    def report(self, bar, meter: "_EpochMeter", step: int, loss: float, lr: float) -> None:
+        """A step line off a terminal, the bar's postfix on one (the bar shows rate and time left itself)."""
+        if bar.disable:
+            print(self.step_line(meter, step, loss, lr), flush=True)
+        else:
+            bar.set_postfix_str(f"loss {loss:.1f}")
+
+    def step_line(self, meter: "_EpochMeter", step: int, loss: float, lr: float) -> str:
+        elapsed = time.perf_counter() - meter.start
+        per_step, epoch, steps = elapsed / (step + 1), meter.epoch, meter.steps
+        epoch_left = per_step * (steps - step - 1)
+        run_left = epoch_left + self.overhead_s + (self.last_epoch - epoch) * (per_step * steps + self.overhead_s)
+        return (f"train epoch {epoch}/{self.last_epoch}  step {step}/{steps - 1}  loss {loss:.1f}  lr {lr:.1e}  "
+                f"{meter.images * meter.world_size / max(elapsed, 1e-9):.0f} img/s  "
+                f"ETA epoch {_format_seconds(epoch_left)}, run {_format_seconds(run_left)}")
+
+
+class _EpochMeter:
+    """The epoch's running figures; the tensors stay on the device until read."""
+
+    def __init__(self, epoch: int, steps: int, device: torch.device, world_size: int):
+        self.epoch, self.steps = epoch, steps
+        self.loss_sum = torch.zeros((), device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.missing_counts = torch.zeros(3, device=device)
+        self.images, self.skipped, self.world_size = 0, 0, world_size
+        self.start = self.last_line = time.perf_counter()
+
+    def add(self, step: int, loss: torch.Tensor, images: int) -> None:
+        self.loss_sum += loss
+        self.first_bad_step = torch.where((self.first_bad_step < 0) & ~torch.isfinite(loss),
+                                          torch.tensor(step, device=loss.device), self.first_bad_step)
+        self.images += images
+
+    def check_finite(self) -> None:
+        bad = int(self.first_bad_step.item())
+        if bad >= 0:
+            raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch}, step {bad}; training stopped "
+                                     f"(the last checkpoint, from before this epoch, is intact)")
+
+
+def _train_step(learner: Learner, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> tuple:
+    """One optimisation step; returns (loss, logits), both detached, on the device."""
+    targets = learner.label_store[indices]
+    with learner.compute.autocast():
+        logits = learner.model(images)
+    logits = logits.float()
+    out = learner.criterion(logits, targets, epoch=epoch)
+    if getattr(learner.criterion, "updates_labels", False):
+        loss, flips = out
+        learner.label_store[indices] = torch.maximum(targets, flips.to(targets.dtype))
+    else:
+        loss = out
+    learner.optimizer.zero_grad(set_to_none=True)
+    learner.scaler.scale(loss * learner.loss_scale).backward()
+    learner.scaler.step(learner.optimizer)
+    learner.scaler.update()
+    learner.scheduler.step()
+    learner.ema.update(learner.plain)
+    return loss.detach(), logits.detach()
+
+
+def train_one_epoch(learner: Learner, batches: Iterable, epoch: int, progress: Progress | None = None) -> dict:
+    """Train for one epoch over ``batches`` ((images on the device, targets, indices, num_skipped), e.g. from a
+    ``Prefetcher``); return the epoch's statistics. ``progress`` None: silent, the loss checked at the end."""
+    compute = learner.compute
+    learner.model.train()
+    steps = len(batches)  # type: ignore[arg-type]
+    meter = _EpochMeter(epoch, steps, compute.device, compute.info.world_size)
+    show = progress is not None and compute.info.is_main
+    bar = tqdm(batches, total=steps, leave=False, desc=f"train epoch {epoch}/{progress.last_epoch}" if show else "",
+               disable=not (show and progress.on_terminal()))
+    for step, (images, _targets, indices, num_skipped) in enumerate(bar):
+        meter.skipped += num_skipped
         if len(indices) == 0:  # every image of the batch was bad and skipped
             continue
-        indices = indices.to(device, non_blocking=True)
-        targets = label_store[indices]
-        with autocast(device, amp_dtype):
-            logits = model(images)
-        logits = logits.float()
-        out = criterion(logits, targets, epoch=epoch)
-        if updates_labels:
-            loss, flips = out
-            label_store[indices] = torch.maximum(targets, flips.to(targets.dtype))
-        else:
-            loss = out
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss * loss_scale).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        ema.update(unwrap(model))
+        indices = indices.to(compute.device, non_blocking=True)
+        loss, logits = _train_step(learner, images, indices, epoch)
+        meter.add(step, loss, images.shape[0])
+        if learner.oracle is not None:
+            o = learner.oracle
+            meter.missing_counts += missing_label_counts(o.full[indices], o.observed[indices], torch.sigmoid(logits),
+                                                         o.threshold)
+        if progress is not None and progress.due(step, meter):
+            meter.check_finite()  # the host sync, only where a line is due
+            if show:
+                progress.report(bar, meter, step, loss.item(), learner.scheduler.get_last_lr()[0])
+            meter.last_line = time.perf_counter()
+    seconds = time.perf_counter() - meter.start
+    meter.check_finite()
+    return _epoch_stats(learner, meter, seconds)
 
-        detached = loss.detach()
-        loss_sum += detached
-        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(detached),
-                                     torch.tensor(step, device=device), first_bad_step)
-        if oracle is not None:
-            missing_counts += missing_label_counts(oracle.full[indices], oracle.observed[indices],
-                                                   torch.sigmoid(logits.detach()), oracle.threshold)
-        images_seen += images.shape[0]
-        if step % print_freq == 0 or step == steps - 1:
-            _check_finite(first_bad_step, epoch)  # the one host sync, every print_freq steps
-            if info.is_main:
-                msg = (f"Epoch [{epoch}/{num_epochs}], Step [{step:03d}/{steps:03d}], "
-                       f"LR {scheduler.get_last_lr()[0]:.1e}, Loss: {detached.item():.1f}")
-                if bar.disable:
-                    print(msg, flush=True)
-                else:
-                    bar.set_postfix_str(f"loss {detached.item():.1f}")
-    seconds = time.perf_counter() - start
-    _check_finite(first_bad_step, epoch)
-    if updates_labels:
-        all_reduce_max(label_store, info)  # each rank flipped labels of its own samples
-    stats = {"train_loss": loss_sum.item() / max(steps, 1), "lr": scheduler.get_last_lr()[0],
-             "train_seconds": seconds, "images_per_second": images_seen * info.world_size / max(seconds, 1e-9),
-             "skipped_images": skipped}
-    if oracle is not None:
-        stats.update(missing_label_stats_from_counts(all_reduce_sum(missing_counts, info)))
+
+def _epoch_stats(learner: Learner, meter: _EpochMeter, seconds: float) -> dict:
+    info = learner.compute.info
+    if getattr(learner.criterion, "updates_labels", False):
+        all_reduce_max(learner.label_store, info)  # each rank flipped labels of its own samples
+    stats = {"train_loss": meter.loss_sum.item() / max(meter.steps, 1), "lr": learner.scheduler.get_last_lr()[0],
+             "train_seconds": seconds, "images_per_second": meter.images * info.world_size / max(seconds, 1e-9),
+             "skipped_images": meter.skipped}
+    if learner.oracle is not None:
+        stats.update(missing_label_stats_from_counts(all_reduce_sum(meter.missing_counts, info)))
     return stats
 
 
-def _check_finite(first_bad_step: torch.Tensor, epoch: int) -> None:
-    bad = int(first_bad_step.item())
-    if bad >= 0:
-        raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {bad}; training stopped "
-                                 f"(the last checkpoint, from before this epoch, is intact)")
-
-
 @torch.inference_mode()
-def predict(models: dict[str, nn.Module], loader: Iterable, num_samples: int, num_classes: int, *,
-            device: torch.device, amp_dtype: torch.dtype | None, preprocess: Preprocess,
-            info: DistInfo, progress: bool = True, prefetch: int = 1) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Sigmoid scores of every model for every sample, in one pass over the data.
+def predict(models: dict[str, nn.Module], batches: Iterable, shape: tuple[int, int], compute: Compute,
+            desc: str | None = "eval") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Sigmoid scores of every model for every sample, in one pass over ``batches`` (as in ``train_one_epoch``).
 
-    Returns ({name: N x C float32 scores on the CPU}, seen: N bool). Each rank fills the rows of its
-    own shard (a ShardSampler: no padding, no duplicates) and the rows are summed over ranks.
-    ``seen`` marks rows that were evaluated (a bad image skipped with --skip-bad-images is not).
-    ``prefetch`` as in ``train_one_epoch``.
+    ``shape``: (samples N, classes C). Returns ({name: N x C float32 scores on the CPU}, seen: N bool). Each rank
+    fills the rows of its own shard (a ShardSampler: no padding, no duplicates) and the rows are summed over
+    ranks. ``seen`` marks rows that were evaluated (a bad image skipped with --skip-bad-images is not).
+    ``desc``: the tqdm label on a terminal (None: no bar).
     """
     for m in models.values():
         m.eval()
-    scores = {name: torch.zeros(num_samples, num_classes, device=device) for name in models}
-    seen = torch.zeros(num_samples, device=device)
-    bar = tqdm(Prefetcher(loader, preprocess, device, prefetch), desc="eval", leave=False,
-               disable=not (progress and info.is_main and sys.stdout.isatty()))
+    scores = {name: torch.zeros(*shape, device=compute.device) for name in models}
+    seen = torch.zeros(shape[0], device=compute.device)
+    bar = tqdm(batches, desc=desc, leave=False,
+               disable=desc is None or not (compute.info.is_main and sys.stdout.isatty()))
     for images, _targets, indices, _num_skipped in bar:  # images: preprocessed, on the device
         if len(indices) == 0:
             continue
-        indices = indices.to(device, non_blocking=True)
-        with autocast(device, amp_dtype):
+        indices = indices.to(compute.device, non_blocking=True)
+        with compute.autocast():
             for name, m in models.items():
                 scores[name][indices] = torch.sigmoid(m(images).float())
         seen[indices] = 1
     for t in (*scores.values(), seen):
-        all_reduce_sum(t, info)
+        all_reduce_sum(t, compute.info)
     keep = seen.cpu() > 0
     return {name: s.cpu() for name, s in scores.items()}, keep
+
+
+@dataclass
+class Evaluation:
+    """``metrics``: "map" of the first model, "map_<name>" of every other one, "selected" (with several models:
+    the one of highest mAP, a tie going to the later one) and CP, CR, CF1, OP, OR, OF1 of the selected model at
+    the threshold. ``scores`` / ``targets``: the selected model's scores and the targets of the evaluated rows,
+    ``seen`` (N bool) marking those rows."""
+    metrics: dict
+    scores: torch.Tensor
+    targets: torch.Tensor
+    seen: torch.Tensor
+
+
+def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Tensor, compute: Compute,
+             threshold: float = 0.5, desc: str | None = "eval") -> Evaluation:
+    """Score ``models`` on ``batches`` (``targets``: N x C of the whole set) and compute the metrics."""
+    scores, seen = predict(models, batches, tuple(targets.shape), compute, desc)
+    targets = targets[seen]
+    maps = {name: mAP(targets, s[seen]) for name, s in scores.items()}
+    names = list(models)
+    selected = max(reversed(names), key=maps.__getitem__)  # max keeps the first: the later model wins a tie
+    metrics: dict = {"map": maps[names[0]], **{f"map_{n}": maps[n] for n in names[1:]}}
+    if len(names) > 1:
+        metrics["selected"] = selected
+    metrics.update(threshold_metrics(targets, scores[selected][seen], threshold))
+    return Evaluation(metrics, scores[selected][seen], targets, seen)

@@ -5,36 +5,43 @@ the recipe, evaluation, logging, checkpoints and resume live here once. The offi
 Adam lr 1e-4 (weight decay 1e-4 on weights only), OneCycleLR over 80 epochs with pct_start 0.2 stepped
 every batch, training stopped after epoch index 30 (31 epochs), EMA decay 0.9997, batch 128, 448 px,
 summed loss, model and EMA evaluated after every epoch.
+
+``build_run`` makes everything a run trains with (model, EMA, optimizer, schedule, scaler, loss, loaders,
+label store, input pipeline, device) as one ``Run``; ``run_training`` is DeiT's main over it (build, maybe
+restore, then per epoch ``train_one_epoch`` + ``evaluate`` + write). ``src.tools.bench_throughput`` times the
+same ``Run``.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import functools
 import json
 import os
-import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
+from timm.utils import random_seed
 from torch import nn
 
 from src.checkpoint import (CheckpointError, load_checkpoint, load_weights, plain, rng_state, save_checkpoint,
                             set_rng_state)
 from src.cli import torchrun_hint
+from src.data.builders import Datasets
 from src.data.datasets import MultiLabelImages, collate_multilabel, split_holdout
 from src.data.labels import describe_list_change, list_fingerprint, read_label_list
+from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo, EpochShuffleSampler, ShardSampler, barrier, cleanup, init_distributed
-from src.engine import MissingLabelOracle, NonFiniteLossError, predict, to_device, train_one_epoch
+from src.engine import (Compute, Evaluation, Learner, MissingLabelOracle, NonFiniteLossError, Preprocess, Progress,
+                        evaluate, to_device, train_one_epoch)
 from src.errors import UserError, report_user_errors
 from src.io_utils import RunFolderLock, WriteError, atomic_write, atomic_write_text, remove_stale_temporaries
 from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
-from src.metrics import mAP, threshold_metrics
 from src.models import (PretrainedUnavailable, check_model_name, create_model, create_model_with_weights,
                         locate_imagenet_weights, pretrained_arg)
 
@@ -50,6 +57,8 @@ RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size"
 LAST_KEYS = ("kind", "model_name", "num_classes", "args", "model", "ema", "optimizer", "scheduler", "scaler",
              "epoch", "global_step", "history", "best", "label_store", "rng")
 
+
+# ----------------------------------------------------------------------------- flags
 
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The flags shared by train.py and train_nus.py (official names and defaults first)."""
@@ -67,7 +76,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("-b", "--batch-size", default=128, type=int, metavar="N",
                    help="global batch size; each of W torchrun processes takes batch-size / W (default: 128)")
     p.add_argument("--print-freq", "-p", default=64, type=int, metavar="N",
-                   help="print (and check the loss is finite) every N steps (default: 64)")
+                   help="print a step line (and check the loss is finite) every N steps, and off a terminal at "
+                        "least every 30 s (default: 64)")
     p.add_argument("--loss", default="Hill", type=_loss_name, choices=LOSS_NAMES,
                    help="loss function (default: Hill; case-insensitive)")
     g = p.add_argument_group("loss hyperparameters (unset: the loss's own default, which is the official one)")
@@ -76,7 +86,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         defaults = ", ".join(f"{n} {loss_hyperparameters(n)[kw]}" for n in owners)
         g.add_argument("--" + dest.replace("_", "-"), dest=dest, type=float if dest != "change_epoch" else int,
                        default=None, help=f"default: {defaults}")
-    s = p.add_argument_group("schedule and recipe")
+    _add_recipe_args(p.add_argument_group("schedule and recipe"))
+    _add_output_args(p.add_argument_group("data checks, evaluation and outputs"))
+    return p
+
+
+def _add_recipe_args(s) -> None:
     s.add_argument("--epochs", default=80, type=int, help="length of the OneCycle schedule (default: 80)")
     s.add_argument("--stop-epoch", default=30, type=int,
                    help="last 0-based epoch trained; the official code trains epochs 0..30 (default: 30)")
@@ -94,7 +109,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     s.add_argument("--gpu-pipeline", default="auto", choices=["auto", "on", "off"],
                    help="decode (nvjpeg), resize and augment batches on the device; workers only read file "
                         "bytes (auto: on when training on CUDA)")
-    o = p.add_argument_group("data checks, evaluation and outputs")
+
+
+def _add_output_args(o) -> None:
     o.add_argument("--val-split", default=0.0, type=float,
                    help="hold out this fraction of the training list to choose the best epoch on; the test "
                         "set is then scored once, with the best checkpoint (default: 0 = official: choose on test)")
@@ -112,8 +129,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                    help="run folder for metrics.jsonl, last.ckpt, best.ckpt (default: runs/<loss>-<model>-<list>)")
     o.add_argument("--resume", default=None, metavar="PATH|auto",
                    help="continue from a last.ckpt; 'auto' takes OUTPUT/last.ckpt if present")
-    o.add_argument("--max-steps-per-epoch", default=None, type=int, help=argparse.SUPPRESS)  # tests only
-    return p
+    o.add_argument("--max-steps-per-epoch", default=None, type=int, metavar="N",
+                   help="end every epoch after N training steps (quick checks and the toy demo; default: all)")
 
 
 def _loss_name(name: str) -> str:
@@ -121,19 +138,6 @@ def _loss_name(name: str) -> str:
         return canonical_loss_name(name)
     except ValueError:
         return name  # argparse's choices check then reports it with the list
-
-
-@dataclass
-class Datasets:
-    """What a training script builds: the training list and the test set, plus how they were named.
-
-    ``class_names``: the name of each class index (length num_classes), or None when unknown; stored in
-    every checkpoint and checked on resume."""
-    train: MultiLabelImages
-    test: MultiLabelImages
-    num_classes: int
-    train_list: str
-    class_names: list[str] | None = None
 
 
 BuildDatasets = Callable[[argparse.Namespace, Callable | None, Callable | None, bool], Datasets]
@@ -148,6 +152,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for flag in ("batch_size", "image_size", "print_freq"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
+    if args.max_steps_per_epoch is not None and args.max_steps_per_epoch <= 0:
+        parser.error("--max-steps-per-epoch must be positive")
     if args.pretrained == "imagenet" and args.resume is None:  # offline and not cached: say so before any work
         try:
             locate_imagenet_weights(args.model_name, args.image_size)
@@ -163,6 +169,8 @@ def loss_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The loss hyperparameters the user set, keyed as the loss constructors name them."""
     return {kw: getattr(args, dest) for dest, kw in LOSS_FLAGS.items() if getattr(args, dest) is not None}
 
+
+# ----------------------------------------------------------------------------- device and input pipeline
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
     if name == "auto":
@@ -185,16 +193,218 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def resolve_compute(args: argparse.Namespace, info: DistInfo) -> Compute:
+    """--device and --amp for this process (under torchrun: its local GPU)."""
+    device = resolve_device(args.device, info)
+    if args.batch_size % info.world_size:
+        raise UserError(f"--batch-size {args.batch_size} is not divisible by the {info.world_size} processes")
+    return Compute(device, resolve_amp(args.amp, device), info)
+
+
+@dataclass
+class InputPipeline:
+    """Where images become model input: in the DataLoader workers (the datasets' transforms, then a copy) or on
+    the device (the workers read file bytes, ``raw``; the preprocessors decode, resize and augment)."""
+    train_tf: Callable | None
+    val_tf: Callable | None
+    raw: bool
+    train_pre: Preprocess
+    eval_pre: Preprocess
+
+
+def input_pipeline(args: argparse.Namespace, device: torch.device) -> InputPipeline:
+    """--gpu-pipeline: on, off, or auto (on when training on CUDA)."""
+    if args.gpu_pipeline == "on" or (args.gpu_pipeline == "auto" and device.type == "cuda"):
+        if args.skip_bad_images:
+            raise UserError("--skip-bad-images needs the CPU input pipeline: add --gpu-pipeline off")
+        from src.data.gpu_pipeline import GpuEvalPreprocess, GpuTrainPreprocess
+        return InputPipeline(None, None, True, GpuTrainPreprocess(args.image_size, device),
+                             GpuEvalPreprocess(args.image_size, device))
+    from src.data.augment import train_transform, val_transform
+    return InputPipeline(train_transform(args.image_size), val_transform(args.image_size), False,
+                         to_device(device), to_device(device))
 
 
 def log(info: DistInfo, *msg: Any) -> None:
     if info.is_main:
         print(*msg, flush=True)
 
+
+# ----------------------------------------------------------------------------- the run
+
+def run_folder(args: argparse.Namespace, data: Datasets) -> Path:
+    return Path(args.output or f"runs/{args.loss}-{args.model_name}-{Path(data.train_list).stem}")
+
+
+@dataclass(eq=False)
+class Run:
+    """Everything a training run works with; ``build_run`` makes it."""
+    args: argparse.Namespace
+    data: Datasets
+    compute: Compute
+    pipeline: InputPipeline
+    learner: Learner  # model (as stepped), loss, optimizer, schedule, scaler, EMA, label store, oracle
+    sampler: EpochShuffleSampler
+    loader_gen: torch.Generator  # the training DataLoader's: seeds its workers
+    train_loader: Any
+    eval_set: MultiLabelImages  # the test set, or the held-out part of the training list (--val-split)
+    eval_idx: list[int]
+    weights: str = ""  # one line saying what the model starts from ("" on a resume: the checkpoint's)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.learner.plain
+
+    @property
+    def held_out(self) -> bool:
+        return self.eval_set is not self.data.test
+
+    @property
+    def last_epoch(self) -> int:
+        return min(self.args.stop_epoch, self.args.epochs - 1)
+
+    @property
+    def out_dir(self) -> Path:
+        return run_folder(self.args, self.data)
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """What a checkpoint records about its data: the training list's fingerprint and path, the classes."""
+        data = self.data
+        return {"train_list": str(data.train_list), "train_fingerprint": list_fingerprint(data.train.entries),
+                "num_classes": data.num_classes, "class_names": data.class_names}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Everything random in epoch ``epoch`` follows from (--seed, epoch, rank), so a resume repeats it."""
+        seed = self.args.seed * 100_003 + epoch + 7919 * self.compute.info.rank
+        random_seed(seed % 2**32)  # python, numpy and torch
+        self.loader_gen.manual_seed(seed)
+        if hasattr(self.pipeline.train_pre, "generator"):  # the GPU pipeline draws its augmentation from its own
+            self.pipeline.train_pre.generator.manual_seed(seed)
+        self.sampler.set_epoch(epoch)
+
+    def train_batches(self) -> Prefetcher:
+        """This epoch's training batches, prepared on the device one batch ahead of the step."""
+        return Prefetcher(self.train_loader, self.pipeline.train_pre, self.compute.device)
+
+    def evaluate(self, models: dict[str, nn.Module], desc: str, dataset: MultiLabelImages | None = None
+                 ) -> Evaluation:
+        """``engine.evaluate`` of ``models`` on the evaluation set, or on all of ``dataset``."""
+        dataset, indices = (self.eval_set, self.eval_idx) if dataset is None else (dataset, range(len(dataset)))
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.args.batch_size // self.compute.info.world_size,
+            sampler=ShardSampler(list(indices), self.compute.info), num_workers=_workers(self.args),
+            collate_fn=collate_multilabel, pin_memory=self.compute.device.type == "cuda")
+        batches = Prefetcher(loader, self.pipeline.eval_pre, self.compute.device)
+        return evaluate(models, batches, dataset.targets_matrix(), self.compute, self.args.thre, desc)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    return min(args.workers, os.cpu_count() or 1)
+
+
+def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeline: InputPipeline,
+              resuming: bool = False) -> Run:
+    """The run the flags describe on ``data`` (built with ``pipeline``'s transforms): loaders, the model with its
+    starting weights (--pretrained; none when ``resuming``: the checkpoint's come later), EMA, optimizer, schedule,
+    scaler, loss, label store, oracle."""
+    train_idx, eval_set, eval_idx = _evaluation_split(args, data)
+    sampler = EpochShuffleSampler(train_idx, compute.info, args.seed)
+    loader_gen = torch.Generator()
+    train_loader = torch.utils.data.DataLoader(
+        data.train, batch_size=args.batch_size // compute.info.world_size, sampler=sampler,
+        num_workers=_workers(args), drop_last=False, collate_fn=collate_multilabel,
+        pin_memory=compute.device.type == "cuda", generator=loader_gen, persistent_workers=False)
+    if args.max_steps_per_epoch:
+        train_loader = _Truncated(train_loader, args.max_steps_per_epoch)
+    random_seed(args.seed % 2**32)  # the model's initialisation
+    model, weights = _initial_model(args, data.num_classes, resuming)
+    learner = _learner(args, model, data.train, compute, len(train_loader))
+    return Run(args, data, compute, pipeline, learner, sampler, loader_gen, train_loader, eval_set, eval_idx,
+               weights)
+
+
+def _evaluation_split(args, data: Datasets) -> tuple[list[int], MultiLabelImages, list[int]]:
+    """(training indices, evaluation set, its indices): the held-out part of the list with --val-split, else the
+    test set."""
+    try:
+        train_idx, held_idx = split_holdout(len(data.train), args.val_split, args.split_seed) if args.val_split \
+            else (list(range(len(data.train))), [])
+    except ValueError as e:
+        raise UserError(f"--val-split {args.val_split}: {e}") from None
+    if args.batch_size > len(train_idx) and not args.allow_small_data:
+        raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train_idx)} images "
+                        f"of {data.train_list}): each epoch would be a single step; lower --batch-size or pass "
+                        "--allow-small-data")
+    if not held_idx:
+        return train_idx, data.test, list(range(len(data.test)))
+    eval_set = copy.copy(data.train)
+    eval_set.transform = data.test.transform
+    return train_idx, eval_set, held_idx
+
+
+def _initial_model(args, num_classes: int, resuming: bool) -> tuple[nn.Module, str]:
+    if resuming:
+        return create_model(args.model_name, num_classes), ""
+    try:
+        return create_model_with_weights(args.model_name, num_classes, args.pretrained, args.image_size)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(f"--pretrained {args.pretrained}: {e}") from None
+
+
+def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compute, steps_per_epoch: int) -> Learner:
+    """The model on the device, its EMA, Adam with weight decay on weights only, OneCycle stepped per batch, the
+    GradScaler (fp16 only), the loss, the DDP / compile wrappers, the label store and the oracle."""
+    from timm.optim import param_groups_weight_decay
+    from timm.utils import ModelEmaV3
+
+    device = compute.device
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    ema = ModelEmaV3(model, decay=args.ema_decay)
+    optimizer = torch.optim.Adam(param_groups_weight_decay(model, weight_decay=args.weight_decay), lr=args.lr,
+                                 **({"fused": True} if device.type == "cuda" else {}))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
+                                                    steps_per_epoch=steps_per_epoch, pct_start=0.2)
+    scaler = torch.amp.GradScaler(device.type, enabled=compute.amp_dtype == torch.float16)
+    criterion = build_loss(args.loss, **_loss_kwargs_with_data(args))
+    step_model: nn.Module = model
+    if compute.info.enabled:
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                         else None)
+    if args.compile:
+        step_model = torch.compile(step_model)
+    loss_scale = float(compute.info.world_size) if getattr(criterion, "reduction", "sum") == "sum" else 1.0
+    label_store = train_set.targets_matrix().to(device)
+    oracle = _oracle(args, train_set, label_store, device) if args.oracle_list else None
+    return Learner(step_model, criterion, optimizer, scheduler, scaler, ema, label_store, compute, loss_scale, oracle)
+
+
+@dataclass
+class RunState:
+    """Where a run stands (saved in last.ckpt): the last finished epoch, the steps taken, every epoch's metrics
+    row, and the best result so far ({"map", "epoch", "which": "model" or "ema"})."""
+    epoch: int = -1
+    global_step: int = 0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"map": -1.0})
+
+    def record(self, row: dict, steps: int) -> bool:
+        """Add an epoch's row (``steps`` taken); True when its selected model beats the best so far."""
+        self.global_step += steps
+        which = row["selected"]
+        score = row["map"] if which == "model" else row[f"map_{which}"]
+        improved = score > self.best["map"]
+        if improved:
+            self.best = {"map": score, "epoch": row["epoch"], "which": which}
+        self.history.append(row)
+        self.epoch = row["epoch"]
+        return improved
+
+
+# ----------------------------------------------------------------------------- the epoch loop
 
 def run_training(parser: argparse.ArgumentParser, args: argparse.Namespace, build_datasets: BuildDatasets) -> dict:
     """Train as the flags say, evaluating model and EMA after every epoch; return the best result."""
@@ -203,185 +413,113 @@ def run_training(parser: argparse.ArgumentParser, args: argparse.Namespace, buil
                             (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     try:
         with report_user_errors(), contextlib.ExitStack() as held:  # a UserError: one line, exit status 2
-            return _run(parser, args, build_datasets, info, held)
+            return _run(args, build_datasets, info, held)
+    except PretrainedUnavailable as e:
+        parser.exit(2, f"{e}\n")
     finally:
         cleanup(info)
 
 
-def _run(parser, args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.ExitStack) -> dict:
-    device = resolve_device(args.device, info)
-    amp_dtype = resolve_amp(args.amp, device)
-    if not info.enabled and args.device in ("auto", "cuda") and device.type == "cuda" \
+def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.ExitStack) -> dict:
+    """DeiT's main: build the run, restore it when resuming, then train and evaluate epoch by epoch."""
+    compute = resolve_compute(args, info)
+    _torchrun_hint(args, compute)
+    pipeline = input_pipeline(args, compute.device)
+    data = _checked(args, build_datasets(args, pipeline.train_tf, pipeline.val_tf, pipeline.raw))
+    resume_path = _open_run_folder(args, data, info, held)
+    run = build_run(args, data, compute, pipeline, resuming=resume_path is not None)
+    state = _restore(run, resume_path) if resume_path is not None else RunState()
+    if state.epoch >= run.last_epoch:
+        log(info, f"already finished at epoch {state.epoch} (best mAP {state.best['map']:.2f} in "
+                  f"{run.out_dir / 'best.ckpt'})")
+        return dict(state.best)
+    _begin(run, state, resume_path)
+    progress = Progress(run.last_epoch, args.print_freq)
+    for epoch in range(state.epoch + 1, run.last_epoch + 1):
+        start = time.perf_counter()
+        row = _train_and_evaluate(run, epoch, progress)
+        improved = state.record(row, len(run.train_loader))
+        if info.is_main:
+            _write_epoch(run, state, row, improved)
+            print(_epoch_line(row, state.best, run.last_epoch), flush=True)
+        barrier(info)
+        progress.overhead_s = time.perf_counter() - start - row["train_seconds"]  # evaluation and writing
+    result = dict(state.best)
+    if run.held_out and state.best["map"] >= 0:
+        result["test"] = _score_best_on_test(run)
+    log(info, _closing_line(run, state.best))
+    return result
+
+
+def _train_and_evaluate(run: Run, epoch: int, progress: Progress) -> dict:
+    """One epoch's metrics row: train, then score model and EMA on the evaluation set."""
+    start = time.perf_counter()
+    run.start_epoch(epoch)
+    try:
+        stats = train_one_epoch(run.learner, run.train_batches(), epoch, progress)
+    except NonFiniteLossError as e:
+        raise SystemExit(f"error: {e}") from e
+    evaluation = run.evaluate({"model": run.model, "ema": run.learner.ema.module},
+                              f"eval epoch {epoch}/{run.last_epoch}")
+    return {"epoch": epoch, **stats, **evaluation.metrics, "seconds": time.perf_counter() - start}
+
+
+def _torchrun_hint(args, compute: Compute) -> None:
+    """Several GPUs and no torchrun: say how to use them all."""
+    if not compute.info.enabled and args.device in ("auto", "cuda") and compute.device.type == "cuda" \
             and torch.cuda.device_count() > 1:
-        log(info, torchrun_hint([Path(sys.argv[0]).name, *sys.argv[1:]], torch.cuda.device_count()))
-    if args.batch_size % info.world_size:
-        parser.error(f"--batch-size {args.batch_size} is not divisible by the {info.world_size} processes")
-    seed_everything(args.seed)
-    gpu_pipeline = args.gpu_pipeline == "on" or (args.gpu_pipeline == "auto" and device.type == "cuda")
-    if gpu_pipeline and args.skip_bad_images:
-        parser.error("--skip-bad-images needs the CPU input pipeline: add --gpu-pipeline off")
-    if gpu_pipeline:
-        from src.data.gpu_pipeline import GpuEvalPreprocess, GpuTrainPreprocess
-        train_pre, eval_pre = GpuTrainPreprocess(args.image_size, device), GpuEvalPreprocess(args.image_size, device)
-        data = build_datasets(args, None, None, True)
-    else:
-        from src.data.augment import train_transform, val_transform
-        train_pre = eval_pre = to_device(device)
-        data = build_datasets(args, train_transform(args.image_size), val_transform(args.image_size), False)
-    num_classes = data.num_classes
-    if args.num_classes is not None and args.num_classes != num_classes:
-        parser.error(f"--num-classes {args.num_classes} disagrees with the data, which has {num_classes} classes")
-    if data.class_names is not None and len(data.class_names) != num_classes:
-        raise ValueError(f"{len(data.class_names)} class names for {num_classes} classes")
+        log(compute.info, torchrun_hint([Path(sys.argv[0]).name, *sys.argv[1:]], torch.cuda.device_count()))
+
+
+def _checked(args, data: Datasets) -> Datasets:
+    """The datasets, checked against --num-classes and for emptiness (and their files with --check-images)."""
+    if args.num_classes is not None and args.num_classes != data.num_classes:
+        raise UserError(f"--num-classes {args.num_classes} disagrees with the data, which has {data.num_classes} "
+                        "classes")
+    if data.class_names is not None and len(data.class_names) != data.num_classes:
+        raise ValueError(f"{len(data.class_names)} class names for {data.num_classes} classes")
     if len(data.train) == 0:
         raise UserError(f"the training list {data.train_list} holds no images")
     if len(data.test) == 0:
         raise UserError(f"the test set ({data.test.source or 'test data'}) holds no images")
-    out_dir = Path(args.output or f"runs/{args.loss}-{args.model_name}-{Path(data.train_list).stem}")
-    if info.is_main:  # one writer per run folder, for the whole run
+    if args.check_images:
+        data.train.check_images()
+        data.test.check_images()
+    return data
+
+
+def _open_run_folder(args, data: Datasets, info: DistInfo, held: contextlib.ExitStack) -> Path | None:
+    """Hold the run folder's lock for the whole run, remove what a killed writer left, and check that this run may
+    write there; return the checkpoint to resume from (None: a fresh start)."""
+    out_dir = run_folder(args, data)
+    if info.is_main:  # one writer per run folder
         held.enter_context(RunFolderLock(out_dir))
         for tmp in remove_stale_temporaries(out_dir):
             log(info, f"removed {tmp}, left by a writer that was killed")
     resume_path = _resume_path(args.resume, out_dir)
     _check_output_folder(args, out_dir, resume_path)
-    if args.check_images:
-        data.train.check_images()
-        data.test.check_images()
+    return resume_path
 
-    # Training and evaluation sets: the held-out part of the training list, if asked, else the test set.
-    all_train = list(range(len(data.train)))
-    try:
-        train_idx, held_idx = split_holdout(len(data.train), args.val_split, args.split_seed) if args.val_split \
-            else (all_train, [])
-    except ValueError as e:
-        raise UserError(f"--val-split {args.val_split}: {e}") from None
-    if args.batch_size > len(train_idx) and not args.allow_small_data:
-        raise UserError(f"--batch-size {args.batch_size} is larger than the training set ({len(train_idx)} images "
-                        f"of {data.train_list}): each epoch would be a single step; lower --batch-size or pass "
-                        "--allow-small-data")
-    if held_idx:
-        eval_set = copy.copy(data.train)
-        eval_set.transform = data.test.transform
-        eval_idx = held_idx
-    else:
-        eval_set, eval_idx = data.test, list(range(len(data.test)))
-    workers = min(args.workers, os.cpu_count() or 1)
-    local_batch = args.batch_size // info.world_size
-    sampler = EpochShuffleSampler(train_idx, info, args.seed)
-    loader_gen = torch.Generator()
-    train_loader = torch.utils.data.DataLoader(
-        data.train, batch_size=local_batch, sampler=sampler, num_workers=workers, drop_last=False,
-        collate_fn=collate_multilabel, pin_memory=device.type == "cuda", generator=loader_gen,
-        persistent_workers=False)
-    if args.max_steps_per_epoch:
-        train_loader = _Truncated(train_loader, args.max_steps_per_epoch)
 
-    def eval_loader(dataset, indices):
-        return torch.utils.data.DataLoader(dataset, batch_size=local_batch, sampler=ShardSampler(indices, info),
-                                           num_workers=workers, collate_fn=collate_multilabel,
-                                           pin_memory=device.type == "cuda")
-
-    # Model, EMA, optimizer, schedule, loss.
-    if resume_path is not None:  # the weights come from the checkpoint
-        model = create_model(args.model_name, num_classes)
-    else:
-        try:
-            model, weights_line = create_model_with_weights(args.model_name, num_classes, args.pretrained,
-                                                            args.image_size)
-        except PretrainedUnavailable as e:
-            parser.exit(2, f"{e}\n")
-        except (ValueError, FileNotFoundError) as e:
-            parser.error(f"--pretrained: {e}")
-        log(info, weights_line)
-    model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-    from timm.optim import param_groups_weight_decay
-    from timm.utils import ModelEmaV3
-    ema = ModelEmaV3(model, decay=args.ema_decay)
-    groups = param_groups_weight_decay(model, weight_decay=args.weight_decay)
-    optimizer = torch.optim.Adam(groups, lr=args.lr, **({"fused": True} if device.type == "cuda" else {}))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
-                                                    steps_per_epoch=len(train_loader), pct_start=0.2)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = build_loss(args.loss, **_loss_kwargs_with_data(args))
-    step_model: nn.Module = model
-    if info.enabled:
-        step_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile:
-        step_model = torch.compile(step_model)
-    loss_scale = float(info.world_size) if getattr(criterion, "reduction", "sum") == "sum" else 1.0
-    label_store = data.train.targets_matrix().to(device)
-    oracle = _oracle(args, data.train, label_store, device) if args.oracle_list else None
-
-    state = {"epoch": -1, "global_step": 0, "history": [], "best": {"map": -1.0}}
-    identity = _data_identity(data)
-    last_epoch = min(args.stop_epoch, args.epochs - 1)
-    if resume_path is not None:
-        state = _restore(resume_path, args, model, ema, optimizer, scheduler, scaler, label_store, info, identity)
-        if state["epoch"] >= last_epoch:
-            best = state["best"]
-            log(info, f"already finished at epoch {state['epoch']} (best mAP {best['map']:.2f} in "
-                      f"{out_dir / 'best.ckpt'})")
-            return dict(best)
-        if info.is_main:
-            _adopt_best(resume_path, out_dir, state["best"], info)
+def _begin(run: Run, state: RunState, resume_path: Path | None) -> None:
+    """Write metrics.jsonl (the rows so far) and args.json, and say what is being trained where."""
+    info, out_dir, args = run.compute.info, run.out_dir, run.args
     if info.is_main:
+        if resume_path is not None:
+            _adopt_best(resume_path, out_dir, state.best, info)
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]))
+        atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
         atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=1, default=str) + "\n")
-    log(info, f"train {len(train_idx)} images ({data.train_list}), evaluate on {len(eval_idx)} "
-              f"({'held-out split' if held_idx else 'test set'}), {num_classes} classes, {args.model_name}, "
-              f"loss {args.loss}, device {device}, amp {amp_dtype}, world size {info.world_size}, output {out_dir}")
-
-    eval_batches = eval_loader(eval_set, eval_idx)
-    eval_targets = eval_set.targets_matrix()
-    for epoch in range(state["epoch"] + 1, last_epoch + 1):
-        epoch_seed = args.seed * 100_003 + epoch
-        seed_everything(epoch_seed + 7919 * info.rank)  # everything random in epoch e follows from (seed, e)
-        loader_gen.manual_seed(epoch_seed + 7919 * info.rank)
-        if hasattr(train_pre, "generator"):  # the GPU pipeline draws its augmentation from its own generator
-            train_pre.generator.manual_seed(epoch_seed + 7919 * info.rank)
-        sampler.set_epoch(epoch)
-        start = time.perf_counter()
-        try:
-            stats = train_one_epoch(step_model, criterion, train_loader, optimizer, scheduler, scaler, ema,
-                                    epoch=epoch, num_epochs=last_epoch + 1, device=device, amp_dtype=amp_dtype,
-                                    preprocess=train_pre, label_store=label_store, info=info,
-                                    loss_scale=loss_scale, oracle=oracle, print_freq=args.print_freq)
-        except NonFiniteLossError as e:
-            raise SystemExit(f"error: {e}") from e
-        state["global_step"] += len(train_loader)
-        scores, seen = predict({"model": model, "ema": ema.module}, eval_batches, len(eval_set), num_classes,
-                               device=device, amp_dtype=amp_dtype, preprocess=eval_pre, info=info)
-        targets = eval_targets[seen]
-        maps = {name: mAP(targets, s[seen]) for name, s in scores.items()}
-        which = "ema" if maps["ema"] >= maps["model"] else "model"
-        row = {"epoch": epoch, **stats, "map": maps["model"], "map_ema": maps["ema"], "selected": which,
-               **threshold_metrics(targets, scores[which][seen], args.thre),
-               "seconds": time.perf_counter() - start}
-        improved = maps[which] > state["best"]["map"]
-        if improved:
-            state["best"] = {"map": maps[which], "epoch": epoch, "which": which}
-        state["history"].append(row)
-        state["epoch"] = epoch
-        if info.is_main:
-            _write_epoch(out_dir, row, state, improved, which, model, ema, optimizer, scheduler, scaler,
-                         label_store, args, identity)
-            print(_epoch_line(row, state["best"], last_epoch), flush=True)
-        barrier(info)
-
-    result = dict(state["best"])
-    if held_idx and state["best"]["map"] >= 0:
-        result["test"] = _score_best_on_test(out_dir, args, model, data.test, eval_loader, device, amp_dtype,
-                                             eval_pre, info)
-    return result
+    if run.weights:
+        log(info, run.weights)
+    log(info, f"train {len(run.sampler.indices)} images ({run.data.train_list}), evaluate on {len(run.eval_idx)} "
+              f"({'held-out split' if run.held_out else 'test set'}), {run.data.num_classes} classes, "
+              f"{args.model_name}, loss {args.loss}, device {run.compute.device}, amp {run.compute.amp_dtype}, "
+              f"world size {info.world_size}, epochs {state.epoch + 1}..{run.last_epoch}, output {out_dir}")
 
 
 class _Truncated:
-    """A DataLoader cut to its first n batches (tests use it to keep epochs tiny)."""
+    """A DataLoader cut to its first n batches (--max-steps-per-epoch)."""
 
     def __init__(self, loader, n: int):
         self.loader, self.n = loader, n
@@ -424,6 +562,8 @@ def _oracle(args, train_set: MultiLabelImages, observed: torch.Tensor, device) -
     return MissingLabelOracle(full=full.to(device), observed=observed.clone(), threshold=threshold)
 
 
+# ----------------------------------------------------------------------------- run folder, resume, outputs
+
 def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
     if resume is None:
         return None
@@ -465,12 +605,6 @@ def _check_output_folder(args, out_dir: Path, resume_path: Path | None) -> None:
                         f"({', '.join(present)}); resume into an empty --output, or resume {out_dir / 'last.ckpt'}")
 
 
-def _data_identity(data: Datasets) -> dict:
-    """What a checkpoint records about its data: the training list's fingerprint and path, the classes."""
-    return {"train_list": str(data.train_list), "train_fingerprint": list_fingerprint(data.train.entries),
-            "num_classes": data.num_classes, "class_names": data.class_names}
-
-
 def _check_same_data(path: Path, ckpt: dict, identity: dict) -> None:
     """A resume must see the data its checkpoint was trained on: same classes, same list, same order."""
     if ckpt["num_classes"] != identity["num_classes"]:
@@ -491,10 +625,7 @@ def _check_same_data(path: Path, ckpt: dict, identity: dict) -> None:
                               f"on ({ckpt.get('train_list', '?')}): {change}")
 
 
-def _restore(path: Path, args, model, ema, optimizer, scheduler, scaler, label_store, info: DistInfo,
-             identity: dict) -> dict:
-    """Load last.ckpt into the run's objects; a mismatch is an error, never a silent fresh start."""
-    ckpt = load_checkpoint(path, required=LAST_KEYS)
+def _check_same_run(path: Path, ckpt: dict, args) -> None:
     if ckpt.get("kind") != "last":
         raise CheckpointError(f"{path} is a {ckpt.get('kind')} checkpoint; resume needs a last.ckpt")
     saved = ckpt["args"]
@@ -502,23 +633,29 @@ def _restore(path: Path, args, model, ema, optimizer, scheduler, scaler, label_s
                if saved.get(k) != getattr(args, k)]
     if changed:
         raise CheckpointError(f"{path} was written by a different run: " + "; ".join(changed))
-    _check_same_data(path, ckpt, identity)
-    load_weights(model, ckpt["model"], str(path))
-    load_weights(ema.module, ckpt["ema"], f"{path} (EMA)")
+
+
+def _restore(run: Run, path: Path) -> RunState:
+    """Load last.ckpt into the run's objects; a mismatch is an error, never a silent fresh start."""
+    ckpt = load_checkpoint(path, required=LAST_KEYS)
+    _check_same_run(path, ckpt, run.args)
+    _check_same_data(path, ckpt, run.identity)
+    learner = run.learner
+    load_weights(run.model, ckpt["model"], str(path))
+    load_weights(learner.ema.module, ckpt["ema"], f"{path} (EMA)")
     try:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        learner.optimizer.load_state_dict(ckpt["optimizer"])
+        learner.scheduler.load_state_dict(ckpt["scheduler"])
+        learner.scaler.load_state_dict(ckpt["scaler"])
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: optimizer/scheduler state does not match this run: {e}") from e
-    if ckpt["label_store"].shape != label_store.shape:
+    if ckpt["label_store"].shape != learner.label_store.shape:
         raise CheckpointError(f"{path}: label store {tuple(ckpt['label_store'].shape)} does not match the "
-                              f"training list {tuple(label_store.shape)}")
-    label_store.copy_(ckpt["label_store"])
+                              f"training list {tuple(learner.label_store.shape)}")
+    learner.label_store.copy_(ckpt["label_store"])
     set_rng_state(ckpt["rng"])
-    log(info, f"resumed from {path}: epoch {ckpt['epoch']} done, continuing at epoch {ckpt['epoch'] + 1}")
-    return {"epoch": ckpt["epoch"], "global_step": ckpt["global_step"], "history": ckpt["history"],
-            "best": ckpt["best"]}
+    log(run.compute.info, f"resumed from {path}: epoch {ckpt['epoch']} done, continuing at epoch {ckpt['epoch'] + 1}")
+    return RunState(ckpt["epoch"], ckpt["global_step"], ckpt["history"], ckpt["best"])
 
 
 def _adopt_best(resume_path: Path, out_dir: Path, best: dict, info: DistInfo) -> None:
@@ -545,22 +682,23 @@ def _append_line(path: Path, line: str) -> None:
         raise WriteError(f"cannot append to {path}: {e.strerror or e}") from e
 
 
-def _write_epoch(out_dir: Path, row, state, improved, which, model, ema, optimizer, scheduler, scaler,
-                 label_store, args, identity: dict) -> None:
+def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
     """Append the metrics row, then write last.ckpt (and best.ckpt), each atomically. Only tensors and plain
     values go in, so that both load with torch.load(weights_only=True)."""
+    args, learner, identity, out_dir = run.args, run.learner, run.identity, run.out_dir
     meta = {"model_name": args.model_name, "num_classes": identity["num_classes"], "image_size": args.image_size,
             "class_names": identity["class_names"], "args": plain(vars(args))}
     _append_line(out_dir / "metrics.jsonl", json.dumps(row) + "\n")
     if improved:
-        weights = ema.module.state_dict() if which == "ema" else model.state_dict()
+        which = state.best["which"]
+        weights = learner.ema.module.state_dict() if which == "ema" else run.model.state_dict()
         save_checkpoint({"kind": "best", **meta, "model": weights, "which": which, "epoch": row["epoch"],
-                         "map": float(state["best"]["map"])}, out_dir / "best.ckpt")
-    save_checkpoint({"kind": "last", **meta, "model": model.state_dict(), "ema": ema.module.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "epoch": state["epoch"], "global_step": state["global_step"],
-                     "history": plain(state["history"]), "best": plain(state["best"]),
-                     "label_store": label_store.cpu(), "rng": rng_state(),
+                         "map": float(state.best["map"])}, out_dir / "best.ckpt")
+    save_checkpoint({"kind": "last", **meta, "model": run.model.state_dict(), "ema": learner.ema.module.state_dict(),
+                     "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
+                     "scaler": learner.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
+                     "history": plain(state.history), "best": plain(state.best),
+                     "label_store": learner.label_store.cpu(), "rng": rng_state(),
                      "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"]},
                     out_dir / "last.ckpt")
 
@@ -578,17 +716,19 @@ def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:
     return line + f"  {row['seconds']:.1f}s {row['images_per_second']:.0f} img/s"
 
 
-def _score_best_on_test(out_dir, args, model, test_set, eval_loader, device, amp_dtype, preprocess, info) -> dict:
+def _closing_line(run: Run, best: dict) -> str:
+    return (f"best mAP {best['map']:.2f} ({best['which']}) at epoch {best['epoch']}/{run.last_epoch}: "
+            f"{run.out_dir / 'best.ckpt'}; every epoch's metrics: {run.out_dir / 'metrics.jsonl'}")
+
+
+def _score_best_on_test(run: Run) -> dict:
     """Score best.ckpt once on the test set (every rank takes part in the pass; rank 0 writes)."""
-    best = load_checkpoint(out_dir / "best.ckpt")
-    load_weights(model, best["model"], str(out_dir / "best.ckpt"))
-    scores, seen = predict({"best": model}, eval_loader(test_set, list(range(len(test_set)))), len(test_set),
-                           test_set.num_classes, device=device, amp_dtype=amp_dtype, preprocess=preprocess,
-                           info=info)
-    targets = test_set.targets_matrix()[seen]
-    result = {"map": mAP(targets, scores["best"][seen]), **threshold_metrics(targets, scores["best"][seen], args.thre)}
-    if info.is_main:
-        atomic_write_text(out_dir / "test_metrics.json", json.dumps(result, indent=1) + "\n")
+    path = run.out_dir / "best.ckpt"
+    best = load_checkpoint(path)
+    load_weights(run.model, best["model"], str(path))
+    result = run.evaluate({"best": run.model}, "test", run.data.test).metrics
+    if run.compute.info.is_main:
+        atomic_write_text(run.out_dir / "test_metrics.json", json.dumps(result, indent=1) + "\n")
         print(f"test set, best checkpoint (epoch {best['epoch']}, {best['which']}): mAP {result['map']:.2f}",
               flush=True)
     return result

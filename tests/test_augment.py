@@ -4,9 +4,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw
 
 from src.data import augment as A
+from src.data.official_reference import pil_op as pil_reference  # the randaugment package's PIL calls
 
 # ------------------------------------------------------------------------------------------------------ fixtures
 
@@ -244,31 +245,6 @@ def test_cutout_module_box_and_colour():
 
 
 # --------------------------------------------------------------------------------------- fidelity against PIL
-
-def pil_reference(img: Image.Image, op: str, v, sign: int) -> Image.Image:
-    """What randaugment 1.0.2 does to a PIL image (its documented calls, written out here)."""
-    fill = (128, 128, 128)
-    if op == "ShearX":
-        return img.transform(img.size, Image.AFFINE, (1, v * sign, 0, 0, 1, 0), Image.BICUBIC, fillcolor=fill)
-    if op == "ShearY":
-        return img.transform(img.size, Image.AFFINE, (1, 0, 0, v * sign, 1, 0), Image.BICUBIC, fillcolor=fill)
-    if op == "TranslateX":
-        return img.transform(img.size, Image.AFFINE, (1, 0, v * img.size[0] * sign, 0, 1, 0), fillcolor=fill)
-    if op == "TranslateY":
-        return img.transform(img.size, Image.AFFINE, (1, 0, 0, 0, 1, v * img.size[1] * sign), fillcolor=fill)
-    if op == "Rotate":
-        rot = img.convert("RGBA").rotate(v)
-        return Image.composite(rot, Image.new("RGBA", rot.size, (128,) * 4), rot).convert(img.mode)
-    enhancers = {"Color": ImageEnhance.Color, "Contrast": ImageEnhance.Contrast,
-                 "Sharpness": ImageEnhance.Sharpness, "Brightness": ImageEnhance.Brightness}
-    if op in enhancers:
-        return enhancers[op](img).enhance(1 + v * sign)
-    if op == "Posterize":
-        return ImageOps.posterize(img, v)
-    if op == "Solarize":
-        return ImageOps.solarize(img, v)
-    return {"AutoContrast": ImageOps.autocontrast, "Equalize": ImageOps.equalize, "Invert": ImageOps.invert}[op](img)
-
 
 def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(x.permute(1, 2, 0).numpy())

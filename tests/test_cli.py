@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import infer
 import train
 import train_nus
 import validate
@@ -23,7 +24,8 @@ OFFICIAL_TRAIN = [
 OFFICIAL_VALIDATE = "python validate.py --model_path /home/model/coco_75_hill.tar --data /home/MSCOCO_2014/"
 OFFICIAL_NUS = ("python train_nus.py --loss Hill --data /home/NUS_wide/ "
                 "--train_dataset ./dataset/nus_train_singlelabel.txt --val_dataset ./dataset/nus_val.txt")
-PARSERS = {"train.py": train.get_parser, "train_nus.py": train_nus.get_parser, "validate.py": validate.get_parser}
+PARSERS = {"train.py": train.get_parser, "train_nus.py": train_nus.get_parser, "validate.py": validate.get_parser,
+           "infer.py": infer.get_parser}
 
 
 def _argv(line: str) -> list[str]:
@@ -67,6 +69,14 @@ def test_every_multi_word_flag_takes_both_spellings(script):
     parser.epilog = None
     options = parser.format_help()
     assert not [other_spelling(f) for f in flags if other_spelling(f) + " " in options]
+
+
+def test_the_scripts_declare_one_spelling_the_dash():
+    """train.py, train_nus.py, validate.py and infer.py show every multi-word flag as --a-b in their -h."""
+    for script, get_parser in PARSERS.items():
+        underscored = [f for a in get_parser()._actions for f in a.option_strings if "_" in f]
+        assert not underscored, script
+    assert "--val-dataset" in train_nus.get_parser().format_help()
 
 
 def test_underscore_flags_with_values_reach_the_same_destination():

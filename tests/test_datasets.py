@@ -9,9 +9,7 @@ from torchvision.io import encode_jpeg, encode_png
 from src.data.datasets import (
     NUS_NUM_CLASSES,
     AnnotationError,
-    BadImageError,
     MultiLabelImages,
-    check_jpeg_complete,
     coco_category_names,
     coco_dataset,
     coco_entries_from_instances,
@@ -20,6 +18,7 @@ from src.data.datasets import (
     label_list_dataset,
     split_holdout,
 )
+from src.data.decode import BadImageError
 from src.data.labels import LabelEntry, LabelListError
 
 # torchvision 0.29 flags its image codecs as deprecated (in favour of torchcodec); they still work.
@@ -145,17 +144,6 @@ def test_raw_returns_file_bytes_and_catches_truncation(image_dir):
         MultiLabelImages(image_dir, entries, 5, raw=True, transform=lambda x: x)
 
 
-def test_check_jpeg_complete():
-    good = _jpeg()
-    check_jpeg_complete(good, "x.jpg")
-    check_jpeg_complete(good + b"\x00" * 16, "x.jpg")  # padding after the end marker is fine
-    for cut in (len(good) - 1, len(good) // 2):
-        with pytest.raises(BadImageError, match="x.jpg"):
-            check_jpeg_complete(good[:cut], "x.jpg")
-    with pytest.raises(BadImageError, match="empty"):
-        check_jpeg_complete(b"", "x.jpg")
-
-
 def test_label_list_dataset(image_dir, tmp_path):
     lst = tmp_path / "l.txt"
     lst.write_text("a.jpg, 0 3\nsub/b.jpg,\nc.png,4\n")
@@ -232,33 +220,6 @@ def test_subset_keeps_dataset_index(image_dir):
 
 def test_nus_num_classes():
     assert NUS_NUM_CLASSES == 81
-
-
-# ----------------------------------------------------------------------------- any readable image -> 8-bit RGB
-
-def _pil_bytes(mode: str, fmt: str, **save) -> bytes:
-    import io
-
-    import numpy as np
-    from PIL import Image
-    g = np.random.default_rng(0)
-    rgb = Image.fromarray((g.random((20, 24, 3)) * 255).astype(np.uint8))
-    images = {"I;16": Image.fromarray((g.random((20, 24)) * 65535).astype(np.uint16)),
-              "RGBA": rgb.convert("RGBA"), "P": rgb.convert("P"), "CMYK": rgb.convert("CMYK"),
-              "L": rgb.convert("L"), "LA": rgb.convert("LA"), "RGB": rgb}
-    buf = io.BytesIO()
-    images[mode].save(buf, format=fmt, **save)
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("I;16", "TIFF"), ("P", "PNG"), ("RGBA", "PNG"),
-                                       ("RGBA", "WEBP"), ("CMYK", "JPEG"), ("L", "JPEG"), ("LA", "PNG"),
-                                       ("RGB", "BMP"), ("RGB", "TIFF"), ("P", "GIF")])
-def test_every_readable_image_becomes_8bit_rgb(tmp_path, mode, fmt):
-    (tmp_path / "x").write_bytes(_pil_bytes(mode, fmt))
-    image, _, _ = MultiLabelImages(tmp_path, [LabelEntry("x", (0,))], 2)[0]
-    assert image.dtype == torch.uint8 and image.shape == (3, 20, 24)
-    assert 20 < image.float().mean() < 235  # real content, not a blank or clipped image
 
 
 def test_a_jpeg_cut_short_and_closed_with_ffd9_is_a_bad_image(tmp_path, caplog):

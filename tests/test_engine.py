@@ -1,10 +1,15 @@
-"""train_one_epoch / predict on a toy linear model: non-finite loss, label store updates, sharded prediction."""
+"""train_one_epoch / predict / evaluate on a toy linear model: non-finite loss, label store updates, sharded
+prediction, the metrics dict, progress lines."""
 import pytest
 import torch
 from torch import nn
 
-from src.distributed import DistInfo
-from src.engine import NonFiniteLossError, predict, to_device, train_one_epoch, unwrap
+from src.data.prefetch import Prefetcher
+from src.engine import (Compute, Learner, NonFiniteLossError, Progress, evaluate, predict, to_device,
+                        train_one_epoch, unwrap)
+from src.metrics import mAP, threshold_metrics
+
+CPU = Compute(torch.device("cpu"))
 
 
 class EMA:
@@ -21,17 +26,19 @@ def batches(n_batches=4, b=3, d=5, n=12):
     return [(x[i * b:(i + 1) * b], None, torch.arange(i * b, (i + 1) * b), 0) for i in range(n_batches)]
 
 
-def run_epoch(criterion, label_store, loader=None, **kw):
+def learner(criterion, label_store) -> Learner:
     torch.manual_seed(0)
     model = nn.Linear(5, 4)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    ema = EMA()
-    stats = train_one_epoch(model, criterion, loader or batches(), opt, sched, scaler, ema, epoch=0, num_epochs=1,
-                            device=torch.device("cpu"), amp_dtype=None, preprocess=to_device(torch.device("cpu")),
-                            label_store=label_store, info=DistInfo(), print_freq=100, progress=False, **kw)
-    return stats, ema
+    return Learner(model, criterion, opt, sched, torch.amp.GradScaler("cpu", enabled=False), EMA(), label_store, CPU)
+
+
+def run_epoch(criterion, label_store, loader=None, progress=None, epoch=0):
+    step = learner(criterion, label_store)
+    stats = train_one_epoch(step, Prefetcher(loader or batches(), to_device(torch.device("cpu")), "cpu"), epoch,
+                            progress)
+    return stats, step.ema
 
 
 def test_non_finite_loss_names_epoch_and_step():
@@ -72,8 +79,7 @@ def test_empty_batches_from_skipped_images_are_passed_over():
 def test_predict_fills_rows_by_index_and_marks_seen():
     model = nn.Linear(5, 4)
     loader = batches()[:3]  # rows 9..11 never evaluated
-    scores, seen = predict({"m": model}, loader, 12, 4, device=torch.device("cpu"), amp_dtype=None,
-                           preprocess=lambda x: x, info=DistInfo(), progress=False)
+    scores, seen = predict({"m": model}, loader, (12, 4), CPU, desc=None)
     assert seen.tolist() == [True] * 9 + [False] * 3
     x = torch.cat([b[0] for b in loader])
     assert torch.allclose(scores["m"][:9], torch.sigmoid(model(x)), atol=1e-6)
@@ -100,20 +106,55 @@ def test_prefetching_changes_nothing_but_the_timing():
             seen.append(x[0, 0].item())
             return x + torch.rand(x.shape, generator=gen)
 
-        torch.manual_seed(0)
-        model = nn.Linear(5, 4)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        stats = train_one_epoch(model, lambda lg, t, epoch=None: nn.functional.binary_cross_entropy_with_logits(
-                                    lg, t, reduction="sum"), batches(), opt, sched,
-                                torch.amp.GradScaler("cpu", enabled=False), EMA(), epoch=0, num_epochs=1,
-                                device=torch.device("cpu"), amp_dtype=None, preprocess=preprocess,
-                                label_store=torch.ones(12, 4), info=DistInfo(), print_freq=100, progress=False,
-                                prefetch=prefetch)
-        return stats["train_loss"], model.weight.detach().clone(), seen
+        step = learner(lambda lg, t, epoch=None: nn.functional.binary_cross_entropy_with_logits(
+                           lg, t, reduction="sum"), torch.ones(12, 4))
+        stats = train_one_epoch(step, Prefetcher(batches(), preprocess, "cpu", prefetch), 0)
+        return stats["train_loss"], step.model.weight.detach().clone(), seen
 
     torch.manual_seed(1)
     loss0, w0, seen0 = run(0)
     torch.manual_seed(1)
     loss1, w1, seen1 = run(1)
     assert loss0 == loss1 and torch.equal(w0, w1) and seen0 == seen1 and len(seen0) == 4
+
+
+def test_evaluate_returns_the_metrics_of_each_model_and_of_the_better_one():
+    """Images are the logits: Identity scores perfectly, Negate worst; a tie goes to the later model (the EMA)."""
+    class Negate(nn.Module):
+        def forward(self, x):
+            return -x
+
+    torch.manual_seed(3)
+    logits = torch.randn(12, 4)
+    targets = (logits > 0).float()
+    loader = [(logits[i:i + 4], None, torch.arange(i, i + 4), 0) for i in range(0, 12, 4)]
+    got = evaluate({"model": Negate(), "ema": nn.Identity()}, loader, targets, CPU, threshold=0.5, desc=None)
+    assert got.metrics["map"] == pytest.approx(mAP(targets, torch.sigmoid(-logits)))
+    assert got.metrics["map_ema"] == pytest.approx(100.0) and got.metrics["selected"] == "ema"
+    for key, value in threshold_metrics(targets, torch.sigmoid(logits), 0.5).items():
+        assert got.metrics[key] == pytest.approx(value), key
+    assert torch.allclose(got.scores, torch.sigmoid(logits)) and got.seen.all()
+    tie = evaluate({"model": nn.Identity(), "ema": nn.Identity()}, loader, targets, CPU, desc=None)
+    assert tie.metrics["selected"] == "ema"
+    one = evaluate({"model": nn.Identity()}, loader[:2], targets, CPU, desc=None)  # rows 8..11 not evaluated
+    assert set(one.metrics) == {"map", "cp", "cr", "cf1", "op", "or", "of1"} and one.seen.sum() == 8
+    assert one.metrics["map"] == pytest.approx(100.0) and one.targets.shape == (8, 4)
+
+
+def test_step_lines_off_a_terminal(capsys):
+    """print_freq steps, the last step, and whenever interval_s has passed; 0-based epoch and step with the last
+    index; images/s and the time left in the epoch and the run."""
+    bce = lambda lg, t, epoch=None: nn.functional.binary_cross_entropy_with_logits(lg, t, reduction="sum")  # noqa
+    run_epoch(bce, torch.zeros(12, 4), progress=Progress(last_epoch=3, print_freq=2, interval_s=3600,
+                                                         terminal=False), epoch=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[:2] for line in lines] == [["train epoch 1/3", f"step {s}/3"] for s in (0, 2, 3)]
+    assert all(" img/s  ETA epoch " in line and ", run " in line for line in lines)
+    assert "ETA epoch 0:00:00, run " in lines[-1]  # the epoch's last step: none of it left
+    run_epoch(bce, torch.zeros(12, 4), progress=Progress(last_epoch=3, print_freq=100, interval_s=0.0,
+                                                         terminal=False), epoch=3)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[1] for line in lines] == [f"step {s}/3" for s in range(4)]  # time-based: every step
+    assert lines[-1].endswith("ETA epoch 0:00:00, run 0:00:00")
+    run_epoch(bce, torch.zeros(12, 4))  # no Progress: silent
+    assert capsys.readouterr().out == ""

@@ -9,7 +9,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from src.data import gpu_pipeline as G
 from src.data.augment import OPS, BatchAugment, batch_to_float, val_transform
-from src.data.datasets import BadImageError
+from src.data.decode import BadImageError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision >= 0.29 deprecates its decoders
 

@@ -14,12 +14,13 @@ import train_nus
 import validate
 from src.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from src.data.augment import val_transform
+from src.data.builders import nus_datasets
 from src.data.class_names import NUS_WIDE_CLASSES, ClassNamesError, index_names, read_class_names
 from src.data.datasets import coco_category_names
 from src.data.image_files import ImageFiles, ImagePathError, collate_images, find_images
-from src.data.toy_shapes import CLASSES
 from src.inference import best_thresholds, choose_class_names, head_classes, load_model_file, write_scores
 from src.metrics import threshold_metrics
+from src.toy.shapes import CLASSES
 
 TOY_NAMES = [c.name for c in CLASSES]
 
@@ -103,7 +104,7 @@ def test_train_nus_stores_the_nus_wide_names_or_those_of_classes(toy_coco, tmp_p
         assert ckpt["class_names"] == list(NUS_WIDE_CLASSES) and ckpt["num_classes"] == 81
 
     def datasets(*extra):
-        return train_nus.build_datasets(train_nus.get_parser().parse_args(argv + list(extra)), None, None, False)
+        return nus_datasets(train_nus.get_parser().parse_args(argv + list(extra)), None, None, False)
 
     assert datasets("--classes", str(names)).class_names == [f"concept {i}" for i in range(81)]
     names.write_text("sky\nclouds\n")

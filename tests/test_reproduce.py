@@ -5,7 +5,7 @@ import json
 import pytest
 
 from src.tools import reproduce
-from src.tools.demo import RunSpec
+from src.tools.experiments import RunSpec
 from src.tools.plot_metrics import RunMetrics
 
 

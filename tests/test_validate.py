@@ -10,9 +10,9 @@ import train
 import validate
 from src.checkpoint import load_checkpoint, save_checkpoint
 from src.data.datasets import coco_dataset
-from src.data.toy_shapes import CLASSES
 from src.inference import THRESHOLD_GRID
 from src.metrics import mAP, threshold_metrics
+from src.toy.shapes import CLASSES
 
 TOY_NAMES = [c.name for c in CLASSES]
 

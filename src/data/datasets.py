@@ -6,7 +6,7 @@ sample's index in this dataset (also through a ``Subset``), for per-sample label
 
 Bad input is never silently replaced: a missing image raises MissingImageError naming it (the
 official code returns a black image with all-zero labels), a file no decoder reads (corrupt,
-truncated, not an image) or one the JPEG decoder reports corrupt data in (``decode_rgb``) raises
+truncated, not an image) or one the JPEG decoder reports corrupt data in (``src.data.decode``) raises
 BadImageError naming it, unless ``skip_bad_images=True``, where the sample is logged and returned as
 None and ``collate_multilabel`` drops and counts it. Every image PIL or torchvision reads (16-bit,
 palette, alpha, CMYK, grayscale, BMP, TIFF, ...) becomes 8-bit RGB. Annotation files are checked:
@@ -15,33 +15,28 @@ All three errors are ``UserError``s: the scripts print them as one line and exit
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
-import re
-import sys
-import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src.data.decode import BadImageError, check_jpeg_complete, decode_rgb
 from src.data.labels import LabelEntry, LabelListError, escape_problem, read_label_list
 from src.errors import UserError
 
 __all__ = [
     "NUS_NUM_CLASSES",
     "COCO_2014_CATEGORIES",
-    "BadImageError",
     "MissingImageError",
     "AnnotationError",
     "RawBatch",
-    "decode_rgb",
     "coco_categories",
     "check_class_set",
     "MultiLabelImages",
@@ -52,7 +47,6 @@ __all__ = [
     "coco_category_names",
     "coco_dataset",
     "split_holdout",
-    "check_jpeg_complete",
 ]
 
 NUS_NUM_CLASSES = 81
@@ -74,19 +68,6 @@ COCO_2014_CATEGORIES: tuple[tuple[int, str], ...] = tuple(enumerate((
 COCO_2014_CATEGORIES = tuple((i, n) for i, n in COCO_2014_CATEGORIES if n is not None)
 
 
-class BadImageError(UserError, RuntimeError):
-    """An image file that exists but cannot be decoded (corrupt, truncated, empty, not an image).
-
-    ``BadImageError(path, reason)``; a single argument is taken as the whole message (how a DataLoader
-    worker re-raises it in the main process).
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str | None = None):
-        super().__init__(f"{path}: bad image: {reason}" if reason is not None else str(path))
-        self.path = str(path)
-        self.reason = reason if reason is not None else str(path)
-
-
 class MissingImageError(UserError, FileNotFoundError):
     """An image file named by a data file that does not exist."""
 
@@ -94,99 +75,6 @@ class MissingImageError(UserError, FileNotFoundError):
 class AnnotationError(UserError, ValueError):
     """A COCO annotation file that is missing, malformed or inconsistent; the message names it."""
 
-
-# libjpeg(-turbo) warnings that mean the pixels are not what the file was meant to hold: a scan cut short
-# (often a truncated file closed with FF D9) or damaged entropy-coded data. libjpeg decodes such files with
-# grey or garbage blocks and only prints the warning. Junk bytes between segments ("extraneous bytes before
-# marker") leave the pixels intact and are only logged.
-_CORRUPT_JPEG = re.compile(r"Premature end of JPEG file|Corrupt JPEG data(?!: \d+ extraneous bytes)")
-_TORCHVISION_PREFIX = re.compile(r"^\w+, \S+:\d+, ")  # "decode_jpeg, /path/decode_jpeg.cpp:171, "
-_stderr_sinks: dict[int, tuple[threading.Lock, object]] = {}  # per process: a forked worker gets its own
-
-
-@contextmanager
-def _native_messages() -> Iterator[list[str]]:
-    """Capture what native code (libjpeg) prints on file descriptor 2 meanwhile; the yielded list holds
-    its lines afterwards. libjpeg prints its warnings there and returns normally. Captures are serialised
-    within a process (the redirection is process-wide; the GPU pipeline may decode on a second thread)."""
-    pid = os.getpid()
-    if pid not in _stderr_sinks:
-        _stderr_sinks.setdefault(pid, (threading.Lock(), tempfile.TemporaryFile()))
-    lock, sink = _stderr_sinks[pid]
-    lines: list[str] = []
-    with lock:
-        sink.seek(0)
-        sink.truncate()
-        if sys.stderr is not None:
-            sys.stderr.flush()
-        try:
-            saved = os.dup(2)
-        except OSError:  # no stderr at all (a daemon): nothing to listen to
-            yield lines
-            return
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(line for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
-
-
-def _pil_rgb(data: torch.Tensor, path) -> torch.Tensor:
-    """PIL's decode of the formats torchvision does not read (BMP, TIFF, ...), as uint8 RGB (3, H, W)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: keep the top 8 bits
-            grey = (np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
-            rgb = np.repeat(grey[:, :, None], 3, axis=2)
-        elif im.mode == "F":
-            raise BadImageError(path, "floating-point pixels (PIL mode F) have no 8-bit meaning")
-        else:
-            rgb = np.array(im.convert("RGB"))
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
-
-
-def decode_rgb(data: np.ndarray | torch.Tensor, path: str | os.PathLike) -> torch.Tensor:
-    """File bytes -> uint8 RGB tensor (3, H, W): torchvision (JPEG, PNG, WebP, GIF), else PIL.
-
-    16-bit images keep their top 8 bits; palette, alpha, CMYK and grey images become RGB (alpha dropped).
-    BadImageError names ``path`` for an empty file, a file neither decoder reads, and a JPEG libjpeg reports
-    corrupt data in (e.g. "Premature end of JPEG file" for a truncated file closed with FF D9). The
-    decoder's other messages are logged with the file name.
-    """
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import to_dtype
-
-    data = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
-    if data.numel() == 0:
-        raise BadImageError(path, "empty file")
-    messages: list[str] = []
-    try:
-        if data.numel() >= 2 and data[0] == 0xFF and data[1] == 0xD8:  # JPEG: listen for libjpeg's warnings
-            with _native_messages() as messages:
-                image = decode_image(data, mode=ImageReadMode.RGB)
-        else:
-            image = decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as e:
-        reason = _TORCHVISION_PREFIX.sub("", str(e).strip())
-        if not reason.startswith("Unsupported image file"):
-            raise BadImageError(path, reason) from None
-        try:
-            image = _pil_rgb(data, path)
-        except BadImageError:
-            raise
-        except Exception as pil_error:  # PIL raises OSError, ValueError, SyntaxError, ... on bad files
-            raise BadImageError(path, f"{reason.split('. ')[0]}, and PIL cannot read it either "
-                                      f"({pil_error})") from None
-    for line in messages:
-        if _CORRUPT_JPEG.search(line):
-            raise BadImageError(path, f"corrupt data: {line.strip()}")
-        _log.warning("%s: decoder: %s", path, line.strip())
-    return to_dtype(image, torch.uint8, scale=True) if image.dtype != torch.uint8 else image
 
 
 class RawBatch(list):
@@ -196,17 +84,6 @@ class RawBatch(list):
     def __init__(self, images: Sequence[torch.Tensor] = (), names: Sequence[str] | None = None):
         super().__init__(images)
         self.names = list(names) if names is not None else None
-
-
-def check_jpeg_complete(data: np.ndarray | bytes, path: str | os.PathLike) -> None:
-    """Cheap structural check for undecoded bytes: non-empty, and a JPEG (FF D8 FF ...) must hold an
-    end-of-image marker (FF D9) after its last start-of-scan marker (FF DA), i.e. it is not cut short.
-    Other formats pass; the decoder judges them."""
-    buf = bytes(data)
-    if not buf:
-        raise BadImageError(path, "empty file")
-    if buf[:3] == b"\xff\xd8\xff" and buf.rfind(b"\xff\xd9") < buf.rfind(b"\xff\xda"):
-        raise BadImageError(path, "JPEG has no end-of-image marker after its last scan (truncated)")
 
 
 class MultiLabelImages(Dataset):
@@ -354,7 +231,8 @@ def _load_coco(ann_file: str | os.PathLike):
     if not Path(ann_file).is_file():
         raise AnnotationError(f"COCO annotation file not found: {ann_file}")
     try:
-        return COCO(str(ann_file))
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "loading annotations..." banners
+            return COCO(str(ann_file))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise AnnotationError(f"{ann_file}: not a COCO instances file ({type(e).__name__}: {e})") from None
 

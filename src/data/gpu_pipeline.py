@@ -2,7 +2,7 @@
 
     raw bytes (list of 1-D uint8 CPU tensors, ``MultiLabelImages(raw=True)`` + ``collate_multilabel``)
       -> decode: one batched nvjpeg call on CUDA (``torchvision.io.decode_jpeg(list, RGB, device)``);
-         per image with libjpeg-turbo / ``decode_image`` on the CPU
+         per image with the CPU pipeline's decoder (``src.data.decode.decode_rgb``) on the CPU
       -> Resize((S, S)), antialiased bilinear, per group of images of one input size   -> uint8 (B, 3, S, S)
       -> train only: ``BatchAugment`` (Cutout + RandAugment, draws from ``GpuTrainPreprocess.generator``)
       -> ``batch_to_float`` (x / 255), channels_last on CUDA                            -> float32 (B, 3, S, S)
@@ -41,7 +41,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from src.data.augment import BatchAugment, batch_to_float, to_device_nonblocking
-from src.data.datasets import BadImageError, decode_rgb
+from src.data.decode import BadImageError, decode_rgb
 
 __all__ = ["ImageDecodeError", "jpeg_frame_info", "decode_images", "resize_batch", "decode_resize",
            "GpuTrainPreprocess", "GpuEvalPreprocess"]
@@ -94,8 +94,9 @@ def _nvjpeg_can_decode(data: torch.Tensor) -> bool:
     """A Huffman-coded JPEG with 1 (grey) or 3 (YCbCr / RGB) components that ends in its end-of-image marker.
 
     nvjpeg refuses CMYK / YCCK ("Failed to decode jpeg stream") and decodes a truncated file into garbage without
-    an error; those, files with bytes after the marker, and every other kind go to the CPU decoder, which
-    converts CMYK to RGB and raises on truncation.
+    an error; those, files with bytes after the marker, and every other kind go to the CPU decoder
+    (``src.data.decode.decode_rgb``), which converts CMYK to RGB and applies the one truncation rule
+    (``check_jpeg_complete``, which a file ending in its end-of-image marker always passes).
     """
     b = memoryview(data.numpy())
     if len(b) < 4 or b[-2] != 0xFF or b[-1] != 0xD9:
@@ -124,7 +125,7 @@ def _name(names: Sequence[str] | None, k: int) -> str | None:
 
 
 def _decode_cpu(data: torch.Tensor, k: int, names: Sequence[str] | None) -> torch.Tensor:
-    """The CPU pipeline's decoder (``src.data.datasets.decode_rgb``: libjpeg-turbo / libpng / ..., else PIL):
+    """The CPU pipeline's decoder (``src.data.decode.decode_rgb``: libjpeg-turbo / libpng / ..., else PIL):
     uint8 RGB (3, H, W) from any format and depth; corrupt data that libjpeg only warns about is an error."""
     try:
         return decode_rgb(data, _name(names, k) or f"<image at batch position {k}>")

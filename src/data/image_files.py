@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from src.data.datasets import BadImageError, MultiLabelImages
+from src.data.datasets import MultiLabelImages
+from src.data.decode import BadImageError
 from src.data.labels import LabelEntry
 from src.errors import UserError
 

@@ -5,26 +5,29 @@
         --steps 2 --model-name resnet18                        # smoke test, seconds
 
 Parts (each timed after ``--warmup`` untimed steps; rates are images of data per second):
-  (a) the project's training loop: ``src.engine.train_one_epoch`` over a DataLoader whose workers read file bytes,
+  (a) the project's training loop: the ``Run`` that ``src.trainer.build_run`` makes from train.py's flags (the
+      recipe's defaults, Hill loss, random initial weights; ``--model-name``, ``--image-size``, ``--batch-size``,
+      ``--compile`` as given) and ``src.engine.train_one_epoch`` over a DataLoader whose workers read file bytes,
       ``GpuTrainPreprocess`` (decode, resize, Cutout + RandAugment on the device), bf16 autocast (fp16 + GradScaler
-      where bf16 is missing), channels_last, fused Adam, Hill loss (summed), timm ModelEmaV3, OneCycle schedule;
-      batch k+1 is prepared on a thread and a side stream while batch k trains (``src.data.prefetch``).
-      On the CPU, or with --cpu-pipeline, the workers decode and augment (``train_transform``) instead.
+      where bf16 is missing), channels_last, fused Adam, timm ModelEmaV3, OneCycle schedule; batch k+1 is prepared
+      on a thread and a side stream while batch k trains (``src.data.prefetch``). On the CPU, or with
+      --cpu-pipeline, the workers decode and augment (``train_transform``) instead.
   a-serial: (a) with each batch prepared in the loop, after the previous step (--prefetch 0): what the overlap gains.
   (b) the same step through ``train_one_epoch`` on one batch already on the device: the model's ceiling.
   data: the DataLoader + ``GpuTrainPreprocess`` alone (through the same ``Prefetcher``), no model.
   eval: ``src.engine.predict`` with ``GpuEvalPreprocess``, model and EMA in one pass under inference_mode.
-  (c) an official-style reference, defined here: PIL decode, Resize((S, S)), a PIL CutoutPIL, a PIL
-      reimplementation of the ``randaugment`` package's policy (same op list, magnitudes and draws), ToTensor on
-      the CPU workers; fp16 autocast + GradScaler, NCHW, plain Adam, an EMA looping over the state_dict
-      (e = d e + (1 - d) v). It runs in the same ``train_one_epoch`` harness, so only pipeline and step differ.
-      On the CPU it runs in float32 like (a). Also timed: its data pipeline alone.
+  (c) an official-style reference: PIL decode and ``src.data.official_reference.official_train_transform``
+      (Resize((S, S)), CutoutPIL, the ``randaugment`` package's policy written with PIL, ToTensor) on the CPU
+      workers; fp16 autocast + GradScaler, NCHW, plain Adam, an EMA looping over the state_dict
+      (e = d e + (1 - d) v), defined here. It runs in the same ``train_one_epoch`` harness, so only pipeline and
+      step differ. On the CPU it runs in float32 like (a). Also timed: its data pipeline alone.
 
 Each rate is a long epoch's steady state, taken by ``TimedLoader`` around the batches that ``train_one_epoch`` /
-``predict`` iterate (prepared by the same ``Prefetcher`` they use, placed before the timer): the device is synchronised when batch 0 and batch n - workers are handed out and nowhere else,
-and the first round of worker batches (built before the clock starts) is not counted. The DataLoader workers are
-persistent and warmed up by the untimed epoch; use --steps of at least 4 x --workers. cudnn.benchmark is on (fixed
-input size) unless --no-cudnn-benchmark.
+``predict`` iterate (prepared by the same ``Prefetcher`` the trainer uses, placed before the timer): the device is
+synchronised when batch 0 and batch n - workers are handed out and nowhere else, and the first round of worker
+batches (built before the clock starts) is not counted. The benchmark's DataLoaders cycle over the images and keep
+their workers between parts (persistent, warmed up by the untimed epoch); use --steps of at least 4 x --workers.
+cudnn.benchmark is on (fixed input size) unless --no-cudnn-benchmark.
 
 Images: ``--num-images`` JPEGs (quality 90) of common COCO sizes (640 x 480, 480 x 640, 640 x 427, ...: several
 input sizes per batch, as in COCO), content = smooth random colour fields + random shapes + noise; the loaders
@@ -33,25 +36,25 @@ cycle over them for as many steps as asked.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import multiprocessing
 import os
 import platform
-import random
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw
 from torch import nn
+
+if TYPE_CHECKING:
+    from src.engine import Learner
+    from src.trainer import Run
 
 NUM_CLASSES = 80
 EMA_DECAY = 0.9997
@@ -59,6 +62,7 @@ COCO_TRAIN_IMAGES = 82_081
 COCO_VAL_IMAGES = 40_137
 PAPER_EPOCHS = 31
 PARTS = ("a", "a-serial", "b", "data", "eval", "c")
+TRAINING_PARTS = ("a", "a-serial", "b")  # the parts that step the project's run
 # (width, height) of frequent COCO 2014 image sizes; image i gets entry i % len.
 COCO_SIZES = ((640, 480), (640, 427), (480, 640), (640, 480), (640, 426), (427, 640), (640, 424), (500, 375),
               (640, 480), (640, 428), (612, 612), (640, 360))
@@ -130,73 +134,16 @@ def random_entries(n: int, seed: int = 0):
 
 # --------------------------------------------------------------------------------------- official-style reference
 
-def _pil_cutout(img: Image.Image, factor: float = 0.5) -> Image.Image:
-    """CutoutPIL: one box of side int(factor * size + 0.5) at a uniform centre, one uniform random colour."""
-    w, h = img.size
-    ch, cw = int(factor * h + 0.5), int(factor * w + 0.5)
-    yc, xc = random.randrange(h), random.randrange(w)
-    box = (max(xc - cw // 2, 0), max(yc - ch // 2, 0), min(xc + cw // 2, w), min(yc + ch // 2, h))
-    ImageDraw.Draw(img).rectangle(box, fill=tuple(random.randint(0, 255) for _ in range(3)))
-    return img
-
-
-def _pil_affine(img: Image.Image, coeffs: tuple, resample) -> Image.Image:
-    return img.transform(img.size, Image.AFFINE, coeffs, resample, fillcolor=(128, 128, 128))
-
-
-def _pil_op(img: Image.Image, op: str, v: float, sign: float) -> Image.Image:
-    """One op of the ``randaugment`` package's list, with PIL, as its ``apply`` does."""
-    w, h = img.size
-    if op == "Invert":
-        return ImageOps.invert(img)
-    if op == "Cutout":
-        yc, xc = random.randrange(h), random.randrange(w)
-        box = (xc - v // 2, yc - v // 2, xc + v // 2 - 1, yc + v // 2 - 1)
-        ImageDraw.Draw(img).rectangle(box, fill=(125, 122, 113))
-        return img
-    if op in ("Sharpness", "Contrast", "Color", "Brightness"):
-        return getattr(ImageEnhance, op)(img).enhance(1 + sign * v)
-    if op == "AutoContrast":
-        return ImageOps.autocontrast(img)
-    if op == "Posterize":
-        return ImageOps.posterize(img, int(v))
-    if op == "ShearX":
-        return _pil_affine(img, (1, sign * v, 0, 0, 1, 0), Image.BICUBIC)
-    if op == "ShearY":
-        return _pil_affine(img, (1, 0, 0, sign * v, 1, 0), Image.BICUBIC)
-    if op == "TranslateX":
-        return _pil_affine(img, (1, 0, sign * v * w, 0, 1, 0), Image.NEAREST)
-    if op == "TranslateY":
-        return _pil_affine(img, (1, 0, 0, 0, 1, sign * v * h), Image.NEAREST)
-    if op == "Rotate":
-        return img.rotate(v, fillcolor=(128, 128, 128))
-    if op == "Equalize":
-        return ImageOps.equalize(img)
-    if op == "Solarize":
-        return ImageOps.solarize(img, v)
-    raise ValueError(f"unknown op {op!r}")
-
-
-def pil_randaugment(img: Image.Image) -> Image.Image:
-    """Two uniform draws from the (op, magnitude 1..9) list, each applied with probability 0.5."""
-    from src.data.augment import OPS, magnitude_value
-
-    for _ in range(2):
-        op, m = random.choice(OPS), random.randint(1, 9)
-        if random.random() < 0.5:
-            img = _pil_op(img, op, magnitude_value(op, m), random.choice((-1.0, 1.0)))
-    return img
-
-
 class PilReferenceImages(torch.utils.data.Dataset):
-    """The official pipeline on CPU workers: PIL open + convert('RGB'), Resize((S, S)), CutoutPIL, RandAugment,
-    ToTensor. Samples are (image, target, index) like ``MultiLabelImages``."""
+    """The official pipeline on CPU workers: PIL open + convert('RGB'), then
+    ``src.data.official_reference.official_train_transform``. Samples are (image, target, index) like
+    ``MultiLabelImages``."""
 
     def __init__(self, image_dir: Path, entries, image_size: int):
-        from torchvision import transforms as T
+        from src.data.official_reference import official_train_transform
 
         self.image_dir, self.entries = image_dir, entries
-        self.tf = T.Compose([T.Resize((image_size, image_size)), _pil_cutout, pil_randaugment, T.ToTensor()])
+        self.tf = official_train_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -222,6 +169,25 @@ class StateDictEma:
     def update(self, model: nn.Module) -> None:
         for e, v in zip(self.module.state_dict().values(), model.state_dict().values()):
             e.copy_(self.decay * e + (1.0 - self.decay) * v)
+
+
+def reference_learner(model_name: str, device: torch.device, label_store: torch.Tensor,
+                      total_steps: int) -> "Learner":
+    """The official-style step: the model in NCHW from seed 0 (as the project's run), plain Adam (lr 1e-4) over
+    every parameter, ``StateDictEma``, OneCycle over ``total_steps``, Hill loss; fp16 autocast + GradScaler on
+    CUDA, float32 on the CPU."""
+    from src.engine import Compute, Learner
+    from src.loss_functions.losses import build_loss
+    from src.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(model_name, NUM_CLASSES).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-4, total_steps=total_steps, pct_start=0.2)
+    amp = torch.float16 if device.type == "cuda" else None
+    return Learner(model, build_loss("Hill"), optimizer, scheduler,
+                   torch.amp.GradScaler(device.type, enabled=amp is not None), StateDictEma(model, EMA_DECAY),
+                   label_store, Compute(device, amp))
 
 
 # ----------------------------------------------------------------------------------------------------- harness
@@ -305,61 +271,11 @@ def measure(epoch: Callable[[object], object], loader_of: Callable[[int], object
     return timed.rate
 
 
-@dataclass
-class Step:
-    """What ``train_one_epoch`` needs besides the data: model, loss, optimizer, schedule, scaler, EMA."""
-    model: nn.Module
-    step_model: nn.Module  # the model, or its torch.compile wrapper
-    criterion: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    scaler: torch.amp.GradScaler
-    ema: object  # anything with .update(model) and .module
-    amp_dtype: torch.dtype | None
+def train_steps(learner: "Learner", batches) -> dict:
+    """``src.engine.train_one_epoch`` over batches that ``measure`` has prepared (silent: no progress)."""
+    from src.engine import train_one_epoch
 
-    def epoch(self, batches, label_store: torch.Tensor, device: torch.device) -> dict:
-        """One ``src.engine.train_one_epoch`` over batches already prepared (``measure``'s ``Prefetcher``), its
-        progress lines silenced."""
-        from src.distributed import DistInfo
-        from src.engine import train_one_epoch
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            return train_one_epoch(self.step_model, self.criterion, batches, self.optimizer, self.scheduler,
-                                   self.scaler, self.ema, epoch=0, num_epochs=1, device=device,
-                                   amp_dtype=self.amp_dtype, preprocess=_prepared, label_store=label_store,
-                                   info=DistInfo(), print_freq=10**9, progress=False, prefetch=0)
-
-
-def build_step(args, device: torch.device, amp_dtype, total_steps: int, reference: bool) -> Step:
-    """The project's step (reference=False) or the official-style one (reference=True)."""
-    from src.loss_functions.losses import build_loss
-    from src.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model(args.model_name, NUM_CLASSES).to(device)
-    criterion = build_loss("Hill")
-    if reference:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-        ema = StateDictEma(model, EMA_DECAY)
-        step_model = model
-    else:
-        from timm.optim import param_groups_weight_decay
-        from timm.utils import ModelEmaV3
-
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        ema = ModelEmaV3(model, decay=EMA_DECAY)
-        optimizer = torch.optim.Adam(param_groups_weight_decay(model, weight_decay=1e-4), lr=1e-4,
-                                     **({"fused": True} if device.type == "cuda" else {}))
-        step_model = torch.compile(model) if args.compile else model
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-4, total_steps=total_steps, pct_start=0.2)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return Step(model, step_model, criterion, optimizer, scheduler, scaler, ema, amp_dtype)
-
-
-def _prepared(images):
-    """The ``preprocess`` of batches that ``measure`` has prepared already."""
-    return images
+    return train_one_epoch(learner, batches, 0)
 
 
 def peak_gib(device: torch.device) -> float | None:
@@ -382,36 +298,113 @@ def run_data_only(batches) -> None:
 
 # -------------------------------------------------------------------------------------------------------- parts
 
-def run(args) -> dict:
-    from src.data.augment import train_transform, val_transform
-    from src.data.datasets import MultiLabelImages
-    from src.data.gpu_pipeline import GpuEvalPreprocess, GpuTrainPreprocess
-    from src.distributed import DistInfo
-    from src.engine import predict, to_device
+def scheduled_steps(args, parts: set[str]) -> int:
+    """Steps one learner takes over ``parts`` (warmup + timed steps each), plus slack: its OneCycle length."""
+    return (args.warmup + args.steps) * max(len(parts), 1) + 8
 
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine")
-    gpu_pipeline = device.type == "cuda" and not args.cpu_pipeline
-    amp_dtype = None
-    if device.type == "cuda":
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
-    ref_amp = torch.float16 if device.type == "cuda" else None
-    B, S = args.batch_size, args.image_size
+
+def training_run(args, image_dir: Path, entries) -> "Run":
+    """What train.py builds for these images, through ``src.trainer.build_run``: the recipe's defaults, Hill loss,
+    random initial weights, at the benchmark's model, size, batch and device; its schedule long enough for every
+    training part."""
+    from src.data.builders import Datasets
+    from src.data.datasets import MultiLabelImages
+    from src.distributed import DistInfo
+    from src.trainer import add_training_args, build_run, input_pipeline, resolve_compute
+
+    per_epoch = math.ceil(args.num_images / args.batch_size)  # the run's own DataLoader: its schedule counts these
+    epochs = math.ceil(scheduled_steps(args, set(args.parts) & set(TRAINING_PARTS)) / per_epoch)
+    flags = ["--model-name", args.model_name, "--image-size", str(args.image_size), "-b", str(args.batch_size),
+             "-j", str(args.workers), "--loss", "Hill", "--pretrained", "none", "--device", args.device,
+             "--gpu-pipeline", "off" if args.cpu_pipeline else "auto", "--epochs", str(epochs), "--stop-epoch", "0"]
+    train_args = add_training_args(argparse.ArgumentParser()).parse_args(flags + (["--compile"] if args.compile
+                                                                                   else []))
+    compute = resolve_compute(train_args, DistInfo())
+    pipeline = input_pipeline(train_args, compute.device)
+    if args.sync_free_augment and pipeline.raw:
+        from src.data.gpu_pipeline import GpuTrainPreprocess
+        pipeline.train_pre = GpuTrainPreprocess(args.image_size, compute.device, sync_free=True)
+    train, test = (MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=tf, raw=pipeline.raw)
+                   for tf in (pipeline.train_tf, pipeline.val_tf))
+    return build_run(train_args, Datasets(train, test, NUM_CLASSES, str(image_dir)), compute, pipeline)
+
+
+def describe(args, run: "Run") -> dict:
     import torchvision
 
-    r: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-               "torch": torch.__version__, "torchvision": torchvision.__version__,
-               "python": platform.python_version(), "cpus": os.cpu_count(), "workers": args.workers,
-               "model": args.model_name, "image_size": S, "batch_size": B, "steps": args.steps,
-               "warmup": args.warmup, "num_images": args.num_images, "compile": args.compile, "amp": str(amp_dtype),
-               "pipeline": "gpu" if gpu_pipeline else "cpu", "sync_free_augment": args.sync_free_augment,
-               "prefetch": args.prefetch,
-               "parts": ",".join(args.parts)}
+    device = run.compute.device
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "cpus": os.cpu_count(), "workers": args.workers,
+            "model": args.model_name, "image_size": args.image_size, "batch_size": args.batch_size,
+            "steps": args.steps, "warmup": args.warmup, "num_images": args.num_images, "compile": args.compile,
+            "amp": str(run.compute.amp_dtype), "pipeline": "gpu" if run.pipeline.raw else "cpu",
+            "sync_free_augment": args.sync_free_augment, "prefetch": args.prefetch, "parts": ",".join(args.parts)}
+
+
+def cycling(dataset, args, device: torch.device) -> Callable[[int], object]:
+    """n -> the one persistent-worker loader over ``dataset``, set to hand out n batches."""
+    sampler = CycleSampler(len(dataset), 0)
+    loader = make_loader(dataset, sampler, args, device)
+
+    def loader_of(n: int):
+        sampler.length = n * args.batch_size
+        return loader
+    return loader_of
+
+
+def project_parts(args, run: "Run", r: dict) -> None:
+    """(a), (a) without the overlap, (b), the data pipeline alone, evaluation: figures into ``r``."""
+    from src.engine import predict
+
+    device, parts, learner = run.compute.device, set(args.parts), run.learner
+    train_loader = cycling(run.data.train, args, device) if parts & {"a", "a-serial", "data"} else None
+    if "a" in parts:
+        r["a_train_img_s"] = measure(lambda L: train_steps(learner, L), train_loader, args, device,
+                                     run.pipeline.train_pre, args.prefetch)
+        r["a_peak_gib"] = peak_gib(device)
+        say(f"(a) training loop ({r['pipeline']} pipeline): {r['a_train_img_s']:.0f} img/s")
+    if "a-serial" in parts:
+        r["a_serial_img_s"] = measure(lambda L: train_steps(learner, L), train_loader, args, device,
+                                      run.pipeline.train_pre, 0)
+        say(f"(a) with each batch prepared in the loop (no overlap): {r['a_serial_img_s']:.0f} img/s")
+    if "b" in parts:
+        B, S = args.batch_size, args.image_size
+        fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        batch = (torch.rand(B, 3, S, S, device=device).contiguous(memory_format=fmt), None,
+                 torch.arange(B) % args.num_images, 0)
+        r["b_step_img_s"] = measure(lambda L: train_steps(learner, L), lambda n: [batch] * n, args, device)
+        say(f"(b) model step only: {r['b_step_img_s']:.0f} img/s")
+    if "data" in parts:
+        r["data_img_s"] = measure(run_data_only, train_loader, args, device, run.pipeline.train_pre, args.prefetch)
+        say(f"data only (loader + preprocess): {r['data_img_s']:.0f} img/s")
+    if "eval" in parts:
+        models = {"model": run.model, "ema": learner.ema.module}
+        shape = (len(run.data.test), NUM_CLASSES)
+        r["eval_img_s"] = measure(lambda L: predict(models, L, shape, run.compute, desc=None),
+                                  cycling(run.data.test, args, device), args, device, run.pipeline.eval_pre,
+                                  args.prefetch)
+        r["eval_40137_s"] = COCO_VAL_IMAGES / r["eval_img_s"]
+        say(f"eval (model + EMA, one pass): {r['eval_img_s']:.0f} img/s, {r['eval_40137_s']:.0f}s for 40,137 images")
+
+
+def reference_parts(args, image_dir: Path, entries, label_store: torch.Tensor, r: dict) -> None:
+    """(c) and its data pipeline alone, on the project run's device and label store: figures into ``r``."""
+    device = label_store.device
+    ref = reference_learner(args.model_name, device, label_store, scheduled_steps(args, {"c"}))
+    reset_peak(device)
+    ref_loader = cycling(PilReferenceImages(image_dir, entries, args.image_size), args, device)
+    ref_pre = lambda t: t.to(device, non_blocking=True)  # noqa: E731 (NCHW, as the official code)
+    r["c_reference_img_s"] = measure(lambda L: train_steps(ref, L), ref_loader, args, device, ref_pre, 0)
+    r["c_peak_gib"] = peak_gib(device)
+    say(f"(c) official-style reference: {r['c_reference_img_s']:.0f} img/s")
+    r["c_data_img_s"] = measure(run_data_only, ref_loader, args, device, ref_pre, 0)
+    say(f"(c) its data pipeline alone: {r['c_data_img_s']:.0f} img/s")
+
+
+def run(args) -> dict:
     if args.steps < 4 * max(args.workers, 1):
         say(f"note: --steps {args.steps} < 4 x --workers {args.workers}: too few batches for a steady-state figure")
-
     tmp = None
     if args.image_dir:
         image_dir = Path(args.image_dir)
@@ -419,90 +412,27 @@ def run(args) -> dict:
         tmp = tempfile.TemporaryDirectory(prefix="bench_throughput_")
         image_dir = Path(tmp.name)
     try:
-        r["make_images_s"] = make_images(image_dir, args.num_images, os.cpu_count() or 1)
-        say(f"{args.num_images} JPEGs in {image_dir} ({r['make_images_s']:.1f}s)")
+        seconds = make_images(image_dir, args.num_images, os.cpu_count() or 1)
+        say(f"{args.num_images} JPEGs in {image_dir} ({seconds:.1f}s)")
         entries = random_entries(args.num_images)
-        label_store = torch.zeros(args.num_images, NUM_CLASSES)
-        for k, e in enumerate(entries):
-            label_store[k, list(e.labels)] = 1.0
-        label_store = label_store.to(device)
-
-        def cycling(dataset) -> Callable[[int], object]:
-            """n -> the one persistent-worker loader over ``dataset``, set to hand out n batches."""
-            sampler = CycleSampler(len(dataset), 0)
-            loader = make_loader(dataset, sampler, args, device)
-
-            def loader_of(n: int):
-                sampler.length = n * B
-                return loader
-            return loader_of
-
-        # (a) the project's training loop, (b) its step alone, its data pipeline alone, evaluation.
-        parts = set(args.parts)
-        total = 2 * (args.warmup + args.steps) + 8
-        if parts & {"a", "a-serial", "b", "data", "eval"}:
-            step = build_step(args, device, amp_dtype, total_steps=total, reference=False)
-            reset_peak(device)
-            if gpu_pipeline:
-                train_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, raw=True)
-                train_pre: Callable = GpuTrainPreprocess(S, device, sync_free=args.sync_free_augment)
-                eval_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, raw=True)
-                eval_pre: Callable = GpuEvalPreprocess(S, device)
-            else:
-                train_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=train_transform(S))
-                train_pre = to_device(device)
-                eval_set = MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=val_transform(S))
-                eval_pre = to_device(device)
-            train_loader = cycling(train_set) if parts & {"a", "a-serial", "data"} else None
-            if "a" in parts:
-                r["a_train_img_s"] = measure(lambda L: step.epoch(L, label_store, device), train_loader, args, device,
-                                             train_pre, args.prefetch)
-                r["a_peak_gib"] = peak_gib(device)
-                say(f"(a) training loop ({r['pipeline']} pipeline): {r['a_train_img_s']:.0f} img/s")
-            if "a-serial" in parts:
-                r["a_serial_img_s"] = measure(lambda L: step.epoch(L, label_store, device), train_loader, args,
-                                              device, train_pre, 0)
-                say(f"(a) with each batch prepared in the loop (no overlap): {r['a_serial_img_s']:.0f} img/s")
-            if "b" in parts:
-                fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-                batch = (torch.rand(B, 3, S, S, device=device).contiguous(memory_format=fmt), None,
-                         torch.arange(B) % args.num_images, 0)
-                r["b_step_img_s"] = measure(lambda L: step.epoch(L, label_store, device), lambda n: [batch] * n,
-                                            args, device)
-                say(f"(b) model step only: {r['b_step_img_s']:.0f} img/s")
-                del batch
-            if "data" in parts:
-                r["data_img_s"] = measure(run_data_only, train_loader, args, device, train_pre, args.prefetch)
-                say(f"data only (loader + preprocess): {r['data_img_s']:.0f} img/s")
-            del train_loader
-            if "eval" in parts:
-                models = {"model": step.model, "ema": step.ema.module}
-                r["eval_img_s"] = measure(lambda L: predict(models, L, len(eval_set), NUM_CLASSES, device=device,
-                                                            amp_dtype=amp_dtype, preprocess=_prepared,
-                                                            info=DistInfo(), progress=False, prefetch=0),
-                                          cycling(eval_set), args, device, eval_pre, args.prefetch)
-                r["eval_40137_s"] = COCO_VAL_IMAGES / r["eval_img_s"]
-                say(f"eval (model + EMA, one pass): {r['eval_img_s']:.0f} img/s, "
-                    f"{r['eval_40137_s']:.0f}s for 40,137 images")
-                del models
-            del step
-
-        if "c" in parts:  # the official-style reference
-            ref = build_step(args, device, ref_amp, total_steps=total, reference=True)
-            reset_peak(device)
-            ref_loader = cycling(PilReferenceImages(image_dir, entries, S))
-            ref_pre = lambda t: t.to(device, non_blocking=True)  # noqa: E731 (NCHW, as the official code)
-            r["c_reference_img_s"] = measure(lambda L: ref.epoch(L, label_store, device), ref_loader, args, device,
-                                             ref_pre, 0)
-            r["c_peak_gib"] = peak_gib(device)
-            say(f"(c) official-style reference: {r['c_reference_img_s']:.0f} img/s")
-            r["c_data_img_s"] = measure(run_data_only, ref_loader, args, device, ref_pre, 0)
-            say(f"(c) its data pipeline alone: {r['c_data_img_s']:.0f} img/s")
-            del ref_loader, ref
+        bench_run = training_run(args, image_dir, entries)
+        r = {**describe(args, bench_run), "make_images_s": seconds}
+        if bench_run.compute.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
+        reset_peak(bench_run.compute.device)
+        if set(args.parts) - {"c"}:
+            project_parts(args, bench_run, r)
+        label_store = bench_run.learner.label_store
+        del bench_run  # the project's model, EMA and optimizer leave the device before (c) measures its peak
+        if "c" in args.parts:
+            reference_parts(args, image_dir, entries, label_store, r)
     finally:
         if tmp is not None:
             tmp.cleanup()
+    return with_ratios(r)
 
+
+def with_ratios(r: dict) -> dict:
     def ratio(x: str, y: str) -> float | None:
         return r[x] / r[y] if x in r and y in r else None
 
@@ -600,10 +530,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from src.errors import report_user_errors
+
     args = parse_args(argv)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), report_user_errors():  # a bad --device: one line, exit status 2
             # (c)'s GradScaler skips its first fp16 steps (inf check), which makes OneCycleLR warn each time.
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
             on_cpu = args.device.startswith("cpu") or (args.device == "auto" and not torch.cuda.is_available())

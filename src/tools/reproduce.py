@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Sequence
 
 from src.io_utils import atomic_write_text
-from src.tools.demo import RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, run_is_complete, train_run
+from src.tools.experiments import (RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, run_is_complete,
+                                   train_run)
 from src.tools.plot_metrics import MetricsError, RunMetrics, read_run
 
 __all__ = ["SETTINGS", "Strength", "parse_strengths", "plan_grid", "summarize", "markdown_table", "csv_table",
