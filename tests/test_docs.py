@@ -85,7 +85,7 @@ def test_every_doc_is_reachable_from_the_readme():
 def test_runnable_marker_finds_blocks(tmp_path):
     doc = tmp_path / "x.md"
     doc.write_text(f"text\n{RUN_MARK}\n```bash\necho hi\n```\n```bash\nnot run\n```\n")
-    assert runnable_blocks(doc) == [(4, "echo hi")]
+    assert runnable_blocks(doc) == [(3, "echo hi")]  # the line of the opening fence
     doc.write_text(f"{RUN_MARK}\nno fence\n")
     with pytest.raises(AssertionError, match="must stand right before"):
         runnable_blocks(doc)

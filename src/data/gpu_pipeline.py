@@ -20,8 +20,8 @@ Decoding is never silently lossy. Images nvjpeg cannot take (CMYK / YCCK JPEGs, 
 JPEGs, PNG and other formats) and JPEGs that do not end in their end-of-image marker (nvjpeg decodes a truncated
 file into garbage without an error) are routed to the CPU decoder by a header check; a batch that nvjpeg still
 rejects is retried image by image, each failure falling back to the CPU decoder; a file no decoder reads raises
-``ImageDecodeError`` naming its file (``names``, or the ``RawBatch.names`` of a collated batch). Measured on an
-H200 (torchvision 0.26): nvjpeg raises on CMYK and returns garbage for a JPEG cut in half.
+``ImageDecodeError`` naming its file (``names``, or the ``RawBatch.names`` of a collated batch). Seen on the GPU
+machine of an earlier round (H200): nvjpeg raises on CMYK and returns garbage for a JPEG cut in half.
 
 Host waits: nvjpeg decodes on its own stream into memory taken from the caller's stream's pool, and
 ``decode_jpeg`` returns when it is done; so ``decode_images`` first waits for the caller's stream to finish the
