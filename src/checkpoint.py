@@ -7,7 +7,7 @@ are written atomically (temporary file, fsync, rename) and hold only tensors and
 ``torch.load(weights_only=True)``, which cannot run code. A file that needs more (a pickled class or
 function) is refused with a CheckpointError saying what it needs; a last.ckpt of this project's first
 format (numpy's RNG state pickled as an ndarray) gets the one-off conversion command
-(``python -m src.tools.upgrade_checkpoint OLD NEW``, for a file you trust).
+(``python -m src.tools.upgrade_checkpoint OLD NEW``, which reads it safely too).
 """
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ CHECKPOINT_FORMAT = "robust-loss-mlml/1"
 _OLD_FORMAT_GLOBALS = re.compile(r"numpy\.(_core|core)\.multiarray\.(_reconstruct|scalar)|numpy\.ndarray|numpy\.dtype"
                                  r"|numpy\.dtypes\.\w+DType")
 UPGRADE_COMMAND = "python -m src.tools.upgrade_checkpoint"
+# The exact numpy types the upgrade allows the safe unpickler to build (arrays, dtypes and scalars are data).
+_OLD_FORMAT_NUMPY_GLOBALS = [
+    np.ndarray, np.dtype, *{type(np.dtype(c)) for c in "?bhilqBHILQefdgSU"},
+    *[(fn, f"numpy.{core}.multiarray.{fn.__name__}") for core in ("_core", "core")
+      for fn in (np._core.multiarray._reconstruct, np._core.multiarray.scalar)],
+]
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -76,7 +82,7 @@ def _refusal(path: Path, error: BaseException) -> str:
     needed = _unsafe_globals(path, error)
     if _is_old_format(path, needed):
         return (f"{path} is a last.ckpt in this project's old format (numpy's RNG state pickled as an array, "
-                f"which safe loading refuses); if you trust the file, convert it once: "
+                f"which plain safe loading refuses); convert it once (safely): "
                 f"{UPGRADE_COMMAND} {path} NEW.ckpt")
     if needed:
         shown = ", ".join(needed[:3]) + (f" and {len(needed) - 3} more" if len(needed) > 3 else "")
@@ -87,14 +93,16 @@ def _refusal(path: Path, error: BaseException) -> str:
             "(torch.load weights_only=True)")
 
 
-def load_file(path: str | Path) -> Any:
+def load_file(path: str | Path, extra_safe_globals: list | None = None) -> Any:
     """torch.load(weights_only=True) on the CPU. A missing, torn, corrupt or unsafe file is a CheckpointError
-    naming it (an unsafe one: what it would import)."""
+    naming it (an unsafe one: what it would import). ``extra_safe_globals``: data types the safe unpickler may
+    also build (torch.serialization.safe_globals), for the old-format upgrade only."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(extra_safe_globals or []):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torn zip, truncated pickle, not a torch file, or refused by the safe unpickler
         if "Weights only load failed" in str(e) or "WeightsUnpickler" in str(e):
             raise CheckpointError(_refusal(path, e)) from None
@@ -151,10 +159,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def upgrade_checkpoint(old: str | Path, new: str | Path) -> Path:
     """Rewrite a first-format checkpoint so that it loads with weights_only=True.
 
-    This unpickles ``old`` with weights_only=False, which runs whatever code the file holds: call it only on
-    a file you trust. numpy's RNG state becomes a tensor; args, history and best become plain values.
+    The old file is read with weights_only=True too, allowing just the numpy array, dtype and scalar types its
+    numpy RNG state and metrics need (nothing that can run code). numpy's RNG state becomes a tensor; args,
+    history and best become plain values.
     """
-    obj = torch.load(Path(old), map_location="cpu", weights_only=False)
+    obj = load_file(old, extra_safe_globals=_OLD_FORMAT_NUMPY_GLOBALS)
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{old} is not a checkpoint written by this project's train.py")
     if isinstance(obj.get("rng"), dict) and isinstance(obj["rng"].get("numpy"), tuple):

@@ -71,6 +71,18 @@ def test_loading_never_runs_code(tmp_path):
     assert not marker.exists()
 
 
+def test_the_old_format_upgrade_never_runs_code_either(tmp_path):
+    import numpy as np
+
+    from src.checkpoint import upgrade_checkpoint
+    marker = tmp_path / "pwned"
+    torch.save({"format": "robust-loss-mlml/1", "rng": {"numpy": np.random.get_state()}, "x": _RunsCode(marker)},
+               tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="refused to load .*evil.ckpt"):
+        upgrade_checkpoint(tmp_path / "evil.ckpt", tmp_path / "new.ckpt")
+    assert not marker.exists() and not (tmp_path / "new.ckpt").exists()
+
+
 def test_a_last_checkpoint_holds_only_plain_values(tmp_path):
     import random
 

@@ -3,8 +3,8 @@
     python -m src.tools.upgrade_checkpoint runs/x/last.ckpt runs/x/last.v2.ckpt
 
 The first format pickled numpy's RNG state as an ndarray, which torch.load(weights_only=True) refuses.
-This command unpickles OLD with weights_only=False, which runs any code the file holds: use it only on
-a file you wrote yourself or otherwise trust. Then move NEW over OLD, or pass it to --resume.
+This command reads OLD with weights_only=True as well, allowing only numpy's array, dtype and scalar types
+(data, not code), and writes NEW in the current format. Then move NEW over OLD, or pass it to --resume.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from src.errors import report_user_errors
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Convert a first-format last.ckpt so that it loads with "
-                                "weights_only=True. It unpickles OLD unsafely: use it only on a file you trust.")
-    p.add_argument("old", help="a checkpoint of the first format that you trust")
+                                "weights_only=True (it reads OLD safely too).")
+    p.add_argument("old", help="a last.ckpt of the first format")
     p.add_argument("new", help="where to write the converted checkpoint")
     args = p.parse_args(argv)
     with report_user_errors():
