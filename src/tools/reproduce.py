@@ -275,8 +275,8 @@ def study_markdown(study: dict, losses: Sequence[str], settings: Sequence[str], 
         mine = [c for c in study["cells"] if c["strength"] == st]
         runs = sum(c["n"] for c in mine)
         minutes = sum(c["seconds_per_run"] * c["n"] for c in mine) / runs / 60
-        out += [f"**{st}** ({runs} runs, {minutes:.1f} min per run): best val mAP (%), mean ± std over seeds; "
-                f"last-epoch missing-label precision / recall (%, mean over seeds)", ""]
+        out += [f"**{st}** ({runs} run{'s' if runs != 1 else ''}, {minutes:.1f} min per run): best val mAP (%), "
+                f"mean ± std over seeds; last-epoch missing-label precision / recall (%, mean over seeds)", ""]
         cols = [s for s in settings if any((st, s, loss) in by for loss in losses)]
         hdr = ["loss"] + [f"{s} mAP" for s in cols] + [f"{s} P / R" for s in cols if s != "full"]
         out += ["| " + " | ".join(hdr) + " |", "| --- |" + " ---: |" * (len(hdr) - 1)]
