@@ -160,6 +160,11 @@ def plot_runs(runs: Sequence[RunMetrics], out: str | os.PathLike, map_style: str
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
 
+    return _save_png(fig, out)
+
+
+def _save_png(fig, out: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG to ``out`` atomically."""
     def write(f):
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110)
@@ -209,11 +214,7 @@ def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
                  "full-label BCE mAP)", fontsize=10)
     fig.tight_layout()
 
-    def write(f):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        f.write(buf.getvalue())
-    return atomic_write(out, write)
+    return _save_png(fig, out)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
