@@ -30,6 +30,7 @@ import io
 import json
 import shutil
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from src.io_utils import atomic_write_text
 from src.tools.experiments import (RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, run_is_complete,
                                    train_run)
 from src.tools.plot_metrics import MetricsError, RunMetrics, read_run
+from src.tools.run_pool import PoolRun, order_runs, run_pool
 
 __all__ = ["SETTINGS", "Strength", "parse_strengths", "plan_grid", "summarize", "markdown_table", "csv_table",
            "export_run", "exported_run", "load_study", "analyze_study", "study_markdown", "main"]
@@ -375,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only analyse the exported strength study in EXPORT (no training): "
                         "EXPORT/analysis.md, .csv and PICS/strength_gap.png")
     p.add_argument("--pics", type=Path, default=Path("pics"), help="figure folder for --analyze (default: pics)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with --strengths: runs at once, each its own process (src/tools/run_pool.py; default: 1)")
+    p.add_argument("--stop-after", type=float, default=None, metavar="S",
+                   help="with --jobs: start no run after S seconds; running ones finish")
+    p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a pool child's
     add_size_args(p)
     return p
 
@@ -448,7 +455,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         return report_study(a.analyze, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings,
                             len(a.seeds))["cells"]
     if a.strengths is None:
+        if a.jobs != 1:
+            p.error("--jobs needs --strengths")
         return summarize(run_grid(a, p, a.out_dir, a.export))
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.jobs > 1:
+        return run_study_pool(a, list(sys.argv[1:] if argv is None else argv))
     rows = []
     for strength in a.strengths:
         sa = argparse.Namespace(**(vars(a) | strength.overrides()))
@@ -459,9 +472,47 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
               f"{strength.epochs} epochs, {sa.model_name}", flush=True)
         rows += [r | {"strength": strength.name} for r in summarize(run_grid(sa, p, a.out_dir / strength.name,
                                                                                export_dir))]
-    if a.export is not None:
+    if a.export is not None and not a.no_report:
         report_study(a.export, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings, len(a.seeds))
     return rows
+
+
+def _without_pool_flags(argv: Sequence[str]) -> list[str]:
+    """ARGV less --jobs and --stop-after (with their values), which a pool child must not see."""
+    out, skip = [], False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok in ("--jobs", "--stop-after"):
+            skip = True
+        elif not tok.startswith(("--jobs=", "--stop-after=")):
+            out.append(tok)
+    return out
+
+
+def run_study_pool(a: argparse.Namespace, argv: Sequence[str]) -> list[dict]:
+    """--strengths with --jobs N: every run not yet in the export, N at a time (src/tools/run_pool.py)."""
+    full_losses = a.losses if a.full_losses == "all" else parse_losses(a.full_losses)
+    runs = []
+    for strength in a.strengths:
+        sa = argparse.Namespace(**(vars(a) | strength.overrides()))
+        export_dir = a.export / strength.name if a.export else None
+        if export_dir is not None:
+            _check_strength_export(export_dir, strength, sa)
+        text = f"{strength.name}={strength.image_size}/{strength.train_images}/{strength.epochs}" \
+               + (f"/{strength.model_name}" if strength.model_name else "")
+        group = f"{strength.image_size}px"  # the toy data's and the pretraining's cache folders are named by it
+        runs += [PoolRun(strength.name, text, spec, group) for spec in plan_grid(a.settings, a.losses, a.seeds, full_losses)
+                 if exported_run(export_dir, spec.name, strength.epochs) is None]
+    print(f"==== {len(runs)} runs to train, {a.jobs} at a time", flush=True)
+    result = run_pool(order_runs(runs, [s.name for s in a.strengths]), _without_pool_flags(argv), a.jobs,
+                      a.out_dir / "logs", a.stop_after)
+    if a.export is not None and load_study(a.export):
+        report_study(a.export, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings, len(a.seeds))
+    if result["failed"] or result["skipped"]:
+        raise SystemExit(f"{len(result['failed'])} runs failed, {len(result['skipped'])} skipped: "
+                         f"see {a.out_dir / 'logs'}")
+    return []
 
 
 if __name__ == "__main__":
