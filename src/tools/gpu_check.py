@@ -25,7 +25,7 @@ nothing about speed.
 
 OUT receives table.md, table.json (the table, every step's status and the raw figures) and gpu_check.log (every
 step's output); runs and images go to a scratch folder (--work-dir, removed at the end unless given). The 460 s
-budget is meant to fit 8 minutes on one H100; no GPU has timed it yet.
+budget is meant to fit 8 minutes on one H100; on one H200 the whole check took 346 s (docs/performance.md).
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ complete there is not trained again, so a later session resumes from the committ
 --analyze DIR (no training) writes DIR/analysis.md and .csv: per strength and setting each loss's mAP
 (mean ± std over seeds), the paired per-seed gaps Hill - ASL and SPLC - ASL, the last-epoch missing-label
 precision / recall; and draws PICS/strength_gap.png (the gaps against full-label BCE mAP).
+--jobs N (with --strengths) trains N runs at once, each in its own process (src/tools/run_pool.py).
 """
 from __future__ import annotations
 
