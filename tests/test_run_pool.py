@@ -33,6 +33,12 @@ def test_order_runs_by_priority_then_seed_then_strength():
     assert names[8:] == ["S1/0.4left-BCE-s0", "S2/0.4left-BCE-s0", "S1/0.4left-BCE-s1", "S2/0.4left-BCE-s1"]
 
 
+def test_child_argv_of_a_plain_grid_has_no_strengths():
+    argv = child_argv(["--seeds", "0,1"], PoolRun("grid", None, RunSpec("Asl", "0.4left", 1), "grid"))
+    a = reproduce.build_parser().parse_args(argv)
+    assert a.strengths is None and (a.settings, a.losses, a.seeds) == (["0.4left"], ["Asl"], [1])
+
+
 def test_child_argv_restricts_the_study_to_one_run():
     base = ["--strengths", "S1=48/2000/6,S2=64/4000/8", "--seeds", "0,1,2", "--losses", "BCE,Hill",
             "--export", "exp"]
@@ -49,10 +55,7 @@ def test_pool_flags_are_not_passed_on(argv):
     assert reproduce._without_pool_flags(argv) == ["--seeds", "0"]
 
 
-def test_jobs_needs_strengths_and_a_positive_count(capsys):
-    with pytest.raises(SystemExit):
-        reproduce.main(["--jobs", "2"])
-    assert "--jobs needs --strengths" in capsys.readouterr().err
+def test_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         reproduce.main(["--strengths", "T=32/64/1", "--jobs", "0"])
     assert "--jobs must be >= 1" in capsys.readouterr().err
@@ -109,22 +112,38 @@ def test_stop_after_starts_nothing_late(fake_children, tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 
-def test_reproduce_jobs_trains_the_study_and_exports_it(tmp_path):
-    """Three runs of a tiny strength, two at a time: each exported, the analysis written, a rerun trains none."""
-    argv = ["--strengths", "T=32/48/1", "--settings", "full,0.4left", "--losses", "Asl,Hill", "--seeds", "0",
-            "--val-images", "16", "--pretrain-epochs", "0", "-b", "16", "-j", "0", "--device", "cpu",
-            "--export", str(tmp_path / "exp"), "--out-dir", str(tmp_path / "runs"),
-            "--data-root", str(tmp_path / "data"), "--pics", str(tmp_path / "pics"), "--jobs", "2"]
+TINY = ["--settings", "full,0.4left", "--losses", "Asl,Hill", "--seeds", "0", "--val-images", "16",
+        "--pretrain-epochs", "0", "-b", "16", "-j", "0", "--device", "cpu", "--jobs", "2"]
+
+
+def _reproduce(argv):
     out = subprocess.run([sys.executable, "-m", "src.tools.reproduce", *argv], capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert "3 runs to train, 2 at a time" in out.stdout and "3 finished, 0 failed" in out.stdout
+    return out.stdout
+
+
+def test_reproduce_jobs_trains_the_study_and_exports_it(tmp_path):
+    """Three runs of a tiny strength, two at a time: each exported, the analysis written, a rerun trains none."""
+    argv = ["--strengths", "T=32/48/1", *TINY, "--export", str(tmp_path / "exp"), "--out-dir", str(tmp_path / "runs"),
+            "--data-root", str(tmp_path / "data"), "--pics", str(tmp_path / "pics")]
+    out = _reproduce(argv)
+    assert "3 runs to train, 2 at a time" in out and "3 finished, 0 failed" in out
     for name in ("full-BCE-s0", "0.4left-Asl-s0", "0.4left-Hill-s0"):
         rows = (tmp_path / "exp" / "T" / name / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(r)["epoch"] for r in rows] == [0]
         assert (tmp_path / "runs" / "logs" / f"T-{name}.log").is_file()
     assert "0.4left Hill − ASL" in (tmp_path / "exp" / "analysis.md").read_text()
     assert (tmp_path / "pics" / "strength_gap.png").is_file()
-    again = subprocess.run([sys.executable, "-m", "src.tools.reproduce", *argv], capture_output=True, text=True,
-                           timeout=600)
-    assert again.returncode == 0 and "0 runs to train" in again.stdout
+    assert "0 runs to train" in _reproduce(argv)
+
+
+def test_reproduce_jobs_on_a_plain_grid_writes_the_whole_table(tmp_path):
+    """Without --strengths: the runs in parallel, then one table of all of them (not of the last child's run)."""
+    argv = [*TINY, "--train-images", "48", "--image-size", "32", "--epochs", "1", "--out-dir", str(tmp_path / "runs"),
+            "--data-root", str(tmp_path / "data")]
+    out = _reproduce(argv)
+    assert "3 finished, 0 failed" in out
+    table = (tmp_path / "runs" / "results.md").read_text()
+    assert "| Asl |" in table and "| Hill |" in table and "| BCE |" in table and "3 runs" in table
+    assert (tmp_path / "runs" / "logs" / "grid-0.4left-Hill-s0.log").is_file()

@@ -21,7 +21,7 @@ complete there is not trained again, so a later session resumes from the committ
 --analyze DIR (no training) writes DIR/analysis.md and .csv: per strength and setting each loss's mAP
 (mean ± std over seeds), the paired per-seed gaps Hill - ASL and SPLC - ASL, the last-epoch missing-label
 precision / recall; and draws PICS/strength_gap.png (the gaps against full-label BCE mAP).
---jobs N (with --strengths) trains N runs at once, each in its own process (src/tools/run_pool.py).
+--jobs N trains N runs at once, each in its own process (src/tools/run_pool.py), then writes the tables.
 """
 from __future__ import annotations
 
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "EXPORT/analysis.md, .csv and PICS/strength_gap.png")
     p.add_argument("--pics", type=Path, default=Path("pics"), help="figure folder for --analyze (default: pics)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="with --strengths: runs at once, each its own process (src/tools/run_pool.py; default: 1)")
+                   help="runs at once, each in its own process (src/tools/run_pool.py; default: 1)")
     p.add_argument("--stop-after", type=float, default=None, metavar="S",
                    help="with --jobs: start no run after S seconds; running ones finish")
     p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a pool child's
@@ -412,7 +412,7 @@ def run_grid(a: argparse.Namespace, p: argparse.ArgumentParser, out_dir: Path,
     results = []
     for i, spec in enumerate(specs, 1):
         run_dir = out_dir / spec.name
-        if exported[spec.name] is not None and not run_is_complete(run_dir, recipe.epochs):
+        if exported[spec.name] is not None:  # complete in the export: taken from there
             print(f"== grid run {i}/{len(specs)}: {spec.name} (exported, skipped)", flush=True)
             results.append((spec, exported[spec.name]))
             continue
@@ -455,14 +455,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if a.analyze is not None:
         return report_study(a.analyze, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings,
                             len(a.seeds))["cells"]
-    if a.strengths is None:
-        if a.jobs != 1:
-            p.error("--jobs needs --strengths")
-        return summarize(run_grid(a, p, a.out_dir, a.export))
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
-    if a.jobs > 1:
-        return run_study_pool(a, list(sys.argv[1:] if argv is None else argv))
+    if a.jobs > 1 and not train_in_pool(a, list(sys.argv[1:] if argv is None else argv)):
+        return []  # --stop-after left runs unstarted: the command resumes them
+    # Serially; after the pool every run is complete, and this only reads them and writes the tables.
+    if a.strengths is None:
+        return summarize(run_grid(a, p, a.out_dir, a.export))
     rows = []
     for strength in a.strengths:
         sa = argparse.Namespace(**(vars(a) | strength.overrides()))
@@ -491,29 +490,48 @@ def _without_pool_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def run_study_pool(a: argparse.Namespace, argv: Sequence[str]) -> list[dict]:
-    """--strengths with --jobs N: every run not yet in the export, N at a time (src/tools/run_pool.py)."""
+def _strength_text(strength: Strength) -> str:
+    """The --strengths item of ``strength``: NAME=PX/IMAGES/EPOCHS[/MODEL]."""
+    return f"{strength.name}={strength.image_size}/{strength.train_images}/{strength.epochs}" \
+        + (f"/{strength.model_name}" if strength.model_name else "")
+
+
+def _pool_runs(a: argparse.Namespace) -> tuple[list[PoolRun], list[str]]:
+    """Every planned run not yet complete in the export, as pool runs; and the strengths' names, in order."""
     full_losses = a.losses if a.full_losses == "all" else parse_losses(a.full_losses)
+    specs = plan_grid(a.settings, a.losses, a.seeds, full_losses)
+    if a.strengths is None:  # one grid: one group, since every run shares the data and the pretraining
+        return [PoolRun("grid", None, spec, "grid") for spec in specs
+                if exported_run(a.export, spec.name, a.epochs) is None], ["grid"]
     runs = []
     for strength in a.strengths:
-        sa = argparse.Namespace(**(vars(a) | strength.overrides()))
         export_dir = a.export / strength.name if a.export else None
         if export_dir is not None:
-            _check_strength_export(export_dir, strength, sa)
-        text = f"{strength.name}={strength.image_size}/{strength.train_images}/{strength.epochs}" \
-               + (f"/{strength.model_name}" if strength.model_name else "")
+            _check_strength_export(export_dir, strength, argparse.Namespace(**(vars(a) | strength.overrides())))
         group = f"{strength.image_size}px"  # the toy data's and the pretraining's cache folders are named by it
-        runs += [PoolRun(strength.name, text, spec, group) for spec in plan_grid(a.settings, a.losses, a.seeds, full_losses)
+        runs += [PoolRun(strength.name, _strength_text(strength), spec, group) for spec in specs
                  if exported_run(export_dir, spec.name, strength.epochs) is None]
+    return runs, [s.name for s in a.strengths]
+
+
+def train_in_pool(a: argparse.Namespace, argv: Sequence[str]) -> bool:
+    """--jobs N: train every run not yet exported, N at a time, each in its own process (src/tools/run_pool.py).
+    True when every run is now complete; False when --stop-after left some unstarted (what is finished of a
+    strength study is analysed then). A failed run is an error that names the logs."""
+    runs, order = _pool_runs(a)
     print(f"==== {len(runs)} runs to train, {a.jobs} at a time", flush=True)
-    result = run_pool(order_runs(runs, [s.name for s in a.strengths]), _without_pool_flags(argv), a.jobs,
-                      a.out_dir / "logs", a.stop_after)
-    if a.export is not None and load_study(a.export):
-        report_study(a.export, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings, len(a.seeds))
+    result = run_pool(order_runs(runs, order), _without_pool_flags(argv), a.jobs, a.out_dir / "logs",
+                      a.stop_after)
     if result["failed"] or result["skipped"]:
         raise SystemExit(f"{len(result['failed'])} runs failed, {len(result['skipped'])} skipped: "
                          f"see {a.out_dir / 'logs'}")
-    return []
+    if not result["not started"]:
+        return True
+    print(f"{len(result['not started'])} runs not started (--stop-after): run the same command again to train "
+          "them", flush=True)
+    if a.strengths is not None and a.export is not None and load_study(a.export):
+        report_study(a.export, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings, len(a.seeds))
+    return False
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Run a strength study's grid runs several at a time, each in its own ``python -m src.tools.reproduce`` process.
+"""Run a grid's runs several at a time, each in its own ``python -m src.tools.reproduce`` process.
 
-One toy run leaves a GPU mostly idle, so ``reproduce --strengths ... --jobs N`` hands its runs to this pool:
+One toy run leaves a GPU mostly idle, so ``reproduce ... --jobs N`` hands its runs to this pool:
 
     python -m src.tools.reproduce --strengths S1=48/2000/6,S2=64/4000/8,S3=96/4000/8 --jobs 10 \\
         --export results/strength [--stop-after 600]
 
-Each child is the same command restricted to one run (``--strengths NAME --settings S --losses L --seeds K``).
+Each child is the same command restricted to one run (``[--strengths NAME] --settings S --losses L --seeds K``).
 Per image size, one run goes first and alone: it makes the toy data and pretraining of its strength (their cache
 folders are named by the image size, so strengths of one size may share them), which the others then find cached. Runs already complete in the export are not started. The order puts the runs the gap figure
 needs first (ASL, Hill and SPLC on 0.4left, and the full-label reference), then the singlelabel ones, then the
@@ -32,8 +32,8 @@ GAP_CORE = {"Asl", "Hill", "SPLC"}
 @dataclass
 class PoolRun:
     """One planned run of one strength: its child process once started."""
-    strength: str
-    strength_text: str  # NAME=PX/IMAGES/EPOCHS[/MODEL], as --strengths takes it
+    strength: str  # its name; "grid" for a grid without --strengths
+    strength_text: str | None  # NAME=PX/IMAGES/EPOCHS[/MODEL], as --strengths takes it; None: no --strengths
     spec: RunSpec
     group: str  # runs of one group share cached data and pretraining: one of them goes first, alone
     proc: subprocess.Popen | None = field(default=None, repr=False)
@@ -61,8 +61,9 @@ def order_runs(runs: Sequence[PoolRun], strength_order: Sequence[str]) -> list[P
 def child_argv(base: Sequence[str], run: PoolRun) -> list[str]:
     """``base`` (reproduce's flags without --jobs/--stop-after) restricted to ``run``: later flags win."""
     loss = run.spec.loss
-    return [*base, "--strengths", run.strength_text, "--settings", run.spec.setting, "--losses", loss,
-            "--full-losses", loss, "--seeds", str(run.spec.seed), "--no-report"]
+    strength = ["--strengths", run.strength_text] if run.strength_text else []
+    return [*base, *strength, "--settings", run.spec.setting, "--losses", loss, "--full-losses", loss,
+            "--seeds", str(run.spec.seed), "--no-report"]
 
 
 def _start(run: PoolRun, base: Sequence[str], log_dir: Path, t0: float) -> None:
