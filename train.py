@@ -9,7 +9,8 @@ import argparse
 
 from src import cli
 from src.data.builders import add_coco_args, coco_datasets
-from src.trainer import add_training_args, run_training
+from src.trainer import run_training
+from src.training_flags import add_training_args
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,8 @@ import argparse
 
 from src import cli
 from src.data.builders import add_nus_args, nus_datasets
-from src.trainer import add_training_args, run_training
+from src.trainer import run_training
+from src.training_flags import add_training_args
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -99,3 +99,9 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+def log(info: DistInfo, *msg) -> None:
+    """print on the main process only (flushed)."""
+    if info.is_main:
+        print(*msg, flush=True)

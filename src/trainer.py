@@ -1,7 +1,8 @@
 """The training run shared by train.py (COCO) and train_nus.py (NUS-WIDE).
 
-The two scripts differ only in their data flags and in how they build their datasets; the flags below,
-the recipe, evaluation, logging, checkpoints and resume live here once. The official code's defaults:
+The two scripts differ only in their data flags and in how they build their datasets; the recipe, evaluation,
+logging, checkpoints and resume live here once, the other flags in ``src.training_flags`` and the run folder's
+checks in ``src.run_folder``. The official code's defaults:
 Adam lr 1e-4 (weight decay 1e-4 on weights only), OneCycleLR over 80 epochs with pct_start 0.2 stepped
 every batch, training stopped after epoch index 30 (31 epochs), EMA decay 0.9997, batch 128, 448 px,
 summed loss, model and EMA evaluated after every epoch.
@@ -34,140 +35,24 @@ from src.checkpoint import (CheckpointError, load_checkpoint, load_weights, plai
 from src.cli import torchrun_hint
 from src.data.builders import Datasets
 from src.data.datasets import MultiLabelImages, collate_multilabel, split_holdout
-from src.data.labels import describe_list_change, list_fingerprint, read_label_list
+from src.data.labels import list_fingerprint, read_label_list
 from src.data.prefetch import Prefetcher
-from src.distributed import DistInfo, EpochShuffleSampler, ShardSampler, barrier, cleanup, init_distributed
+from src.distributed import DistInfo, EpochShuffleSampler, ShardSampler, barrier, cleanup, init_distributed, log
 from src.engine import (Compute, Evaluation, Learner, MissingLabelOracle, NonFiniteLossError, Preprocess, Progress,
                         evaluate, to_device, train_one_epoch)
 from src.errors import UserError, report_user_errors
-from src.io_utils import RunFolderLock, WriteError, atomic_write, atomic_write_text, remove_stale_temporaries
-from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
-from src.models import (PretrainedUnavailable, check_model_name, create_model, create_model_with_weights,
-                        locate_imagenet_weights, pretrained_arg)
+from src.io_utils import atomic_write_text
+from src.loss_functions.losses import build_loss, loss_hyperparameters
+from src.models import PretrainedUnavailable, create_model, create_model_with_weights
+from src.run_folder import adopt_best, append_line, check_same_data, check_same_run, open_run_folder, run_folder
+from src.training_flags import check_args, loss_kwargs
 
-# Loss hyperparameter flags: flag dest -> keyword of the loss constructors. They default to None so that
-# only what the user sets reaches build_loss; the loss signatures hold the defaults (one place).
-LOSS_FLAGS = {"lamb": "lamb", "margin": "margin", "gamma": "gamma", "tau": "tau",
-              "change_epoch": "change_epoch", "eps": "eps", "expected_positives": "expected_positives",
-              "delta": "delta"}
-# Flags that define a run: a resume with different values would not continue the same run.
-RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size", "seed", "weight_decay",
-                "ema_decay", "val_split", "split_seed") + tuple(LOSS_FLAGS)
 # What a last.ckpt must hold for a resume.
 LAST_KEYS = ("kind", "model_name", "num_classes", "args", "model", "ema", "optimizer", "scheduler", "scaler",
              "epoch", "global_step", "history", "best", "label_store", "rng")
 
 
-# ----------------------------------------------------------------------------- flags
-
-def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags shared by train.py and train_nus.py (official names and defaults first)."""
-    p = parser
-    p.add_argument("--lr", default=1e-4, type=float, help="max learning rate of OneCycle (default: 1e-4)")
-    p.add_argument("--model-name", default="resnet50", type=check_model_name,
-                   help="any timm model name: resnet50, resnet101, tresnet_m, tresnet_l, ... (default: resnet50)")
-    p.add_argument("--num-classes", default=None, type=int,
-                   help="class count; taken from the data, so this only checks it (official default 80 / 81)")
-    p.add_argument("-j", "--workers", default=16, type=int, metavar="N",
-                   help="data loading workers per process (default: 16; capped at the CPU count)")
-    p.add_argument("--image-size", default=448, type=int, metavar="N", help="input size (default: 448)")
-    p.add_argument("--thre", default=0.5, type=float, metavar="N",
-                   help="threshold for CP/CR/CF1/OP/OR/OF1 (default: 0.5)")
-    p.add_argument("-b", "--batch-size", default=128, type=int, metavar="N",
-                   help="global batch size; each of W torchrun processes takes batch-size / W (default: 128)")
-    p.add_argument("--print-freq", "-p", default=64, type=int, metavar="N",
-                   help="print a step line (and check the loss is finite) every N steps, and off a terminal at "
-                        "least every 30 s (default: 64)")
-    p.add_argument("--loss", default="Hill", type=_loss_name, choices=LOSS_NAMES,
-                   help="loss function (default: Hill; case-insensitive)")
-    g = p.add_argument_group("loss hyperparameters (unset: the loss's own default, which is the official one)")
-    for dest, kw in LOSS_FLAGS.items():
-        owners = [n for n in LOSS_NAMES if kw in loss_hyperparameters(n)]
-        defaults = ", ".join(f"{n} {loss_hyperparameters(n)[kw]}" for n in owners)
-        g.add_argument("--" + dest.replace("_", "-"), dest=dest, type=float if dest != "change_epoch" else int,
-                       default=None, help=f"default: {defaults}")
-    _add_recipe_args(p.add_argument_group("schedule and recipe"))
-    _add_output_args(p.add_argument_group("data checks, evaluation and outputs"))
-    return p
-
-
-def _add_recipe_args(s) -> None:
-    s.add_argument("--epochs", default=80, type=int, help="length of the OneCycle schedule (default: 80)")
-    s.add_argument("--stop-epoch", default=30, type=int,
-                   help="last 0-based epoch trained; the official code trains epochs 0..30 (default: 30)")
-    s.add_argument("--weight-decay", default=1e-4, type=float, help="on weights, not biases/1-D (default: 1e-4)")
-    s.add_argument("--ema-decay", default=0.9997, type=float, help="EMA decay per step (default: 0.9997)")
-    s.add_argument("--pretrained", default="imagenet", type=pretrained_arg, metavar="imagenet|none|PATH",
-                   help="starting weights: imagenet = the paper's ImageNet weights through timm (downloaded once "
-                        "into the Hugging Face cache), none = random, or a torchvision/timm/ASL weights file; "
-                        "the head is always re-initialised (default: imagenet; see docs/pretrained.md)")
-    s.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                   help="mixed precision; auto = bf16 on GPUs that support it, else fp16; off on the CPU")
-    s.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda if present)")
-    s.add_argument("--seed", default=0, type=int, help="seed of data order, augmentation and init (default: 0)")
-    s.add_argument("--compile", action="store_true", help="torch.compile the model")
-    s.add_argument("--gpu-pipeline", default="auto", choices=["auto", "on", "off"],
-                   help="decode (nvjpeg), resize and augment batches on the device; workers only read file "
-                        "bytes (auto: on when training on CUDA)")
-
-
-def _add_output_args(o) -> None:
-    o.add_argument("--val-split", default=0.0, type=float,
-                   help="hold out this fraction of the training list to choose the best epoch on; the test "
-                        "set is then scored once, with the best checkpoint (default: 0 = official: choose on test)")
-    o.add_argument("--split-seed", default=0, type=int, help="seed of the held-out split (default: 0)")
-    o.add_argument("--check-images", action="store_true", help="check every image file exists before training")
-    o.add_argument("--skip-bad-images", action="store_true",
-                   help="log and leave out corrupt images (counted per epoch) instead of stopping")
-    o.add_argument("--allow-small-data", action="store_true",
-                   help="accept a --batch-size larger than the training set (each epoch is then one step)")
-    o.add_argument("--oracle-list", default=None, metavar="FULL.txt",
-                   help="full-label list of the training images: log how well the model finds missing labels")
-    o.add_argument("--oracle-threshold", default=None, type=float,
-                   help="probability above which a missing label counts as found (default: SPLC's tau, else 0.5)")
-    o.add_argument("--output", default=None, metavar="DIR",
-                   help="run folder for metrics.jsonl, last.ckpt, best.ckpt (default: runs/<loss>-<model>-<list>)")
-    o.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue from a last.ckpt; 'auto' takes OUTPUT/last.ckpt if present")
-    o.add_argument("--max-steps-per-epoch", default=None, type=int, metavar="N",
-                   help="end every epoch after N training steps (quick checks and the toy demo; default: all)")
-
-
-def _loss_name(name: str) -> str:
-    try:
-        return canonical_loss_name(name)
-    except ValueError:
-        return name  # argparse's choices check then reports it with the list
-
-
 BuildDatasets = Callable[[argparse.Namespace, Callable | None, Callable | None, bool], Datasets]
-
-
-def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks that need more than one flag; each failure is an argparse error naming the flags."""
-    if not 0 <= args.stop_epoch < args.epochs:
-        parser.error(f"--stop-epoch {args.stop_epoch} must lie in [0, --epochs {args.epochs})")
-    if not 0.0 <= args.val_split < 1.0:
-        parser.error(f"--val-split {args.val_split} must lie in [0, 1)")
-    for flag in ("batch_size", "image_size", "print_freq"):
-        if getattr(args, flag) <= 0:
-            parser.error(f"--{flag.replace('_', '-')} must be positive")
-    if args.max_steps_per_epoch is not None and args.max_steps_per_epoch <= 0:
-        parser.error("--max-steps-per-epoch must be positive")
-    if args.pretrained == "imagenet" and args.resume is None:  # offline and not cached: say so before any work
-        try:
-            locate_imagenet_weights(args.model_name, args.image_size)
-        except PretrainedUnavailable as e:
-            parser.exit(2, f"{e}\n")
-    try:
-        build_loss(args.loss, **loss_kwargs(args))
-    except (ValueError, TypeError) as e:
-        parser.error(f"--loss {args.loss}: {e}")
-
-
-def loss_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The loss hyperparameters the user set, keyed as the loss constructors name them."""
-    return {kw: getattr(args, dest) for dest, kw in LOSS_FLAGS.items() if getattr(args, dest) is not None}
 
 
 # ----------------------------------------------------------------------------- device and input pipeline
@@ -225,15 +110,7 @@ def input_pipeline(args: argparse.Namespace, device: torch.device) -> InputPipel
                          to_device(device), to_device(device))
 
 
-def log(info: DistInfo, *msg: Any) -> None:
-    if info.is_main:
-        print(*msg, flush=True)
-
-
 # ----------------------------------------------------------------------------- the run
-
-def run_folder(args: argparse.Namespace, data: Datasets) -> Path:
-    return Path(args.output or f"runs/{args.loss}-{args.model_name}-{Path(data.train_list).stem}")
 
 
 @dataclass(eq=False)
@@ -426,7 +303,7 @@ def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.E
     _torchrun_hint(args, compute)
     pipeline = input_pipeline(args, compute.device)
     data = _checked(args, build_datasets(args, pipeline.train_tf, pipeline.val_tf, pipeline.raw))
-    resume_path = _open_run_folder(args, data, info, held)
+    resume_path = open_run_folder(args, data, info, held)
     run = build_run(args, data, compute, pipeline, resuming=resume_path is not None)
     state = _restore(run, resume_path) if resume_path is not None else RunState()
     if state.epoch >= run.last_epoch:
@@ -488,25 +365,12 @@ def _checked(args, data: Datasets) -> Datasets:
     return data
 
 
-def _open_run_folder(args, data: Datasets, info: DistInfo, held: contextlib.ExitStack) -> Path | None:
-    """Hold the run folder's lock for the whole run, remove what a killed writer left, and check that this run may
-    write there; return the checkpoint to resume from (None: a fresh start)."""
-    out_dir = run_folder(args, data)
-    if info.is_main:  # one writer per run folder
-        held.enter_context(RunFolderLock(out_dir))
-        for tmp in remove_stale_temporaries(out_dir):
-            log(info, f"removed {tmp}, left by a writer that was killed")
-    resume_path = _resume_path(args.resume, out_dir)
-    _check_output_folder(args, out_dir, resume_path)
-    return resume_path
-
-
 def _begin(run: Run, state: RunState, resume_path: Path | None) -> None:
     """Write metrics.jsonl (the rows so far) and args.json, and say what is being trained where."""
     info, out_dir, args = run.compute.info, run.out_dir, run.args
     if info.is_main:
         if resume_path is not None:
-            _adopt_best(resume_path, out_dir, state.best, info)
+            adopt_best(resume_path, out_dir, state.best, info)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
         atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=1, default=str) + "\n")
@@ -562,84 +426,14 @@ def _oracle(args, train_set: MultiLabelImages, observed: torch.Tensor, device) -
     return MissingLabelOracle(full=full.to(device), observed=observed.clone(), threshold=threshold)
 
 
-# ----------------------------------------------------------------------------- run folder, resume, outputs
-
-def _resume_path(resume: str | None, out_dir: Path) -> Path | None:
-    if resume is None:
-        return None
-    if resume == "auto":
-        path = out_dir / "last.ckpt"
-        return path if path.exists() else None
-    return Path(resume)
-
-
-def _run_files(out_dir: Path) -> list[str]:
-    """The files of a run that has finished at least part of an epoch (an empty metrics.jsonl does not count)."""
-    found = [n for n in ("last.ckpt", "best.ckpt") if (out_dir / n).exists()]
-    metrics = out_dir / "metrics.jsonl"
-    if metrics.exists() and metrics.stat().st_size > 0:
-        found.append("metrics.jsonl")
-    return found
-
-
-def _check_output_folder(args, out_dir: Path, resume_path: Path | None) -> None:
-    """A run writes only into its own folder: a fresh start needs a folder without a run, and a resume
-    from a file elsewhere needs one too (it then continues that run there)."""
-    present = _run_files(out_dir)
-    if not present:
-        return
-    if resume_path is None and args.resume is None:
-        raise UserError(f"{out_dir} already holds a run ({', '.join(present)}): pass --resume auto to continue it, "
-                        "or choose another --output")
-    if resume_path is None:  # --resume auto, and no last.ckpt: killed during its first epoch
-        saved_args = out_dir / "args.json"
-        saved = json.loads(saved_args.read_text()) if saved_args.exists() else {}
-        changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RUN_DEFINING
-                   if k in saved and saved[k] != getattr(args, k)]
-        if changed:
-            raise UserError(f"{out_dir} holds another run ({saved_args} differs: {'; '.join(changed)}); "
-                            "choose another --output")
-        return  # nothing was checkpointed: start the same run again
-    if resume_path.resolve() != (out_dir / "last.ckpt").resolve():
-        raise UserError(f"--resume {resume_path} lies outside --output {out_dir}, which already holds another run "
-                        f"({', '.join(present)}); resume into an empty --output, or resume {out_dir / 'last.ckpt'}")
-
-
-def _check_same_data(path: Path, ckpt: dict, identity: dict) -> None:
-    """A resume must see the data its checkpoint was trained on: same classes, same list, same order."""
-    if ckpt["num_classes"] != identity["num_classes"]:
-        raise CheckpointError(f"{path} was trained on {ckpt['num_classes']} classes; the data now has "
-                              f"{identity['num_classes']}")
-    saved, now = ckpt.get("class_names"), identity["class_names"]
-    if saved is not None and now is not None and list(saved) != list(now):
-        k = next(i for i, (a, b) in enumerate(zip(saved, now)) if a != b)
-        raise CheckpointError(f"{path}: the class names changed: class {k} was {saved[k]!r}, is now {now[k]!r}")
-    fingerprint = ckpt.get("train_fingerprint")
-    if fingerprint is None:
-        print(f"warning: {path} records no training-list fingerprint (an upgraded old checkpoint): "
-              "the list is not checked", file=sys.stderr, flush=True)
-        return
-    change = describe_list_change(fingerprint, identity["train_fingerprint"])
-    if change:
-        raise CheckpointError(f"the training list {identity['train_list']} differs from the one {path} was trained "
-                              f"on ({ckpt.get('train_list', '?')}): {change}")
-
-
-def _check_same_run(path: Path, ckpt: dict, args) -> None:
-    if ckpt.get("kind") != "last":
-        raise CheckpointError(f"{path} is a {ckpt.get('kind')} checkpoint; resume needs a last.ckpt")
-    saved = ckpt["args"]
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RUN_DEFINING
-               if saved.get(k) != getattr(args, k)]
-    if changed:
-        raise CheckpointError(f"{path} was written by a different run: " + "; ".join(changed))
+# ----------------------------------------------------------------------------- checkpoints and outputs
 
 
 def _restore(run: Run, path: Path) -> RunState:
     """Load last.ckpt into the run's objects; a mismatch is an error, never a silent fresh start."""
     ckpt = load_checkpoint(path, required=LAST_KEYS)
-    _check_same_run(path, ckpt, run.args)
-    _check_same_data(path, ckpt, run.identity)
+    check_same_run(path, ckpt, run.args)
+    check_same_data(path, ckpt, run.identity)
     learner = run.learner
     load_weights(run.model, ckpt["model"], str(path))
     load_weights(learner.ema.module, ckpt["ema"], f"{path} (EMA)")
@@ -658,37 +452,13 @@ def _restore(run: Run, path: Path) -> RunState:
     return RunState(ckpt["epoch"], ckpt["global_step"], ckpt["history"], ckpt["best"])
 
 
-def _adopt_best(resume_path: Path, out_dir: Path, best: dict, info: DistInfo) -> None:
-    """Resuming a run into another folder continues it there: bring its best.ckpt along."""
-    source, target = resume_path.parent / "best.ckpt", out_dir / "best.ckpt"
-    if resume_path.parent.resolve() == out_dir.resolve() or best.get("epoch") is None:
-        return
-    if source.is_file() and load_checkpoint(source).get("epoch") == best["epoch"]:
-        data = source.read_bytes()
-        atomic_write(target, lambda f: f.write(data))
-        log(info, f"copied {source} (epoch {best['epoch']}) to {target}")
-    else:
-        log(info, f"warning: {source} of epoch {best['epoch']} is not beside {resume_path}: {target} will be "
-                  "written by the first epoch that beats its mAP")
-
-
-def _append_line(path: Path, line: str) -> None:
-    try:
-        with open(path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise WriteError(f"cannot append to {path}: {e.strerror or e}") from e
-
-
 def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
     """Append the metrics row, then write last.ckpt (and best.ckpt), each atomically. Only tensors and plain
     values go in, so that both load with torch.load(weights_only=True)."""
     args, learner, identity, out_dir = run.args, run.learner, run.identity, run.out_dir
     meta = {"model_name": args.model_name, "num_classes": identity["num_classes"], "image_size": args.image_size,
             "class_names": identity["class_names"], "args": plain(vars(args))}
-    _append_line(out_dir / "metrics.jsonl", json.dumps(row) + "\n")
+    append_line(out_dir / "metrics.jsonl", json.dumps(row) + "\n")
     if improved:
         which = state.best["which"]
         weights = learner.ema.module.state_dict() if which == "ema" else run.model.state_dict()

@@ -310,7 +310,8 @@ def training_run(args, image_dir: Path, entries) -> "Run":
     from src.data.builders import Datasets
     from src.data.datasets import MultiLabelImages
     from src.distributed import DistInfo
-    from src.trainer import add_training_args, build_run, input_pipeline, resolve_compute
+    from src.trainer import build_run, input_pipeline, resolve_compute
+    from src.training_flags import add_training_args
 
     per_epoch = math.ceil(args.num_images / args.batch_size)  # the run's own DataLoader: its schedule counts these
     epochs = math.ceil(scheduled_steps(args, set(args.parts) & set(TRAINING_PARTS)) / per_epoch)

@@ -25,7 +25,8 @@ from src.io_utils import atomic_write_text
 from src.loss_functions.losses import canonical_loss_name
 from src.tools.plot_metrics import RunMetrics, read_run
 from src.toy.generate import make_toy_coco, make_toy_imagenet
-from src.trainer import add_training_args, run_training
+from src.trainer import run_training
+from src.training_flags import add_training_args
 
 __all__ = ["Recipe", "RunSpec", "toy_coco_dir", "prepare_toy_coco", "pretrain", "train_run", "run_is_complete",
            "parse_losses", "add_size_args", "recipe_from_args", "prepare"]

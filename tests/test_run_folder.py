@@ -1,0 +1,69 @@
+"""src/run_folder.py on its own, without training: which checkpoint a resume takes, when a run may write into a
+folder, and the checks that a checkpoint belongs to this run and its data. tests/test_train.py and
+tests/test_faults.py run the same checks through train.py."""
+import argparse
+import json
+
+import pytest
+
+from src.checkpoint import CheckpointError
+from src.errors import UserError
+from src.run_folder import check_output_folder, check_same_data, check_same_run, checkpoint_to_resume
+from src.training_flags import RUN_DEFINING
+
+
+def run_args(**changes):
+    values = {k: None for k in RUN_DEFINING} | {"model_name": "resnet50", "loss": "Hill", "lr": 1e-4,
+                                                 "resume": None} | changes
+    return argparse.Namespace(**values)
+
+
+def test_checkpoint_to_resume(tmp_path):
+    assert checkpoint_to_resume(None, tmp_path) is None
+    assert checkpoint_to_resume("auto", tmp_path) is None  # nothing to resume: a fresh start
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    assert checkpoint_to_resume("auto", tmp_path) == tmp_path / "last.ckpt"
+    assert checkpoint_to_resume("other/last.ckpt", tmp_path).as_posix() == "other/last.ckpt"
+
+
+def test_a_fresh_start_needs_a_folder_without_a_run(tmp_path):
+    check_output_folder(run_args(), tmp_path, None)  # empty: fine
+    (tmp_path / "metrics.jsonl").write_text("")
+    check_output_folder(run_args(), tmp_path, None)  # an empty metrics file is no run yet
+    (tmp_path / "best.ckpt").write_bytes(b"x")
+    with pytest.raises(UserError, match="already holds a run .*--resume auto"):
+        check_output_folder(run_args(), tmp_path, None)
+
+
+def test_auto_resume_after_a_first_epoch_kill_must_be_the_same_run(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    (tmp_path / "args.json").write_text(json.dumps({"loss": "Hill", "lr": 1e-4}))
+    check_output_folder(run_args(resume="auto"), tmp_path, None)  # same run: starts again
+    with pytest.raises(UserError, match=r"--lr 0.0001 -> 0.001"):
+        check_output_folder(run_args(resume="auto", lr=1e-3), tmp_path, None)
+
+
+def test_a_resume_from_elsewhere_into_a_used_folder_is_refused(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    elsewhere = tmp_path / "other" / "last.ckpt"
+    with pytest.raises(UserError, match="lies outside --output"):
+        check_output_folder(run_args(resume=str(elsewhere)), tmp_path, elsewhere)
+    check_output_folder(run_args(resume="auto"), tmp_path, tmp_path / "last.ckpt")
+
+
+def test_check_same_run_names_the_changed_flags(tmp_path):
+    ckpt = {"kind": "last", "args": vars(run_args())}
+    check_same_run(tmp_path / "last.ckpt", ckpt, run_args())
+    with pytest.raises(CheckpointError, match="--loss Hill -> SPLC"):
+        check_same_run(tmp_path / "last.ckpt", ckpt, run_args(loss="SPLC"))
+    with pytest.raises(CheckpointError, match="resume needs a last.ckpt"):
+        check_same_run(tmp_path / "best.ckpt", {**ckpt, "kind": "best"}, run_args())
+
+
+def test_check_same_data_names_the_change(tmp_path):
+    identity = {"num_classes": 2, "class_names": ["cat", "dog"], "train_fingerprint": None, "train_list": "t.txt"}
+    path = tmp_path / "last.ckpt"
+    with pytest.raises(CheckpointError, match="trained on 3 classes"):
+        check_same_data(path, {"num_classes": 3}, identity)
+    with pytest.raises(CheckpointError, match="class 1 was 'cow', is now 'dog'"):
+        check_same_data(path, {"num_classes": 2, "class_names": ["cat", "cow"]}, identity)
