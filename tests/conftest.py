@@ -1,4 +1,4 @@
-import os
+import json
 import sys
 from pathlib import Path
 
@@ -21,3 +21,45 @@ def toy_coco(tmp_path_factory) -> Path:
 
     return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), seed=0, train=48, val=24, image_size=40,
                          workers=1, verbose=False)
+
+
+# ----------------------------------------------------------------------------- a strength study's export, made up
+
+def _write_exported(root, strength, name, final_map, epochs=2, precision=60.0, recall=30.0):
+    """An exported run folder as the study writes it: metrics rows for every epoch (mAP peaks at the end)."""
+    run = root / strength / name
+    run.mkdir(parents=True)
+    rows = [{"epoch": e, "map": final_map - (epochs - 1 - e), "map_ema": final_map - 5.0, "seconds": 10.0,
+             "missing_precision": precision, "missing_recall": recall} for e in range(epochs)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def _synthetic_study(root, epochs=2):
+    """Two strengths; ASL/Hill/SPLC per seed chosen so that paired and unpaired spreads differ."""
+    maps = {"S1": {"Asl": [50.0, 52.0, 54.0], "Hill": [51.0, 52.0, 56.0], "SPLC": [49.0, 51.0, 53.0],
+                   "BCE": [40.0, 41.0, 42.0]},
+            "S2": {"Asl": [60.0, 61.0, 62.0], "Hill": [62.0, 63.0, 64.0], "SPLC": [61.0, 61.0, 61.0],
+                   "BCE": [55.0, 55.0, 55.0]}}
+    ref = {"S1": [70.0, 71.0, 72.0], "S2": [80.0, 80.0, 80.0]}
+    for strength, by_loss in maps.items():
+        (root / strength).mkdir(parents=True)
+        (root / strength / "strength.json").write_text(json.dumps({"name": strength, "epochs": epochs}))
+        for seed in range(3):
+            _write_exported(root, strength, f"full-BCE-s{seed}", ref[strength][seed], epochs)
+            for loss, values in by_loss.items():
+                _write_exported(root, strength, f"0.4left-{loss}-s{seed}", values[seed], epochs,
+                               precision=50.0 + 10 * seed, recall=20.0)
+    return root
+
+
+@pytest.fixture
+def write_exported():
+    """write_exported(root, strength, name, final_map, epochs=2, precision=60.0, recall=30.0) -> the run folder."""
+    return _write_exported
+
+
+@pytest.fixture
+def synthetic_study():
+    """synthetic_study(root, epochs=2) -> root, an export of two strengths with known per-seed mAPs."""
+    return _synthetic_study

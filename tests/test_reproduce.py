@@ -61,36 +61,6 @@ def test_unknown_setting_is_an_argparse_error(tmp_path, capsys):
     assert e.value.code == 2 and "0.5left" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- the strength study (no training)
-
-def write_exported(root, strength, name, final_map, epochs=2, precision=60.0, recall=30.0):
-    """An exported run folder as the study writes it: metrics rows for every epoch (mAP peaks at the end)."""
-    run = root / strength / name
-    run.mkdir(parents=True)
-    rows = [{"epoch": e, "map": final_map - (epochs - 1 - e), "map_ema": final_map - 5.0, "seconds": 10.0,
-             "missing_precision": precision, "missing_recall": recall} for e in range(epochs)]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return run
-
-
-def synthetic_study(root, epochs=2):
-    """Two strengths; ASL/Hill/SPLC per seed chosen so that paired and unpaired spreads differ."""
-    maps = {"S1": {"Asl": [50.0, 52.0, 54.0], "Hill": [51.0, 52.0, 56.0], "SPLC": [49.0, 51.0, 53.0],
-                   "BCE": [40.0, 41.0, 42.0]},
-            "S2": {"Asl": [60.0, 61.0, 62.0], "Hill": [62.0, 63.0, 64.0], "SPLC": [61.0, 61.0, 61.0],
-                   "BCE": [55.0, 55.0, 55.0]}}
-    ref = {"S1": [70.0, 71.0, 72.0], "S2": [80.0, 80.0, 80.0]}
-    for strength, by_loss in maps.items():
-        (root / strength).mkdir(parents=True)
-        (root / strength / "strength.json").write_text(json.dumps({"name": strength, "epochs": epochs}))
-        for seed in range(3):
-            write_exported(root, strength, f"full-BCE-s{seed}", ref[strength][seed], epochs)
-            for loss, values in by_loss.items():
-                write_exported(root, strength, f"0.4left-{loss}-s{seed}", values[seed], epochs,
-                               precision=50.0 + 10 * seed, recall=20.0)
-    return root
-
-
 def test_parse_strengths_and_bad_specs(capsys):
     s = reproduce.parse_strengths("S1=48/2000/6, S2=64/4000/8/resnet18")
     assert s == [reproduce.Strength("S1", 48, 2000, 6), reproduce.Strength("S2", 64, 4000, 8, "resnet18")]
@@ -101,43 +71,7 @@ def test_parse_strengths_and_bad_specs(capsys):
         assert e.value.code == 2 and "--strengths" in capsys.readouterr().err
 
 
-def test_analysis_pairs_seeds_and_reads_last_epoch(tmp_path):
-    root = synthetic_study(tmp_path / "export")
-    # an unfinished run (1 of 2 epochs) is left out of the analysis
-    write_exported(root, "S2", "singlelabel-Hill-s0", 99.0, epochs=1)
-    study = reproduce.analyze_study(reproduce.load_study(root))
-    assert study["strengths"] == ["S1", "S2"]
-    gaps = {(g["strength"], g["loss"]): g for g in study["gaps"]}
-    hill = gaps[("S1", "Hill")]
-    assert hill["diffs"] == [1.0, 0.0, 2.0] and hill["mean"] == pytest.approx(1.0)
-    assert hill["std"] == pytest.approx(1.0)  # paired; the unpaired std of the two columns would be ~2
-    assert gaps[("S1", "SPLC")]["mean"] == pytest.approx(-1.0) and gaps[("S1", "SPLC")]["std"] == pytest.approx(0.0)
-    assert gaps[("S2", "SPLC")]["diffs"] == [1.0, 0.0, -1.0]
-    assert hill["ref_mean"] == pytest.approx(71.0) and gaps[("S2", "Hill")]["ref_std"] == pytest.approx(0.0)
-    cells = {(c["strength"], c["setting"], c["loss"]): c for c in study["cells"]}
-    assert ("S2", "singlelabel", "Hill") not in cells
-    asl = cells[("S1", "0.4left", "Asl")]
-    assert asl["maps"] == [50.0, 52.0, 54.0] and asl["std"] == pytest.approx(2.0)
-    assert asl["missing_precision"] == pytest.approx(60.0) and asl["missing_recall"] == pytest.approx(20.0)
-
-
-def test_analyze_cli_writes_tables_and_figure(tmp_path, capsys):
-    root = synthetic_study(tmp_path / "export")
-    reproduce.main(["--analyze", str(root), "--pics", str(tmp_path / "pics"), "--settings", "full,0.4left"])
-    md = (root / "analysis.md").read_text()
-    assert "| S1 | 71.00 ± 1.00 | +1.00 ± 1.00 | -1.00 ± 0.00 |" in md
-    assert "| Asl |  | 52.00 ± 2.00 | 60 / 20 |" in md
-    with open(root / "analysis.csv") as f:
-        records = list(csv.DictReader(f))
-    gap = [r for r in records if r["kind"] == "gap_vs_asl" and r["strength"] == "S2" and r["loss"] == "Hill"]
-    assert gap[0]["values"] == "2.0000 2.0000 2.0000" and gap[0]["ref_mean"] == "80.0000"
-    assert (tmp_path / "pics" / "strength_gap.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(SystemExit, match="no strength.json"):
-        (root / "stray").mkdir()
-        reproduce.main(["--analyze", str(root), "--pics", str(tmp_path / "pics")])
-
-
-def test_exported_runs_are_not_trained_again(tmp_path, capsys):
+def test_exported_runs_are_not_trained_again(tmp_path, capsys, synthetic_study):
     """A study whose every run is in the export trains nothing (no data, no pretraining) and re-analyses."""
     export = synthetic_study(tmp_path / "export", epochs=2)
     for s in ("S1", "S2"):

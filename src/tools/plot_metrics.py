@@ -176,7 +176,7 @@ def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
     """'Loss - ASL' mAP gap against full-label BCE mAP, one point per strength, one panel per setting.
 
     ``gaps``: dicts with strength, setting, loss, mean, std (None: no error bar), ref_mean, ref_std, n, as
-    src.tools.reproduce.analyze_study makes them; a gap without a reference mAP is left out.
+    src.tools.strength_study.analyze_study makes them; a gap without a reference mAP is left out.
     """
     import matplotlib
 
