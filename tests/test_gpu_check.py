@@ -19,9 +19,11 @@ def test_cpu_rehearsal_runs_every_step(tmp_path, capsys):
     status = {s["name"]: s["status"] for s in report["steps"]}
     assert rc == 0, f"steps: {report['steps']}"
     has_baseline = gc.SHARED_BASELINE.is_file() or gc.CARRIED_BASELINE.is_file()
-    assert status == {"setup": "ok", "data": "ok", "sync": "skipped", "train": "ok", "bench": "ok",
+    assert status == {"setup": "ok", "data": "ok", "sync": "skipped", "decode": "ok", "train": "ok", "bench": "ok",
                       "baseline": "ok" if has_baseline else "skipped",
                       "bench-compile": "skipped", "train-compile": "skipped"}
+    decode = report["raw"]["decode"]  # the CPU decoder turns libjpeg's warning into an error naming the file
+    assert decode["outcome"] == "raised ImageDecodeError" and "(cut): bad image" in decode["message"]
     train = report["raw"]["train"]
     assert [e["epoch"] for e in train["epochs"]] == [0, 1, 2]
     assert train["epoch_lines"] and train["epoch_lines"][-1].startswith("epoch 2/2")
@@ -39,6 +41,24 @@ def test_cpu_rehearsal_runs_every_step(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "| what | measured | unit | target | met |" in table and "exit status 0" in table
     assert table.strip() in capsys.readouterr().out
+
+
+def test_closed_truncated_jpeg_passes_the_header_rule_but_not_the_decoder(tmp_path):
+    import numpy as np
+    import torch
+    from torchvision.io import encode_jpeg
+
+    from src.data.decode import BadImageError, check_jpeg_complete, decode_rgb
+
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8))
+    data = encode_jpeg(image).numpy().tobytes()
+    cut = gc.closed_truncated_jpeg(data)
+    assert cut.endswith(b"\xff\xd9") and len(cut) < len(data)
+    check_jpeg_complete(cut, "x.jpg")  # no error: the file looks complete
+    with pytest.raises(BadImageError, match="x.jpg: bad image: corrupt data"):
+        decode_rgb(np.frombuffer(cut, dtype=np.uint8).copy(), "x.jpg")
+    with pytest.raises(ValueError):
+        gc.closed_truncated_jpeg(b"not a jpeg")
 
 
 def test_runner_kills_on_cue_and_at_its_time_limit(tmp_path):
@@ -79,6 +99,12 @@ def test_table_computes_ratios_and_verdicts():
     assert h200["eval of 40,137 images (val2014), model + EMA"]["met"] is False
     empty = {r["what"]: r for r in gc.table_rows({}, "NVIDIA H200")}
     assert empty["(a)/(b), eager"]["measured"] is None and empty["(a)/(b), eager"]["met"] is None
+    decode = "the input pipeline's decoder on a JPEG cut short and closed with FF D9"
+    silent = gc.table_rows({"decode": {"outcome": "decoded without an error", "mean_abs_diff": 31.25}}, "H200")
+    row = next(r for r in silent if r["what"] == decode)
+    assert row["met"] is False and "mean difference 31.2 levels" in row["measured"]
+    raised = gc.table_rows({"decode": {"outcome": "raised ImageDecodeError", "message": "x"}}, "H200")
+    assert next(r for r in raised if r["what"] == decode)["met"] is True
 
 
 def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path, monkeypatch):
@@ -95,7 +121,7 @@ def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path, monkeypatch
                   "--baseline", __file__])
     report = json.loads((tmp_path / "table.json").read_text())
     assert rc == 1 and report["failed"] == ["bench"]
-    assert ran == ["setup", "data", "train", "bench", "baseline"]
+    assert ran == ["setup", "data", "decode", "train", "bench", "baseline"]
     assert "failed: bench" in (tmp_path / "table.md").read_text()
 
 

@@ -12,6 +12,8 @@ Steps, each in its own process with a time limit; a failure is recorded and the 
                 annotations/instances_val2014.json with 80 categories, a training label list; random labels)
   sync          (CUDA) GpuTrainPreprocess's augmentation and the Prefetcher's handover under
                 torch.cuda.set_sync_debug_mode("error"): no host sync; a CUDA-generator augmentation must trip it
+  decode        the input pipeline's decoder (nvjpeg on CUDA) on a JPEG cut short and closed with FF D9, which
+                passes the header check: an error naming the file, or pixels and how far they are from the intact file
   train         train.py with its default flags plus --pretrained none, --max-steps-per-epoch, --stop-epoch 2:
                 killed with SIGKILL once epoch 1 is written, resumed with --resume auto for epoch 2, then
                 validate.py on best.ckpt must give the run's best mAP
@@ -365,6 +367,46 @@ def run_sync_check_child(pool: Path, image_size: int, batch: int) -> None:
     print(json.dumps({"batches_without_sync": len(batches), "detector_caught_known_sync": caught}), flush=True)
 
 
+def closed_truncated_jpeg(data: bytes) -> bytes:
+    """``data`` cut halfway through its last scan and closed with an end-of-image marker (FF D9), as a download
+    cut short and then 'repaired' looks. It passes check_jpeg_complete: only the decoder can tell."""
+    sos = data.rfind(b"\xff\xda")
+    if sos < 0:
+        raise ValueError("not a JPEG with a scan")
+    return data[:sos + (len(data) - sos) // 2] + b"\xff\xd9"
+
+
+def decode_check(runner: Runner, pool: Path, device: str) -> dict:
+    rc, lines, _ = runner.run("decode", [sys.executable, "-m", "src.tools.gpu_check", "--run-decode-check", str(pool),
+                                         "--device", device], 60)
+    if rc != 0:
+        raise CheckError(f"the decode check did not run: {_tail(lines)}")
+    return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+
+
+def run_decode_check_child(pool: Path, device: str) -> None:
+    """What the training pipeline's decoder does with a JPEG cut short and closed with FF D9: an error naming the
+    file (the CPU decoder's libjpeg warning is turned into one), or pixels, compared with the intact file's."""
+    import torch
+
+    from src.data.gpu_pipeline import decode_images
+
+    path = sorted(pool.glob("*.jpg"))[0]
+    data = path.read_bytes()
+    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8)  # noqa: E731
+    intact = decode_images([as_tensor(data)], device, names=[path.name])[0]
+    try:
+        cut = decode_images([as_tensor(closed_truncated_jpeg(data))], device, names=[f"{path.name} (cut)"])[0]
+        if device == "cuda":
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 (what is raised is the finding)
+        print(json.dumps({"outcome": f"raised {type(e).__name__}", "message": str(e)[:300]}), flush=True)
+        return
+    diff = (cut.float() - intact.float()).abs()
+    print(json.dumps({"outcome": "decoded without an error", "mean_abs_diff": diff.mean().item(),
+                      "fraction_off_by_more_than_16": (diff > 16).float().mean().item()}), flush=True)
+
+
 # ------------------------------------------------------------------------------------------------------ the table
 
 def ratio(x: float | None, y: float | None) -> float | None:
@@ -408,6 +450,12 @@ def table_rows(raw: dict, gpu_name: str) -> list[dict]:
     for label, r, key in (("eager", be, "a_over_baseline"), ("compiled", bc, "a_over_baseline_compiled")):
         q = ratio(r.get("a_train_img_s"), base)
         row(f"(a) {label} / baseline", q, "", f">= {TARGETS[key]}", None if q is None else q >= TARGETS[key])
+    dc = raw.get("decode")
+    if dc:
+        found = dc["outcome"] if "mean_abs_diff" not in dc else \
+            f"{dc['outcome']}: mean difference {dc['mean_abs_diff']:.1f} levels from the intact file"
+        row("the input pipeline's decoder on a JPEG cut short and closed with FF D9", found, "",
+            "an error naming the file", dc["outcome"].startswith("raised"))
     pa, pb = be.get("a_peak_gib"), bl.get("model_official_peak_gib")
     row("peak GPU memory: (a) eager / official-style step", f"{pa:.2f} / {pb:.2f}" if pa and pb else None, "GiB",
         "(a) <= official-style", None if not (pa and pb) else pa <= pb)
@@ -463,6 +511,7 @@ def plan(ctx: Context) -> list[tuple[str, str | None]]:
     return [("setup", None),
             ("data", None),
             ("sync", "needs CUDA (tests/test_gpu_pipeline.py checks the augmentation on 'meta')" if on_cpu else None),
+            ("decode", None),
             ("train", None),
             ("bench", None),
             ("baseline", "no baseline script (--baseline PATH)" if on_cpu and not ctx.baseline_script else None),
@@ -480,6 +529,8 @@ def _run_step(name: str, ctx: Context) -> dict:
         raise CheckError("no data: the data step failed")
     if name == "sync":
         return sync_check(ctx.runner, pool, ctx.size)
+    if name == "decode":
+        return decode_check(ctx.runner, pool, ctx.device)
     if name in ("train", "train-compile"):
         return train_end_to_end(ctx.runner, ctx.data, ctx.work / "runs" / name, ctx.size, ctx.device,
                                 name == "train-compile", name)
@@ -586,6 +637,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--toy", action="store_true", help="toy size on CUDA too (a quick look, not the measurement)")
     p.add_argument("--run-baseline", default=None, help=argparse.SUPPRESS)  # the baseline step's own process
     p.add_argument("--run-sync-check", default=None, help=argparse.SUPPRESS)  # the sync step's own process
+    p.add_argument("--run-decode-check", default=None, help=argparse.SUPPRESS)  # the decode step's own process
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     p.add_argument("--image-size", default=None, type=int, help=argparse.SUPPRESS)
     p.add_argument("--batch", default=None, type=int, help=argparse.SUPPRESS)
@@ -594,7 +646,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--baseline {args.baseline}: no such file")
     if args.budget is not None and args.budget <= 0:
         p.error("--budget must be positive")
-    if args.device == "cuda" and not (args.run_baseline or args.run_sync_check):
+    if args.device == "cuda" and not (args.run_baseline or args.run_sync_check or args.run_decode_check):
         import torch
 
         if not torch.cuda.is_available():
@@ -609,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.run_sync_check:
         run_sync_check_child(Path(args.run_sync_check), args.image_size, args.batch)
+        return 0
+    if args.run_decode_check:
+        run_decode_check_child(Path(args.run_decode_check), args.device)
         return 0
     return run_check(args)
 
