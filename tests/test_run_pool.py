@@ -147,3 +147,4 @@ def test_reproduce_jobs_on_a_plain_grid_writes_the_whole_table(tmp_path):
     table = (tmp_path / "runs" / "results.md").read_text()
     assert "| Asl |" in table and "| Hill |" in table and "| BCE |" in table and "3 runs" in table
     assert (tmp_path / "runs" / "logs" / "grid-0.4left-Hill-s0.log").is_file()
+    assert "0 runs to train" in _reproduce(argv)  # complete in OUT_DIR: nothing to start

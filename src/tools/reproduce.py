@@ -60,6 +60,12 @@ class Strength:
     epochs: int
     model_name: str | None = None  # None: the --model-name flag
 
+    @property
+    def text(self) -> str:
+        """As --strengths takes it: NAME=PX/IMAGES/EPOCHS[/MODEL]."""
+        return f"{self.name}={self.image_size}/{self.train_images}/{self.epochs}" \
+            + (f"/{self.model_name}" if self.model_name else "")
+
     def overrides(self) -> dict:
         out = {"image_size": self.image_size, "train_images": self.train_images, "epochs": self.epochs}
         return out | ({"model_name": self.model_name} if self.model_name else {})
@@ -299,27 +305,25 @@ def _without_pool_flags(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _strength_text(strength: Strength) -> str:
-    """The --strengths item of ``strength``: NAME=PX/IMAGES/EPOCHS[/MODEL]."""
-    return f"{strength.name}={strength.image_size}/{strength.train_images}/{strength.epochs}" \
-        + (f"/{strength.model_name}" if strength.model_name else "")
-
-
 def _pool_runs(a: argparse.Namespace) -> tuple[list[PoolRun], list[str]]:
-    """Every planned run not yet complete in the export, as pool runs; and the strengths' names, in order."""
+    """Every planned run complete neither in the export nor in OUT_DIR, as pool runs; and the strengths' names."""
     full_losses = a.losses if a.full_losses == "all" else parse_losses(a.full_losses)
     specs = plan_grid(a.settings, a.losses, a.seeds, full_losses)
+
+    def pending(export_dir: Path | None, out_dir: Path, name: str, epochs: int) -> bool:
+        return exported_run(export_dir, name, epochs) is None and not run_is_complete(out_dir / name, epochs)
+
     if a.strengths is None:  # one grid: one group, since every run shares the data and the pretraining
         return [PoolRun("grid", None, spec, "grid") for spec in specs
-                if exported_run(a.export, spec.name, a.epochs) is None], ["grid"]
+                if pending(a.export, a.out_dir, spec.name, a.epochs)], ["grid"]
     runs = []
     for strength in a.strengths:
         export_dir = a.export / strength.name if a.export else None
         if export_dir is not None:
             _check_strength_export(export_dir, strength, argparse.Namespace(**(vars(a) | strength.overrides())))
         group = f"{strength.image_size}px"  # the toy data's and the pretraining's cache folders are named by it
-        runs += [PoolRun(strength.name, _strength_text(strength), spec, group) for spec in specs
-                 if exported_run(export_dir, spec.name, strength.epochs) is None]
+        runs += [PoolRun(strength.name, strength.text, spec, group) for spec in specs
+                 if pending(export_dir, a.out_dir / strength.name, spec.name, strength.epochs)]
     return runs, [s.name for s in a.strengths]
 
 
