@@ -1,4 +1,5 @@
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -63,3 +64,18 @@ def write_exported():
 def synthetic_study():
     """synthetic_study(root, epochs=2) -> root, an export of two strengths with known per-seed mAPs."""
     return _synthetic_study
+
+
+@pytest.fixture
+def nus_folder(toy_coco):
+    """nus_folder(root, n_train, n_val) -> root, a NUS-WIDE-shaped folder made of toy COCO images: ROOT/images and
+    ROOT/train.txt, ROOT/val.txt (the toy full-label lines, read as 81-class lists)."""
+    def make(root, n_train, n_val):
+        (root / "images").mkdir()
+        lines = (toy_coco / "coco_train_full.txt").read_text().splitlines()[:n_train + n_val]
+        for line in lines:
+            shutil.copy(toy_coco / "train2014" / line.split(",")[0], root / "images")
+        (root / "train.txt").write_text("\n".join(lines[:n_train]) + "\n")
+        (root / "val.txt").write_text("\n".join(lines[n_train:]) + "\n")
+        return root
+    return make

@@ -1,6 +1,5 @@
 """The training scripts' data: their flags' folders and lists -> Datasets, or a one-line error naming the flag."""
 import argparse
-import shutil
 
 import pytest
 
@@ -29,13 +28,8 @@ def test_coco_errors_name_the_flag(toy_coco, tmp_path):
         coco_datasets(_args(add_coco_args, ["--data", str(toy_coco), "--dataset", "nowhere.txt"]), None, None, False)
 
 
-def test_nus_reads_images_and_both_lists_with_81_classes(toy_coco, tmp_path):
-    (tmp_path / "images").mkdir()
-    lines = (toy_coco / "coco_train_full.txt").read_text().splitlines()[:6]
-    for line in lines:
-        shutil.copy(toy_coco / "train2014" / line.split(",")[0], tmp_path / "images")
-    (tmp_path / "train.txt").write_text("\n".join(lines[:4]) + "\n")
-    (tmp_path / "val.txt").write_text("\n".join(lines[4:]) + "\n")
+def test_nus_reads_images_and_both_lists_with_81_classes(nus_folder, tmp_path):
+    nus_folder(tmp_path, 4, 2)
     flags = ["--data", str(tmp_path), "--train-dataset", str(tmp_path / "train.txt")]
     data = nus_datasets(_args(add_nus_args, flags + ["--val-dataset", str(tmp_path / "val.txt")]), None, None, False)
     assert data.num_classes == 81 and (len(data.train), len(data.test)) == (4, 2) and len(data.class_names) == 81

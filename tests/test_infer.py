@@ -83,14 +83,9 @@ def test_checkpoints_store_the_class_names_in_index_order(run, toy_coco):
     assert load_model_file(run / "best.ckpt").meta["class_names"] == TOY_NAMES
 
 
-def test_train_nus_stores_the_nus_wide_names_or_those_of_classes(toy_coco, tmp_path, capsys):
+def test_train_nus_stores_the_nus_wide_names_or_those_of_classes(nus_folder, tmp_path, capsys):
     """A NUS-WIDE-shaped folder (DATA/images, 81-class lists) made of toy images; one training step."""
-    (tmp_path / "images").mkdir()
-    lines = (toy_coco / "coco_train_full.txt").read_text().splitlines()[:16]
-    for line in lines:
-        shutil.copy(toy_coco / "train2014" / line.split(",")[0], tmp_path / "images")
-    (tmp_path / "train.txt").write_text("\n".join(lines[:8]) + "\n")
-    (tmp_path / "val.txt").write_text("\n".join(lines[8:]) + "\n")
+    nus_folder(tmp_path, 8, 8)
     names = tmp_path / "names.txt"
     names.write_text("".join(f"concept {i}\n" for i in range(81)))
 

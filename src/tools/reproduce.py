@@ -268,8 +268,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     p = build_parser()
     a = p.parse_args(argv)
     if a.analyze is not None:
-        return report_study(a.analyze, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings,
-                            len(a.seeds))["cells"]
+        return _report(a, a.analyze)["cells"]
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
     if a.jobs > 1 and not train_in_pool(a, list(sys.argv[1:] if argv is None else argv)):
@@ -288,8 +287,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rows += [r | {"strength": strength.name} for r in summarize(run_grid(sa, p, a.out_dir / strength.name,
                                                                                export_dir))]
     if a.export is not None and not a.no_report:
-        report_study(a.export, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings, len(a.seeds))
+        _report(a, a.export)
     return rows
+
+
+def _report(a: argparse.Namespace, export: Path) -> dict:
+    """The study's tables and figure from the export (``strength_study.report_study``) for these flags."""
+    return report_study(export, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings, len(a.seeds))
 
 
 def _without_pool_flags(argv: Sequence[str]) -> list[str]:
@@ -343,7 +347,7 @@ def train_in_pool(a: argparse.Namespace, argv: Sequence[str]) -> bool:
     print(f"{len(result['not started'])} runs not started (--stop-after): run the same command again to train "
           "them", flush=True)
     if a.strengths is not None and a.export is not None and load_study(a.export):
-        report_study(a.export, a.pics, list(dict.fromkeys([*a.losses, "BCE"])), a.settings, len(a.seeds))
+        _report(a, a.export)
     return False
 
 

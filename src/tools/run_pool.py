@@ -6,10 +6,12 @@ One toy run leaves a GPU mostly idle, so ``reproduce ... --jobs N`` hands its ru
         --export results/strength [--stop-after 600]
 
 Each child is the same command restricted to one run (``[--strengths NAME] --settings S --losses L --seeds K``).
-Per image size, one run goes first and alone: it makes the toy data and pretraining of its strength (their cache
-folders are named by the image size, so strengths of one size may share them), which the others then find cached. Runs already complete in the export are not started. The order puts the runs the gap figure
-needs first (ASL, Hill and SPLC on 0.4left, and the full-label reference), then the singlelabel ones, then the
-rest. Children's output goes to OUT_DIR/logs/<strength>-<run>.log; the pool prints one line per start and end.
+Per image size, one run goes first and alone: it makes the toy data and pretraining of its strength (their
+cache folders are named by the image size, so strengths of one size may share them), which the others then
+find cached. Runs already complete in the export or in OUT_DIR are not started. The order puts the runs the
+gap figure needs first (ASL, Hill and SPLC on 0.4left, and the full-label reference), then the singlelabel
+ones, then the rest. Children's output goes to OUT_DIR/logs/<strength>-<run>.log; the pool prints one line
+per start and end.
 With --stop-after S no run starts after S seconds; those running finish.
 """
 from __future__ import annotations
@@ -98,7 +100,7 @@ def run_pool(runs: Sequence[PoolRun], base: Sequence[str], jobs: int, log_dir: P
             for run in [r for r in queue if opened.get(r.group) == "failed"]:
                 queue.remove(run)
                 result["skipped"].append(run.label)
-            late = stop_after is not None and time.monotonic() - t0 > stop_after
+            late = stop_after is not None and time.monotonic() - t0 >= stop_after
             while queue and len(running) < jobs and not late:
                 run = next((r for r in queue if opened.get(r.group, "new") in ("new", "ready")), None)
                 if run is None:
@@ -110,7 +112,8 @@ def run_pool(runs: Sequence[PoolRun], base: Sequence[str], jobs: int, log_dir: P
             if late:
                 result["not started"] += [r.label for r in queue]
                 queue.clear()
-            time.sleep(0.5)
+            if running:
+                time.sleep(0.5)
     finally:
         for run in running:
             if run.proc.poll() is None:
