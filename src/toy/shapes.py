@@ -19,8 +19,8 @@ smooth textured background with low-contrast grey clutter.
 
 **Scenes.** A toy COCO image is given its label set (``src.toy.generate`` takes it from a line of
 the official ``coco_train_full.txt``, up to 18 labels). Every labelled class gets one object; then
-each class gets extra instances with probability ``EXTRA_INSTANCE_P`` each (0.45 for person, which
-comes in crowds, 0.12 for the rest), up to ``max_objects(size, k) = max(k, min(16, size // 4))``
+each class gets another instance with probability ``EXTRA_INSTANCE_P`` (0.45 for person, which comes
+in crowds, 0.12 for the rest), again and again (a geometric number of extras), up to ``max_objects(size, k) = max(k, min(16, size // 4))``
 objects in all (16 at 64 px, 8 at 32 px): the labelled classes are never dropped.
 
 **Sizes.** An object's radius r (half its extent before the +-15% aspect jitter) is log-uniform:
