@@ -5,6 +5,7 @@ import pytest
 
 from src.data.builders import add_coco_args, add_nus_args, coco_datasets, nus_datasets
 from src.errors import UserError
+from src.toy.shapes import NUM_CLASSES
 
 
 def _args(add, argv):
@@ -16,9 +17,9 @@ def _args(add, argv):
 def test_coco_builds_the_list_over_train2014_and_tests_on_val2014(toy_coco):
     args = _args(add_coco_args, ["--data", str(toy_coco), "--dataset", str(toy_coco / "coco_train_0.4left.txt")])
     data = coco_datasets(args, None, None, raw=False)
-    assert data.num_classes == data.train.num_classes == data.test.num_classes == 24
+    assert data.num_classes == data.train.num_classes == data.test.num_classes == NUM_CLASSES
     assert (len(data.train), len(data.test)) == (48, 24) and data.train_list == args.dataset
-    assert data.class_names == data.test.class_names and len(data.class_names) == 24
+    assert data.class_names == data.test.class_names and len(data.class_names) == NUM_CLASSES
 
 
 def test_coco_errors_name_the_flag(toy_coco, tmp_path):

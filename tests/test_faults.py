@@ -17,6 +17,7 @@ import train
 import validate
 from src.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from src.tools import upgrade_checkpoint
+from src.toy.shapes import NUM_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
@@ -325,7 +326,7 @@ def test_resume_with_renamed_classes_is_refused(toy, reference, tmp_path, capsys
     ("duplicate category name", "appears twice (ids"),
     ("val lacks a category", "its categories differ from"),
     ("annotation file_name leaves the folder", "must not leave the image folder"),
-    ("list index beyond the classes", "coco_train_0.4left.txt:1: class index 24 out of range [0, 24)"),
+    ("list index beyond the classes", f"coco_train_0.4left.txt:1: class index {NUM_CLASSES} out of range [0, {NUM_CLASSES})"),
     ("list file name leaves the folder", "coco_train_0.4left.txt:1: file name must be relative"),
 ])
 def test_class_set_and_data_file_faults(toy, tmp_path, capsys, fault, message):
@@ -347,7 +348,7 @@ def test_class_set_and_data_file_faults(toy, tmp_path, capsys, fault, message):
         annotated = d["annotations"][0]["image_id"]
         next(im for im in d["images"] if im["id"] == annotated)["file_name"] = "../../secret.jpg"
     elif fault == "list index beyond the classes":
-        lines[0] = lines[0].split(",")[0] + ",0 24"
+        lines[0] = lines[0].split(",")[0] + f",0 {NUM_CLASSES}"
     elif fault == "list file name leaves the folder":
         lines[0] = "/etc/passwd," + lines[0].split(",")[1]
     ann.write_text(json.dumps(d))

@@ -193,14 +193,14 @@ def test_old_checkpoint_without_names(old_ckpt, toy_coco, tmp_path, capsys):
     image = val_images(toy_coco, 1)[0]
     result = infer_main("--model-path", old_ckpt, image, "-j", "0", "--top-k", "3")
     captured = capsys.readouterr()
-    assert "classes are shown as their indices" in captured.err and result["class_names"] == index_names(24)
+    assert "classes are shown as their indices" in captured.err and result["class_names"] == index_names(len(TOY_NAMES))
     assert all(name.isdigit() for name, _ in printed_labels(captured.out)[str(image)])
     assert infer_main("--model-path", old_ckpt, image, "-j", "0", "--data", toy_coco)["class_names"] == TOY_NAMES
     names_file = tmp_path / "names.txt"
     names_file.write_text("\n".join(TOY_NAMES) + "\n")
     assert infer_main("--model-path", old_ckpt, image, "-j", "0", "--classes", names_file)["class_names"] == TOY_NAMES
     names_file.write_text("\n".join(TOY_NAMES[:5]) + "\n")
-    assert f"{names_file}: 5 class names for 24 classes" in exit_message(
+    assert f"{names_file}: 5 class names for {len(TOY_NAMES)} classes" in exit_message(
         capsys, "--model-path", old_ckpt, image, "--classes", names_file)
 
 
@@ -287,7 +287,7 @@ def test_image_files_hand_back_unreadable_files(tmp_path, toy_coco):
 @pytest.mark.parametrize("flags, message", [
     (["--thre", "1.5"], "outside [0, 1]"),
     (["--top-k", "0"], "not a positive integer"),
-    (["--top-k", "25"], "exceeds the model's 24 classes"),
+    (["--top-k", str(len(TOY_NAMES) + 1)], f"exceeds the model's {len(TOY_NAMES)} classes"),
     (["--image-size", "48"], "disagrees with the checkpoint"),
 ])
 def test_bad_flags(run, toy_coco, capsys, flags, message):

@@ -7,9 +7,10 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from src.data.class_names import COCO_2014_CATEGORIES
 from src.data.labels import read_label_list
 from src.toy import generate as gen
-from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES
+from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES, max_objects
 
 LISTS = ("full", "0.75left", "0.4left", "singlelabel")
 SMALL = dict(train=10, val=5, image_size=32, workers=1, verbose=False)
@@ -43,9 +44,9 @@ def test_layout(toy_coco):
 def test_pycocotools_loads_with_gapped_category_ids(toy_coco, split):
     coco = COCO(str(toy_coco / "annotations" / f"instances_{split}2014.json"))
     ids = sorted(coco.getCatIds())
-    assert len(ids) == NUM_CLASSES >= 20
+    assert len(ids) == NUM_CLASSES == 80
     assert ids == list(CATEGORY_IDS) and np.diff(ids).max() > 1  # gaps, as in COCO
-    assert len({c["name"] for c in coco.loadCats(ids)}) == NUM_CLASSES
+    assert [(c["id"], c["name"]) for c in coco.loadCats(ids)] == list(COCO_2014_CATEGORIES)
     ann_ids = coco.getAnnIds()
     assert len(set(ann_ids)) == len(ann_ids) > 0
     for a in coco.loadAnns(ann_ids):
@@ -80,7 +81,41 @@ def test_objects_and_labels_per_image(toy_coco):
         coco = COCO(str(toy_coco / "annotations" / f"instances_{split}2014.json"))
         for img_id in coco.getImgIds():
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
-            assert 1 <= len({a["category_id"] for a in anns}) <= len(anns) <= 8
+            k = len({a["category_id"] for a in anns})
+            assert 1 <= k <= len(anns) <= max_objects(40, k)
+
+
+def test_label_sets_come_from_disjoint_lines_of_the_official_list(toy_coco, dataset_dir):
+    official = read_label_list(dataset_dir / "coco_train_full.txt", NUM_CLASSES)
+    lines = {}
+    for split in ("train", "val"):
+        ann = toy_coco / "annotations" / f"instances_{split}2014.json"
+        images = json.loads(ann.read_text())["images"]
+        _, truth = _labels_by_image(ann)
+        lines[split] = [im["source_line"] for im in images]
+        for im in images:
+            assert truth[im["file_name"]] == tuple(sorted(official[im["source_line"] - 1].labels))
+    assert len(set(lines["train"])) == 48 and len(set(lines["val"])) == 24
+    assert not set(lines["train"]) & set(lines["val"])
+
+
+def test_source_lines_are_seeded_disjoint_and_nested():
+    train, val = gen.source_lines(0, 100, 30, 20)
+    assert len(set(train) | set(val)) == 50 and set(train) | set(val) <= set(range(100))
+    again = gen.source_lines(0, 100, 30, 20)
+    assert (train == again[0]).all() and (val == again[1]).all()
+    more_train, same_val = gen.source_lines(0, 100, 60, 20)
+    assert (more_train[:30] == train).all() and (same_val == val).all()
+    assert not (gen.source_lines(1, 100, 30, 20)[0] == train).all()
+    with pytest.raises(gen.ToySizeError, match="only 100 lines"):
+        gen.source_lines(0, 100, 90, 11)
+
+
+def test_too_many_images_for_the_official_list_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(gen, "official_label_sets", lambda: ((0,), (1, 2), (3,)))
+    with pytest.raises(gen.ToySizeError, match="train \\+ val = 4 images"):
+        gen.make_toy_coco(tmp_path / "d", train=2, val=2, image_size=32, verbose=False)
+    assert not (tmp_path / "d").exists()
 
 
 def test_label_lists_parse_and_match_annotations(toy_coco):
@@ -112,7 +147,7 @@ def test_process_pool_gives_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(gen.multiprocessing, "get_context", lambda m: contexts.append(m) or real(m))
     for d in ("one", "two"):
         (tmp_path / d / "train2014").mkdir(parents=True)
-    tasks = [(str(tmp_path / "one"), "train2014", i, i + 1, 0, 32) for i in range(8)]
+    tasks = gen._coco_tasks(tmp_path / "one", 0, 8, 0, 32)
     one = gen._run(gen._coco_image, tasks, workers=1)
     two = gen._run(gen._coco_image, [(str(tmp_path / "two"), *t[1:]) for t in tasks], workers=2, min_per_worker=1)
     assert contexts == ["spawn"]  # the second run really used a pool

@@ -104,11 +104,11 @@ def test_old_checkpoint_without_names_takes_them_from_the_data_or_classes(run, t
     names = tmp_path / "names.txt"
     names.write_text("\n".join(TOY_NAMES) + "\n")
     validate_main("--model-path", old, *lst, "--classes", names, "--save-scores", tmp_path / "a.csv")
-    assert next(csv.reader((tmp_path / "a.csv").open()))[1:25] == TOY_NAMES
+    assert next(csv.reader((tmp_path / "a.csv").open()))[1:len(TOY_NAMES) + 1] == TOY_NAMES
     capsys.readouterr()
     validate_main("--model-path", old, *lst, "--save-scores", tmp_path / "b.csv")
     assert "classes are shown as their indices" in capsys.readouterr().out
-    assert next(csv.reader((tmp_path / "b.csv").open()))[1:25] == [str(i) for i in range(24)]
+    assert next(csv.reader((tmp_path / "b.csv").open()))[1:len(TOY_NAMES) + 1] == [str(i) for i in range(len(TOY_NAMES))]
 
 
 def test_names_that_disagree_with_the_data_are_an_error(run, toy_coco, tmp_path, capsys):

@@ -1,4 +1,9 @@
-"""Class names: NUS-WIDE's 81 concepts, plain index names, and reading a ``--classes FILE``.
+"""Class names: MS-COCO 2014's 80 categories, NUS-WIDE's 81 concepts, plain index names, and reading a
+``--classes FILE``.
+
+MS-COCO 2014's categories are listed as (category id, name), as in instances_{train,val}2014.json: ids run
+1..90 with 10 gaps, and the class index of the official label lists is the rank of the id (0 = person,
+79 = toothbrush). The names and ids are facts about the dataset (Lin et al., ECCV 2014).
 
 NUS-WIDE's concepts are listed in the order of the dataset's Concepts81.txt (alphabetical), which is the
 class-index order of the official label lists (nus_val.txt: index 55 = sky, 13 = clouds, 42 = person are
@@ -16,8 +21,23 @@ from pathlib import Path
 
 from src.errors import UserError
 
-__all__ = ["NUS_WIDE_CLASSES", "ClassNamesError", "read_class_names", "read_classes_flag", "index_names",
+__all__ = ["COCO_2014_CATEGORIES", "NUS_WIDE_CLASSES", "ClassNamesError", "read_class_names", "read_classes_flag", "index_names",
            "check_class_names"]
+
+# id -> name, None where COCO 2014 has no category (ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83).
+_COCO_NAMES_BY_ID: tuple[str | None, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", None, "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", None, "backpack", "umbrella", None, None, "handbag", "tie",
+    "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", None, "wine glass", "cup", "fork", "knife", "spoon",
+    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+    "chair", "couch", "potted plant", "bed", None, "dining table", None, None, "toilet", None, "tv", "laptop",
+    "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", None,
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush")
+# The 80 MS-COCO 2014 categories (id, name) in id order: position = class index of the official lists.
+COCO_2014_CATEGORIES: tuple[tuple[int, str], ...] = tuple(
+    (i, n) for i, n in enumerate(_COCO_NAMES_BY_ID, start=1) if n is not None)
 
 NUS_WIDE_CLASSES: tuple[str, ...] = (
     "airport", "animal", "beach", "bear", "birds", "boats", "book", "bridge", "buildings", "cars",

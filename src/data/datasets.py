@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src.data.class_names import COCO_2014_CATEGORIES  # re-exported: one list, in class_names
 from src.data.decode import BadImageError, check_jpeg_complete, decode_rgb
 from src.data.labels import LabelEntry, LabelListError, escape_problem, read_label_list
 from src.errors import UserError
@@ -52,20 +53,6 @@ __all__ = [
 NUS_NUM_CLASSES = 81
 
 _log = logging.getLogger(__name__)
-
-
-# The 80 MS-COCO 2014 categories (id, name), as in instances_{train,val}2014.json; class index = rank of the id.
-COCO_2014_CATEGORIES: tuple[tuple[int, str], ...] = tuple(enumerate((
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", None, "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", None, "backpack", "umbrella", None, None, "handbag", "tie",
-    "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
-    "skateboard", "surfboard", "tennis racket", "bottle", None, "wine glass", "cup", "fork", "knife", "spoon",
-    "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
-    "chair", "couch", "potted plant", "bed", None, "dining table", None, None, "toilet", None, "tv", "laptop",
-    "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", None,
-    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush"), start=1))
-COCO_2014_CATEGORIES = tuple((i, n) for i, n in COCO_2014_CATEGORIES if n is not None)
 
 
 class MissingImageError(UserError, FileNotFoundError):

@@ -25,6 +25,7 @@ from src.io_utils import atomic_write_text
 from src.loss_functions.losses import canonical_loss_name
 from src.tools.plot_metrics import RunMetrics, read_run
 from src.toy.generate import make_toy_coco, make_toy_imagenet
+from src.toy.shapes import NUM_CLASSES as NUM_TOY_CLASSES
 from src.trainer import run_training
 from src.training_flags import add_training_args
 
@@ -33,7 +34,6 @@ __all__ = ["Recipe", "RunSpec", "toy_coco_dir", "prepare_toy_coco", "pretrain", 
 
 TRAIN_IMAGES = 2000
 PRETRAIN_EPOCHS = 4
-NUM_TOY_CLASSES = 24
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Make the toy COCO: a small multi-label dataset of coloured shapes in the real MS-COCO 2014 layout.
+"""Make the toy COCO: a small multi-label dataset of coloured shapes with COCO's 80 classes and label sets.
 
     python -m src.tools.make_toy_coco --out data/toy_coco [--seed 0] [--train 4000] [--val 1000]
         [--image-size 64] [--force] [--preview pics/toy_coco_samples.png]
@@ -6,7 +6,9 @@
 
 writes DIR/train2014/*.jpg, DIR/val2014/*.jpg, DIR/annotations/instances_{train,val}2014.json and
 the official label lists DIR/coco_train_{full,0.75left,0.4left,singlelabel}.txt; a complete dataset made with
-the same arguments is reused (``--force`` regenerates). ``--imagenet`` makes the single-object "toy ImageNet"
+the same arguments is reused (``--force`` regenerates). Every image takes the label set of its own line of the
+official dataset/coco_train_full.txt (train and val from disjoint lines); after writing, the command prints the
+label structure of the toy's train lists beside the official ones (a markdown table). ``--imagenet`` makes the single-object "toy ImageNet"
 instead, in an ImageFolder layout (DIR/{train,val}/NN_class_name/*.jpg). The generators are ``src.toy.generate``;
 the scenes and their statistics ``src.toy.shapes``.
 """
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from src.toy.generate import (DEFAULT_IMAGE_SIZE, DEFAULT_PER_CLASS, DEFAULT_TRAIN, DEFAULT_VAL,
-                              DEFAULT_VAL_PER_CLASS, make_toy_coco, make_toy_imagenet, write_preview)
+                              DEFAULT_VAL_PER_CLASS, ToySizeError, make_toy_coco, make_toy_imagenet,
+                              write_preview)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           force=a.force, workers=a.workers)
     except FileExistsError as e:
         p.error(f"--out: {e}")
+    except ToySizeError as e:
+        p.error(f"--train/--val: {e}")
     if a.preview:
         print(f"preview -> {write_preview(a.out, a.preview)}")
     return 0

@@ -2,8 +2,17 @@
 
 ``make_toy_coco(out, seed, train, val, image_size)`` writes the toy COCO in the real MS-COCO 2014 layout:
 OUT/train2014/*.jpg, OUT/val2014/*.jpg, OUT/annotations/instances_{train,val}2014.json and the official label
-lists OUT/coco_train_{full,0.75left,0.4left,singlelabel}.txt. Class index = rank of the category id among the
-sorted ids, as in the official lists. The output is a pure function of the arguments (per-image seeds, fixed
+lists OUT/coco_train_{full,0.75left,0.4left,singlelabel}.txt. The 80 classes are COCO's categories, with
+COCO's names and ids (class index = rank of the id, as in the official lists).
+
+**Label sets from COCO.** Image i of the train split takes the label set of line ``train_lines[i]`` of the
+official dataset/coco_train_full.txt, image i of val that of line ``val_lines[i]``, where
+``source_lines(seed, n_lines, train, val)`` draws both without replacement from one seeded permutation
+(train from its front, val from its back): no val image shares a source line with a train image. Each image
+record of the annotations carries its ``source_line`` (1-based line number in that file). The missing-label
+lists are then made from the toy's own full list by ``write_missing_label_lists`` (the paper's formulas).
+With ``verbose`` the writer prints the label-structure table (``src.toy.label_structure``) of the lists it
+wrote beside the official ones. The output is a pure function of the arguments (per-image seeds, fixed
 JPEG settings), so the worker count does not matter. OUT/toy_coco.json records the arguments and is written
 last: a complete dataset made with the same arguments is reused (``force`` regenerates).
 
@@ -14,6 +23,7 @@ The command line is ``python -m src.tools.make_toy_coco``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -24,14 +34,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from src.data.labels import LabelEntry
+from src.data.labels import LabelEntry, read_label_list
 from src.io_utils import atomic_write, atomic_write_text
 from src.tools.make_missing_labels import write_missing_label_lists
+from src.toy.label_structure import format_structure_table, read_label_structure
 from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES, render_scene, render_single
 
-__all__ = ["make_toy_coco", "make_toy_imagenet", "write_preview", "coco_json", "categories"]
+__all__ = ["make_toy_coco", "make_toy_imagenet", "write_preview", "coco_json", "categories", "source_lines",
+           "official_label_sets", "structure_table", "ToySizeError"]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+OFFICIAL_DIR = Path(__file__).resolve().parents[2] / "dataset"  # the shipped official label lists
+OFFICIAL_FULL_LIST = OFFICIAL_DIR / "coco_train_full.txt"
 DEFAULT_TRAIN = 4000
 DEFAULT_VAL = 1000
 DEFAULT_IMAGE_SIZE = 64
@@ -39,7 +53,7 @@ DEFAULT_PER_CLASS = 200
 DEFAULT_VAL_PER_CLASS = 50
 JPEG_SETTINGS = {"quality": 90, "subsampling": 0, "optimize": False, "progressive": False}
 # Seed streams: toy COCO image i uses SeedSequence([seed, stream, i]), toy ImageNet [seed, stream, class, i].
-STREAMS = {"train2014": 0, "val2014": 1, "imagenet_train": 2, "imagenet_val": 3}
+STREAMS = {"train2014": 0, "val2014": 1, "imagenet_train": 2, "imagenet_val": 3, "source_lines": 4}
 VAL_ID_OFFSET = 500_000  # val image ids never collide with train ids, as in COCO
 MIN_IMAGES_PER_WORKER = 256  # below this, a process pool costs more than it saves
 COCO_MANIFEST = "toy_coco.json"
@@ -51,18 +65,39 @@ def image_rng(seed: int, stream: int, *index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream, *index]))
 
 
+class ToySizeError(ValueError):
+    """More toy COCO images asked for than the official full list has lines."""
+
+
+@functools.lru_cache(maxsize=1)
+def official_label_sets() -> tuple[tuple[int, ...], ...]:
+    """The label set (sorted class indices) of every line of dataset/coco_train_full.txt, in order."""
+    return tuple(tuple(sorted(e.labels)) for e in read_label_list(OFFICIAL_FULL_LIST, NUM_CLASSES))
+
+
+def source_lines(seed: int, n_lines: int, train: int, val: int) -> tuple[np.ndarray, np.ndarray]:
+    """0-based source lines of the train and val images: the front and the back of one permutation of
+    range(n_lines) seeded by SeedSequence([seed, STREAMS['source_lines']]), so they never overlap, a larger
+    train split extends a smaller one, and the val lines do not depend on ``train``."""
+    if train + val > n_lines:
+        raise ToySizeError(f"train + val = {train + val} images, but {OFFICIAL_FULL_LIST} has only {n_lines} "
+                           f"lines to take label sets from")
+    perm = image_rng(seed, STREAMS["source_lines"]).permutation(n_lines)
+    return perm[:train], perm[::-1][:val]
+
+
 def _save_jpeg(img: Image.Image, path: Path) -> None:
     img.save(path, format="JPEG", **JPEG_SETTINGS)
 
 
-def _coco_image(task: tuple[str, str, int, int, int, int]) -> dict[str, Any]:
+def _coco_image(task: tuple[str, str, int, int, int, int, int, tuple[int, ...]]) -> dict[str, Any]:
     """Render and save one toy COCO image; return its image record and objects (worker function)."""
-    root, split, index, image_id, seed, size = task
-    img, objects = render_scene(image_rng(seed, STREAMS[split], index), size)
+    root, split, index, image_id, seed, size, line, labels = task
+    img, objects = render_scene(image_rng(seed, STREAMS[split], index), size, labels)
     file_name = f"COCO_{split}_{image_id:012d}.jpg"
     _save_jpeg(img, Path(root) / split / file_name)
     return {
-        "image": {"id": image_id, "file_name": file_name, "width": size, "height": size},
+        "image": {"id": image_id, "file_name": file_name, "width": size, "height": size, "source_line": line + 1},
         "objects": [(o.class_index, o.bbox, o.area, o.polygon) for o in objects],
     }
 
@@ -87,8 +122,9 @@ def _run(fn: Callable, tasks: list, workers: int | None, min_per_worker: int = M
 
 
 def categories() -> list[dict[str, Any]]:
-    """COCO ``categories``: ids with gaps (1, 4, 7, 10, 14, ...), class index = rank of the id."""
-    return [{"id": cid, "name": c.name, "supercategory": c.shape} for cid, c in zip(CATEGORY_IDS, CLASSES)]
+    """COCO ``categories``: COCO's ids (1..90 with gaps) and names; ``look`` says how the toy draws each."""
+    return [{"id": cid, "name": c.name, "supercategory": c.shape, "look": c.look}
+            for cid, c in zip(CATEGORY_IDS, CLASSES)]
 
 
 def coco_json(records: list[dict[str, Any]], first_ann_id: int = 1) -> dict[str, Any]:
@@ -159,11 +195,10 @@ def make_toy_coco(out: str | os.PathLike, seed: int = 0, train: int = DEFAULT_TR
             print(f"toy COCO: cached at {out} (made with the same arguments; --force regenerates)")
         return out
     t0 = time.perf_counter()
+    tasks = _coco_tasks(out, seed, train, val, image_size)  # before _prepare: a ToySizeError deletes nothing
     _prepare(out, COCO_MANIFEST, args, ["train2014", "val2014", "annotations"])
     for d in ("train2014", "val2014", "annotations"):
         (out / d).mkdir(parents=True, exist_ok=True)
-    tasks = [(str(out), "train2014", i, i + 1, seed, image_size) for i in range(train)]
-    tasks += [(str(out), "val2014", i, VAL_ID_OFFSET + i + 1, seed, image_size) for i in range(val)]
     records = _run(_coco_image, tasks, workers)
     train_recs, val_recs = records[:train], records[train:]
     train_json = coco_json(train_recs)
@@ -177,10 +212,30 @@ def make_toy_coco(out: str | os.PathLike, seed: int = 0, train: int = DEFAULT_TR
     _finish(out, COCO_MANIFEST, args)
     if verbose:
         n_labels = sum(len({o[0] for o in r["objects"]}) for r in records)
+        n_objects = sum(len(r["objects"]) for r in records)
         print(f"toy COCO: {train} train + {val} val images, {NUM_CLASSES} classes, "
-              f"{n_labels / len(records):.2f} labels/image, {image_size}px -> {out} "
-              f"({time.perf_counter() - t0:.1f} s)")
+              f"{n_labels / len(records):.2f} labels/image, {n_objects / len(records):.2f} objects/image, "
+              f"{image_size}px -> {out} ({time.perf_counter() - t0:.1f} s)")
+        print(structure_table(out))
     return out
+
+
+def _coco_tasks(out: Path, seed: int, train: int, val: int, size: int) -> list[tuple]:
+    """One task per image: (root, split, index, image id, seed, size, source line, label set)."""
+    sets = official_label_sets()
+    train_lines, val_lines = source_lines(seed, len(sets), train, val)
+    tasks = [(str(out), "train2014", i, i + 1, seed, size, int(n), sets[n]) for i, n in enumerate(train_lines)]
+    tasks += [(str(out), "val2014", i, VAL_ID_OFFSET + i + 1, seed, size, int(n), sets[n])
+              for i, n in enumerate(val_lines)]
+    return tasks
+
+
+def structure_table(toy_dir: str | os.PathLike) -> str:
+    """The label-structure table of the toy's train lists in ``toy_dir`` beside the official COCO lists."""
+    official = read_label_structure(OFFICIAL_DIR, NUM_CLASSES)
+    toy = read_label_structure(toy_dir, NUM_CLASSES)
+    return format_structure_table({"MS-COCO 2014 train (official lists)": official,
+                                   "toy COCO train": toy})
 
 
 def _class_dir(class_index: int) -> str:

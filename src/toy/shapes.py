@@ -1,72 +1,97 @@
 """Procedural "toy" images of coloured shapes: the objects behind the toy COCO and toy ImageNet.
 
-A class is a (shape, hue, fill) triple; 12 shapes x 2 appearances give 24 classes. Every object is
-jittered in size, aspect, rotation (|angle| <= 20 deg, so square and diamond stay distinct), hue,
-saturation, brightness and stripe phase/angle, and drawn over a smooth textured background with
-low-contrast grey clutter. Everything is a pure function of a ``numpy.random.Generator``, so one
-image is reproducible from one seed.
+**Classes.** The toy has MS-COCO 2014's 80 categories, with COCO's names and ids
+(``src.data.class_names.COCO_2014_CATEGORIES``; class index = rank of the id). Each class looks like a
+(shape, hue, fill) triple, a full 5 x 8 x 2 design:
 
-Multi-label scenes follow COCO's statistics: the number of distinct labels k in 1..8 is drawn from
-COCO 2014 train's histogram (tail folded into 8, mean 2.91), classes are drawn without replacement
-with Zipf weights w_c = 1 / (c + 1) boosted x``COOCCUR_BOOST`` for partners of classes already in
-the image (like person + bicycle), and some classes get extra instances, for 1..8 objects in all.
+    shape = SHAPES[(i // 8) % 5]   disc, square, triangle, star, cross
+    hue   = HUES[i % 8]            red 0, orange 32, yellow 58, green 120, teal 172, blue 222,
+                                   purple 275, magenta 320 (degrees)
+    fill  = FILLS[i // 40]         solid (classes 0-39) or striped (40-79)
+
+so every class differs from 7 others in hue only, from 4 in shape only and from 1 in fill only; no
+single attribute tells a class. The hues are at least 26 degrees apart and jittered by at most
++-8 degrees, with saturation 0.65-1 and value 0.7-1, so hue alone stays distinct at any size; shape
+and fill (stripes of period >= 3 px) need an object of a few pixels' radius, so small objects are
+hard, as in COCO. Every object is jittered in aspect (+-15%), rotation (|angle| <= 20 deg, so a
+square never becomes a diamond), hue, saturation, brightness and stripe phase/angle, and drawn over a
+smooth textured background with low-contrast grey clutter.
+
+**Scenes.** A toy COCO image is given its label set (``src.toy.generate`` takes it from a line of
+the official ``coco_train_full.txt``, up to 18 labels). Every labelled class gets one object; then
+each class gets another instance with probability ``EXTRA_INSTANCE_P`` (0.45 for person, which comes
+in crowds, 0.12 for the rest), again and again (a geometric number of extras), up to ``max_objects(size, k) = max(k, min(16, size // 4))``
+objects in all (16 at 64 px, 8 at 32 px): the labelled classes are never dropped.
+
+**Sizes.** An object's radius r (half its extent before the +-15% aspect jitter) is log-uniform:
+
+    log r ~ U(log r_lo, log r_hi(n)),  r_lo = max(0.045 S, 2 px),
+    r_hi(n) = max(1.5 r_lo, S min(0.3, 0.45 / sqrt(n)))
+
+for image side S and n objects in the image: crowded images hold smaller objects (r_hi = 0.3 S for up
+to 2 objects, 0.16 S for 8, 0.11 S for 16). At 64 px r spans 2.9-19 px; about a fifth of the objects
+of a one-object image, and more in crowded ones, are under 0.07 S (9 px across), hard to see.
+
+Everything is a pure function of a ``numpy.random.Generator`` (and the label set), so one image is
+reproducible from one seed.
 """
 from __future__ import annotations
 
 import colorsys
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHAPES = (
-    "disc", "ring", "square", "diamond", "triangle", "star",
-    "cross", "hexagon", "crescent", "heart", "arrow", "hourglass",
-)
-HUES = {  # name -> hue in degrees
-    "red": 0, "orange": 30, "yellow": 55, "green": 120,
-    "teal": 170, "blue": 220, "purple": 275, "magenta": 320,
+from src.data.class_names import COCO_2014_CATEGORIES
+
+SHAPES = ("disc", "square", "triangle", "star", "cross")
+HUES = {  # name -> hue in degrees; neighbours are >= 26 degrees apart
+    "red": 0, "orange": 32, "yellow": 58, "green": 120,
+    "teal": 172, "blue": 222, "purple": 275, "magenta": 320,
 }
+FILLS = ("solid", "striped")
 _HUE_NAMES = tuple(HUES)
+HUE_JITTER_DEG = 8.0
 
 
 @dataclass(frozen=True)
 class ToyClass:
-    name: str
+    name: str  # COCO's category name
     shape: str
+    hue_name: str
     hue: float  # degrees
     striped: bool
 
+    @property
+    def look(self) -> str:
+        """What the class looks like, e.g. 'striped blue star'."""
+        return f"{FILLS[self.striped]} {self.hue_name} {self.shape}"
+
 
 def _build_classes() -> tuple[ToyClass, ...]:
-    """Class 2i: solid shape i; class 2i+1: striped shape i in another hue (each hue used 3 times)."""
+    """Class i: hue i % 8, shape (i // 8) % 5, striped when i >= 40 (see module docstring)."""
+    n_hue, n_shape = len(HUES), len(SHAPES)
+    assert n_hue * n_shape * len(FILLS) == len(COCO_2014_CATEGORIES)
     out = []
-    for i, shape in enumerate(SHAPES):
-        for striped, hue_name in ((False, _HUE_NAMES[(3 * i) % 8]), (True, _HUE_NAMES[(3 * i + 4) % 8])):
-            name = f"striped {hue_name} {shape}" if striped else f"{hue_name} {shape}"
-            out.append(ToyClass(name, shape, float(HUES[hue_name]), striped))
+    for i, (_, name) in enumerate(COCO_2014_CATEGORIES):
+        hue_name = _HUE_NAMES[i % n_hue]
+        out.append(ToyClass(name, SHAPES[(i // n_hue) % n_shape], hue_name, float(HUES[hue_name]),
+                            i >= n_hue * n_shape))
     return tuple(out)
 
 
 CLASSES = _build_classes()
 NUM_CLASSES = len(CLASSES)
-# COCO-style category ids with gaps: every third id of COCO's 80 (1, 4, 7, 10, 14, ...).
-_COCO_IDS = (list(range(1, 12)) + list(range(13, 26)) + [27, 28] + list(range(31, 45))
-             + list(range(46, 66)) + [67, 70] + list(range(72, 83)) + list(range(84, 91)))
-CATEGORY_IDS = tuple(_COCO_IDS[::3][:NUM_CLASSES])
+CATEGORY_IDS = tuple(cid for cid, _ in COCO_2014_CATEGORIES)
 
-# P(k distinct labels), k = 1..8: COCO 2014 train (coco_train_full.txt), labels > 8 folded into 8.
-LABEL_COUNT_P = np.array([0.2048, 0.3052, 0.2051, 0.1198, 0.0720, 0.0410, 0.0242, 0.0279])
-LABEL_COUNT_P = LABEL_COUNT_P / LABEL_COUNT_P.sum()
-MAX_OBJECTS = 8
-ZIPF_WEIGHTS = 1.0 / np.arange(1, NUM_CLASSES + 1)
-# Classes that tend to appear together; a class is in at most one group.
-COOCCUR_GROUPS = ((0, 7, 13), (1, 10), (2, 16, 21), (3, 12), (4, 19), (6, 15, 22),
-                  (8, 18), (11, 23), (14, 20), (9, 17))
-COOCCUR_BOOST = 6.0
 EXTRA_INSTANCE_P = np.full(NUM_CLASSES, 0.12)
-EXTRA_INSTANCE_P[0] = 0.45  # class 0 comes in crowds, like COCO's person
+EXTRA_INSTANCE_P[0] = 0.45  # person comes in crowds
+MAX_OBJECTS = 16  # objects per image (at >= 64 px) unless the label set alone has more
+R_LO_FRAC, R_LO_PX = 0.045, 2.0  # smallest radius: 4.5% of the side, at least 2 px
+R_HI_FRAC, R_CROWD = 0.3, 0.45  # largest radius: S * min(0.3, 0.45 / sqrt(n))
 MAX_ROTATION_DEG = 20.0
 
 
@@ -82,10 +107,9 @@ class ToyObject:
 
 # ----------------------------------------------------------------------------- shapes
 
-def _circle(n: int, r: float = 1.0, cx: float = 0.0, cy: float = 0.0,
-            a0: float = 0.0, a1: float = 360.0) -> np.ndarray:
-    t = np.deg2rad(np.linspace(a0, a1, n, endpoint=(a1 - a0) % 360 != 0))
-    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
+def _circle(n: int) -> np.ndarray:
+    t = 2 * np.pi * np.arange(n) / n
+    return np.stack([np.cos(t), np.sin(t)], 1)
 
 
 def _star(points: int, r_in: float) -> np.ndarray:
@@ -94,76 +118,61 @@ def _star(points: int, r_in: float) -> np.ndarray:
     return np.stack([r * np.cos(t), r * np.sin(t)], 1)
 
 
-def _crescent() -> np.ndarray:
-    # Outer circle (0, 0, 1) minus circle (d, 0, r2): outer arc through the left, inner arc back.
-    d, r2 = 0.5, 0.8
-    x = (1 - r2 * r2 + d * d) / (2 * d)
-    a = math.degrees(math.atan2(math.sqrt(1 - x * x), x))
-    b = math.degrees(math.atan2(math.sqrt(1 - x * x), x - d))
-    outer = _circle(24, 1.0, 0, 0, a, 360 - a)
-    inner = _circle(16, r2, d, 0, 360 - b, b)  # decreasing angle: back along the hollow side
-    return np.concatenate([outer, inner])
-
-
-def _heart() -> np.ndarray:
-    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-    x = 16 * np.sin(t) ** 3
-    y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
-    return np.stack([x, -y - 2.5], 1) / 16.5
-
-
-def shape_outline(shape: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Unit outline (roughly within [-1, 1]^2, y down) and an optional hole, for ``shape``."""
+def shape_outline(shape: str) -> np.ndarray:
+    """Unit outline (P, 2), roughly within [-1, 1]^2 (y down), of ``shape``."""
     if shape == "disc":
-        return _circle(36), None
-    if shape == "ring":
-        return _circle(36), _circle(28, 0.55)
+        return _circle(36)
     if shape == "square":
-        return np.array([[-0.85, -0.85], [0.85, -0.85], [0.85, 0.85], [-0.85, 0.85]]), None
-    if shape == "diamond":
-        return np.array([[0, -1], [0.7, 0], [0, 1], [-0.7, 0]], dtype=float), None
+        return np.array([[-0.85, -0.85], [0.85, -0.85], [0.85, 0.85], [-0.85, 0.85]])
     if shape == "triangle":
-        return np.array([[0, -1], [0.95, 0.75], [-0.95, 0.75]]), None
+        return np.array([[0, -1], [0.95, 0.75], [-0.95, 0.75]])
     if shape == "star":
-        return _star(5, 0.42), None
+        return _star(5, 0.42)
     if shape == "cross":
         w = 0.32
         return np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1],
-                         [-w, w], [-1, w], [-1, -w], [-w, -w]]), None
-    if shape == "hexagon":
-        return _circle(6, 1.0, a0=0.0), None
-    if shape == "crescent":
-        return _crescent(), None
-    if shape == "heart":
-        return _heart(), None
-    if shape == "arrow":
-        return np.array([[-1, -0.25], [0.1, -0.25], [0.1, -0.65], [1, 0], [0.1, 0.65], [0.1, 0.25],
-                         [-1, 0.25]]), None
-    if shape == "hourglass":
-        return np.array([[-0.8, -1], [0.8, -1], [0.15, 0], [0.8, 1], [-0.8, 1], [-0.15, 0]]), None
+                         [-w, w], [-1, w], [-1, -w], [-w, -w]])
     raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
 
 
 # ----------------------------------------------------------------------------- scene sampling
 
-def sample_classes(rng: np.random.Generator) -> list[int]:
-    """Class index of every object (1..8 objects, 1..8 distinct classes), see module docstring."""
-    k = int(rng.choice(len(LABEL_COUNT_P), p=LABEL_COUNT_P)) + 1
-    w = ZIPF_WEIGHTS.copy()
-    chosen: list[int] = []
-    for _ in range(k):
-        c = int(rng.choice(NUM_CLASSES, p=w / w.sum()))
-        chosen.append(c)
-        w[c] = 0.0
-        for group in COOCCUR_GROUPS:
-            if c in group:
-                for mate in group:
-                    w[mate] *= COOCCUR_BOOST
-    objects = list(chosen)
-    for c in chosen:
-        while len(objects) < MAX_OBJECTS and rng.random() < EXTRA_INSTANCE_P[c]:
+def max_objects(size: int, n_labels: int) -> int:
+    """Objects allowed in an image of side ``size`` with ``n_labels`` labels: max(k, min(16, size // 4))."""
+    return max(n_labels, min(MAX_OBJECTS, size // 4))
+
+
+def check_labels(labels: Sequence[int]) -> tuple[int, ...]:
+    """``labels`` as a tuple of ints, or ValueError when it is empty, repeats or leaves [0, NUM_CLASSES)."""
+    out = tuple(int(c) for c in labels)
+    if not out:
+        raise ValueError("a toy scene needs at least one label")
+    if len(set(out)) != len(out) or not all(0 <= c < NUM_CLASSES for c in out):
+        raise ValueError(f"labels {list(out)}: need distinct class indices in [0, {NUM_CLASSES})")
+    return out
+
+
+def scene_classes(rng: np.random.Generator, labels: Sequence[int], size: int) -> list[int]:
+    """Class index of every object: each label once, then extra instances (see module docstring)."""
+    objects = list(check_labels(labels))
+    cap = max_objects(size, len(objects))
+    for c in list(objects):
+        while len(objects) < cap and rng.random() < EXTRA_INSTANCE_P[c]:
             objects.append(c)
     return objects
+
+
+def radius_bounds(size: int, n_objects: int) -> tuple[float, float]:
+    """(r_lo, r_hi) in pixels for an image of side ``size`` holding ``n_objects`` objects."""
+    lo = max(R_LO_FRAC * size, R_LO_PX)
+    hi = max(1.5 * lo, size * min(R_HI_FRAC, R_CROWD / math.sqrt(n_objects)))
+    return lo, hi
+
+
+def sample_radii(rng: np.random.Generator, size: int, n_objects: int) -> list[float]:
+    """Log-uniform radii in :func:`radius_bounds`, one per object."""
+    lo, hi = radius_bounds(size, n_objects)
+    return [math.exp(v) for v in rng.uniform(math.log(lo), math.log(hi), size=n_objects)]
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -237,7 +246,8 @@ def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
 def _object_fill(rng: np.random.Generator, cls: ToyClass, yy: np.ndarray, xx: np.ndarray,
                  radius: float) -> np.ndarray:
     """Float RGB fill at pixel centres (yy, xx) for one object: jittered colour, shaded or striped."""
-    colour = _hsv(cls.hue + rng.uniform(-12, 12), rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
+    colour = _hsv(cls.hue + rng.uniform(-HUE_JITTER_DEG, HUE_JITTER_DEG), rng.uniform(0.65, 1.0),
+                  rng.uniform(0.7, 1.0))
     a = rng.uniform(0, 2 * np.pi)
     proj = np.cos(a) * xx + np.sin(a) * yy
     if cls.striped:
@@ -249,14 +259,11 @@ def _object_fill(rng: np.random.Generator, cls: ToyClass, yy: np.ndarray, xx: np
     return np.clip(colour * shade[..., None], 0, 255)
 
 
-def _object_mask(outline: np.ndarray, hole: np.ndarray | None, width: int, height: int,
-                 ss: int) -> np.ndarray:
+def _object_mask(outline: np.ndarray, width: int, height: int, ss: int) -> np.ndarray:
     """Antialiased float mask in [0, 1] of shape (height, width): drawn at ``ss`` x, box-filtered."""
     m = Image.new("L", (width * ss, height * ss), 0)
     d = ImageDraw.Draw(m)
     d.polygon([tuple(p) for p in (outline * ss)], fill=255)
-    if hole is not None:
-        d.polygon([tuple(p) for p in (hole * ss)], fill=0)
     return np.asarray(m.resize((width, height), Image.BOX), dtype=np.float64) / 255.0
 
 
@@ -275,9 +282,7 @@ def draw_objects(rng: np.random.Generator, img: np.ndarray, classes: list[int], 
     out = []
     for c, r, centre in zip(classes, radii, centres):
         cls = CLASSES[c]
-        outline, hole = shape_outline(cls.shape)
-        tf = _transform(rng, r, centre)
-        poly = tf(outline)
+        poly = _transform(rng, r, centre)(shape_outline(cls.shape))
         clipped = np.clip(poly, 0, size)
         x0, y0 = clipped.min(0)
         x1, y1 = clipped.max(0)
@@ -285,8 +290,7 @@ def draw_objects(rng: np.random.Generator, img: np.ndarray, classes: list[int], 
         ix0, iy0 = int(math.floor(x0)), int(math.floor(y0))
         ix1, iy1 = max(int(math.ceil(x1)), ix0 + 1), max(int(math.ceil(y1)), iy0 + 1)
         off = np.array([ix0, iy0], dtype=np.float64)
-        mask = _object_mask(poly - off, None if hole is None else tf(hole) - off,
-                            ix1 - ix0, iy1 - iy0, ss)[..., None]
+        mask = _object_mask(poly - off, ix1 - ix0, iy1 - iy0, ss)[..., None]
         yy, xx = np.mgrid[iy0:iy1, ix0:ix1] + 0.5
         fill = _object_fill(rng, cls, yy, xx, r)
         win = img[iy0:iy1, ix0:ix1]
@@ -297,12 +301,12 @@ def draw_objects(rng: np.random.Generator, img: np.ndarray, classes: list[int], 
     return out
 
 
-def render_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[ToyObject]]:
-    """A multi-object toy COCO image: classes from :func:`sample_classes`, larger objects drawn first."""
-    classes = sample_classes(rng)
-    n = len(classes)
-    r_max = 0.28 / (1 + 0.12 * (n - 1))  # crowded images hold smaller objects
-    radii = [size * math.exp(rng.uniform(math.log(0.08), math.log(r_max))) for _ in classes]
+def render_scene(rng: np.random.Generator, size: int,
+                 labels: Sequence[int]) -> tuple[Image.Image, list[ToyObject]]:
+    """A toy COCO image with the label set ``labels`` (class indices): objects from :func:`scene_classes`,
+    radii from :func:`sample_radii`, larger objects drawn first (so small ones stay on top)."""
+    classes = scene_classes(rng, labels, size)
+    radii = sample_radii(rng, size, len(classes))
     order = np.argsort(radii, kind="stable")[::-1]
     classes = [classes[i] for i in order]
     radii = [radii[i] for i in order]
