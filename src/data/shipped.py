@@ -21,9 +21,10 @@ class ShippedListError(UserError, FileExistsError):
     """An output path that is one of the shipped lists."""
 
 
-def shipped_lists(folder: str | os.PathLike = SHIPPED_DIR) -> set[Path]:
-    """The resolved paths of the files named in ``folder/SHA256SUMS`` ('<sha256>  <name>' lines); empty without it."""
-    folder = Path(folder).resolve()
+def shipped_lists(folder: str | os.PathLike | None = None) -> set[Path]:
+    """The resolved paths of the files named in ``folder/SHA256SUMS`` ('<sha256>  <name>' lines; default folder:
+    ``SHIPPED_DIR``, the repository's dataset/); empty without that file."""
+    folder = Path(SHIPPED_DIR if folder is None else folder).resolve()
     try:
         lines = (folder / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -31,10 +32,11 @@ def shipped_lists(folder: str | os.PathLike = SHIPPED_DIR) -> set[Path]:
     return {(folder / line.split(None, 1)[1].lstrip("*")).resolve() for line in lines if len(line.split()) >= 2}
 
 
-def refuse_shipped(paths: Iterable[str | os.PathLike], folder: str | os.PathLike = SHIPPED_DIR) -> None:
-    """ShippedListError naming the first of ``paths`` that is a shipped list (nothing is written before)."""
+def refuse_shipped(paths: Iterable[str | os.PathLike], folder: str | os.PathLike | None = None) -> None:
+    """ShippedListError naming the first of ``paths`` that is a shipped list (call it before writing any)."""
+    folder = Path(SHIPPED_DIR if folder is None else folder)
     shipped = shipped_lists(folder)
     for path in paths:
         if Path(path).resolve() in shipped:
-            raise ShippedListError(f"{path} is an official list shipped in {Path(folder)}/ (checked by its SHA256SUMS): "
+            raise ShippedListError(f"{path} is an official list shipped in {folder}/ (listed in its SHA256SUMS): "
                                    "refusing to overwrite it; give another --out-dir, e.g. --out-dir my_lists")
