@@ -25,8 +25,8 @@ single-positive list cannot be drawn for them.
   ``preproc/format_cub.py`` does (it reads only ``attribute_id`` and ``is_present``). Fields after the fourth
   are not read.
 - **CSV** of ``filename,labels``: one image per row (``csv`` module quoting), the label names separated by
-  ``label_sep`` (default: whitespace). Class order: the given class names, else sorted (default, so the indices
-  do not depend on row order) or first-seen.
+  ``label_sep`` (default: whitespace); with ``header``, the first row of every CSV is skipped. Class order:
+  the given class names, else sorted (default, so the indices do not depend on row order) or first-seen.
 """
 from __future__ import annotations
 
