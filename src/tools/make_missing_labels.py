@@ -107,7 +107,10 @@ def missing_label_lists(full: Sequence[LabelEntry], seed: int = 0) -> dict[str, 
 
 
 def _write_lists(lists: dict[str, Sequence[LabelEntry]], out_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
-    return {key: write_label_list(Path(out_dir) / f"{prefix}_train_{key}.txt", e) for key, e in lists.items()}
+    """Write {out_dir}/{prefix}_train_{key}.txt for each list; refuse (before writing any) a shipped list."""
+    paths = {key: Path(out_dir) / f"{prefix}_train_{key}.txt" for key in lists}
+    refuse_shipped(paths.values())
+    return {key: write_label_list(paths[key], e) for key, e in lists.items()}
 
 
 def write_missing_label_lists(
@@ -267,7 +270,8 @@ def _paper_lists(args: argparse.Namespace, full: Sequence[LabelEntry]) -> dict[s
     if args.keep_ratio is None:
         return missing_label_lists(full, args.seed)
     rng = np.random.default_rng(args.seed)
-    return {"full": list(full), f"{args.keep_ratio:g}left": drop_labels(full, bernoulli_keep(args.keep_ratio, rng), rng)}
+    kept = drop_labels(full, bernoulli_keep(args.keep_ratio, rng), rng)
+    return {"full": list(full), f"{args.keep_ratio:g}left": kept}
 
 
 def _make(args: argparse.Namespace) -> dict[str, Path]:
@@ -287,7 +291,6 @@ def _make(args: argparse.Namespace) -> dict[str, Path]:
         num_classes = args.num_classes or label_stats(full)["max_index"] + 1
 
     lists = _paper_lists(args, full)
-    refuse_shipped(Path(args.out_dir) / f"{args.prefix}_train_{key}.txt" for key in lists)
     paths = _write_lists(lists, args.out_dir, args.prefix)
     for path in paths.values():
         print(f"wrote {path}")
