@@ -31,7 +31,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--model-name", default="resnet50", type=check_model_name,
                    help="any timm model name: resnet50, resnet101, tresnet_m, tresnet_l, ... (default: resnet50)")
     p.add_argument("--num-classes", default=None, type=int,
-                   help="class count; taken from the data, so this only checks it (official default 80 / 81)")
+                   help="class count: train.py takes it from the data and only checks it; train_nus.py uses it "
+                        "when --classes is not given (official default 80 / 81)")
     p.add_argument("-j", "--workers", default=16, type=int, metavar="N",
                    help="data loading workers per process (default: 16; capped at the CPU count)")
     p.add_argument("--image-size", default=448, type=int, metavar="N", help="input size (default: 448)")

@@ -36,5 +36,33 @@ def test_nus_reads_images_and_both_lists_with_81_classes(nus_folder, tmp_path):
     assert data.num_classes == 81 and (len(data.train), len(data.test)) == (4, 2) and len(data.class_names) == 81
     with pytest.raises(UserError, match=r"^--val-dataset nowhere.txt: no such label list"):
         nus_datasets(_args(add_nus_args, flags + ["--val-dataset", "nowhere.txt"]), None, None, False)
-    with pytest.raises(UserError, match=r"^--data .*: missing .*images"):
+    with pytest.raises(UserError, match=r"^--data .*train\.txt: no such folder"):
         nus_datasets(_args(add_nus_args, ["--data", str(tmp_path / "train.txt")]), None, None, False)
+    # a folder without images/: the lists name files under DATA itself
+    data = nus_datasets(_args(add_nus_args, ["--data", str(tmp_path / "images"), "--train-dataset",
+                                             str(tmp_path / "train.txt"), "--val-dataset", str(tmp_path / "val.txt")]),
+                        None, None, False)
+    assert data.train.path(0) == tmp_path / "images" / data.train.entries[0].name and data.train.path(0).is_file()
+
+
+def test_class_space_mismatch_flags_shifted_or_disjoint_counts_only():
+    import numpy as np
+
+    from src.data.builders import class_space_mismatch
+
+    rng = np.random.default_rng(0)
+    freq = rng.pareto(1.0, 81) + 0.05  # long-tailed class frequencies, as in NUS-WIDE
+    full = rng.poisson(4000 * freq / freq.sum() * 20)
+    test = rng.poisson(2000 * freq / freq.sum() * 20)
+    single = rng.binomial(full, 0.4)  # a missing-label list keeps a part of each class's positives
+    assert class_space_mismatch(full, test) is None and class_space_mismatch(single, test) is None
+    assert class_space_mismatch(np.zeros(81), test) is None  # an empty list is another error's business
+    assert "do not correlate" in class_space_mismatch(full, np.roll(test, 1))  # indices shifted by one
+    disjoint = np.zeros(81, dtype=int)
+    disjoint[50:74] = test[:24]  # 24 classes moved by +50, as in issue 22
+    small = np.zeros(81, dtype=int)
+    small[:24] = test[:24]
+    assert "have positives in one list and none in the other" in class_space_mismatch(small, disjoint)
+    tiny = np.zeros(81, dtype=int)
+    tiny[[0, 1, 2]] = 1  # too few labels to judge: no warning
+    assert class_space_mismatch(tiny, np.roll(tiny, 50)) is None

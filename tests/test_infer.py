@@ -18,6 +18,8 @@ from src.data.builders import nus_datasets
 from src.data.class_names import NUS_WIDE_CLASSES, ClassNamesError, index_names, read_class_names
 from src.data.datasets import coco_category_names
 from src.data.image_files import ImageFiles, ImagePathError, collate_images, find_images
+from src.data.labels import LabelListError
+from src.errors import UserError
 from src.inference import best_thresholds, choose_class_names, head_classes, load_model_file, write_scores
 from src.metrics import threshold_metrics
 from src.toy.shapes import CLASSES
@@ -102,12 +104,14 @@ def test_train_nus_stores_the_nus_wide_names_or_those_of_classes(nus_folder, tmp
         return nus_datasets(train_nus.get_parser().parse_args(argv + list(extra)), None, None, False)
 
     assert datasets("--classes", str(names)).class_names == [f"concept {i}" for i in range(81)]
-    names.write_text("sky\nclouds\n")
-    with pytest.raises(ClassNamesError, match=f"--classes {names}: 2 class names, but the model has 81"):
+    names.write_text("sky\nclouds\n")  # 2 classes: the lists' indices go beyond them
+    with pytest.raises(LabelListError, match=r"train\.txt:\d+: class index \d+ out of range \[0, 2\)"):
         datasets("--classes", str(names))
     with pytest.raises(SystemExit) as e:  # through train_nus.py: one line, status 2
         train_nus.main(argv + ["--classes", str(names), "--output", str(tmp_path / "bad")])
-    assert e.value.code == 2 and f"--classes {names}: 2 class names" in capsys.readouterr().err
+    assert e.value.code == 2 and "out of range [0, 2)" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"--num-classes 81 disagrees with --classes .* \(2 names\)"):
+        datasets("--classes", str(names), "--num-classes", "81")
 
 
 # ----------------------------------------------------------------------------- infer.py output

@@ -159,3 +159,70 @@ def test_format_table_columns():
     t = format_table({"full": [LabelEntry("a", (0, 1)), LabelEntry("b", (1,))]}, num_classes=80)
     assert t.splitlines()[0] == "| list | samples | classes | labels | avg labels/image |"
     assert t.splitlines()[2] == "| full | 2 | 80 | 3 | 1.50 |"
+
+
+# ----------------------------------------------------------------------------- converters and shipped lists
+
+def test_cli_voc_writes_classes_test_list_and_paper_lists(tmp_path, capsys):
+    from test_converters import VOC_SPLITS, make_voc
+
+    voc = make_voc(tmp_path, VOC_SPLITS)
+    paths = main(["--voc", str(voc), "--out-dir", str(tmp_path / "out"), "--seed", "1"])
+    names = {k: p.name for k, p in paths.items()}
+    assert names == {"classes": "voc2007_classes.txt", "test": "voc2007_test.txt",
+                     **{k: f"voc2007_train_{k}.txt" for k in ("full", "0.75left", "0.4left", "singlelabel")}}
+    assert paths["classes"].read_text().splitlines()[:3] == ["aeroplane", "bicycle", "bird"]
+    assert paths["full"].read_text() == "000001.jpg,11 14\n000002.jpg,5 6\n"
+    assert paths["test"].read_text() == "000003.jpg,7\n000004.jpg,0 19\n"
+    single = read_label_list(paths["singlelabel"], 20)
+    assert [len(e.labels) for e in single] == [1, 1]
+    out = capsys.readouterr().out
+    assert "| full | 2 | 20 | 4 | 2.00 |" in out and "| single | 2 | 20 | 2 | 1.00 |" in out
+    assert "| test | 2 | 20 | 3 | 1.50 |" in out and "%%" not in out
+
+
+def test_cli_csv_with_classes_and_a_reported_skip(tmp_path, capsys):
+    csv_file, names = tmp_path / "labels.csv", tmp_path / "names.txt"
+    csv_file.write_text("a.jpg,dog|cat\nb.jpg,\n")
+    names.write_text("cat\ndog\nfox\n")
+    paths = main(["--csv", str(csv_file), "--classes", str(names), "--label-sep", "|", "--out-dir", str(tmp_path)])
+    assert paths["classes"].read_text() == "cat\ndog\nfox\n" and paths["full"].read_text() == "a.jpg,0 1\n"
+    out = capsys.readouterr().out
+    assert f"left out: {csv_file}:2: b.jpg: no positive label" in out and "| full | 1 | 3 | 2 | 2.00 |" in out
+    names.write_text("cat\n")
+    with pytest.raises(SystemExit):
+        main(["--csv", str(csv_file), "--classes", str(names), "--label-sep", "|", "--out-dir", str(tmp_path)])
+    assert f"{csv_file}:1: class 'dog' is not in --classes {names}" in capsys.readouterr().err
+
+
+def test_help_shows_percent_signs_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["-h"])
+    out = capsys.readouterr().out
+    assert "75% left" in out and "%%" not in out
+
+
+def test_the_tools_refuse_to_overwrite_a_shipped_list(tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    import src.data.shipped as shipped
+
+    # the real dataset/: refused by resolved path, before any file is opened for writing
+    with pytest.raises(shipped.ShippedListError, match=r"coco_train_full\.txt is an official list .*--out-dir"):
+        shipped.refuse_shipped([shipped.SHIPPED_DIR / ".." / "dataset" / "coco_train_full.txt"])
+    # a stand-in shipped folder, so that a failure cannot touch the real lists
+    fake = tmp_path / "dataset"
+    fake.mkdir()
+    (fake / "coco_train_0.4left.txt").write_text("keep.jpg,0\n")
+    (fake / "SHA256SUMS").write_text(hashlib.sha256(b"keep.jpg,0\n").hexdigest() + "  coco_train_0.4left.txt\n")
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", fake)
+    src = tmp_path / "full.txt"
+    write_label_list(src, [LabelEntry("a.jpg", (0, 1))])
+    with pytest.raises(SystemExit):
+        main(["--full-list", str(src), "--out-dir", str(tmp_path / "x" / ".." / "dataset")])
+    err = capsys.readouterr().err
+    assert "coco_train_0.4left.txt is an official list" in err and "another --out-dir" in err
+    assert sorted(p.name for p in fake.iterdir()) == ["SHA256SUMS", "coco_train_0.4left.txt"]  # nothing written
+    assert (fake / "coco_train_0.4left.txt").read_text() == "keep.jpg,0\n"
+    with pytest.raises(shipped.ShippedListError):  # and the writer itself refuses
+        write_label_list(fake / "coco_train_0.4left.txt", [LabelEntry("a.jpg", (0,))])

@@ -2,21 +2,29 @@
 
 ``add_coco_args`` / ``coco_datasets``: train.py on MS-COCO 2014 (DATA/train2014, DATA/val2014,
 DATA/annotations/instances_val2014.json, a training label list); ``add_nus_args`` / ``nus_datasets``: train_nus.py
-on NUS-WIDE (DATA/images, a training and a test label list, 81 classes). A builder is called by
-``src.trainer.run_training`` as ``build(args, train_transform, val_transform, raw)``.
+on a training and a test label list over DATA/images (or DATA itself when it has no images/ folder): NUS-WIDE's
+81 concepts by default, or the classes of ``--classes FILE``, or ``--num-classes N`` unnamed classes. A builder is
+called by ``src.trainer.run_training`` as ``build(args, train_transform, val_transform, raw)``.
+
+Both builders compare the training list with the test set (``class_space_mismatch``) and print a warning when
+they look like two different class spaces (e.g. a list written with shifted indices).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from src.data.class_names import NUS_WIDE_CLASSES, read_classes_flag
 from src.data.datasets import NUS_NUM_CLASSES, MultiLabelImages, coco_dataset, label_list_dataset
 from src.errors import UserError
 
-__all__ = ["Datasets", "add_coco_args", "coco_datasets", "add_nus_args", "nus_datasets"]
+__all__ = ["Datasets", "add_coco_args", "coco_datasets", "add_nus_args", "nus_datasets", "class_counts",
+           "class_space_mismatch"]
 
 
 @dataclass
@@ -57,6 +65,7 @@ def coco_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: C
                         transform=val_tf, raw=raw, skip_bad_images=args.skip_bad_images)
     train = label_list_dataset(data / "train2014", args.dataset, test.num_classes, transform=train_tf, raw=raw,
                                skip_bad_images=args.skip_bad_images)
+    _warn_mismatch(train, test)
     return Datasets(train=train, test=test, num_classes=test.num_classes, train_list=args.dataset,
                     class_names=test.class_names)
 
@@ -66,24 +75,115 @@ def add_nus_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--train-dataset", default="./dataset/nus_train_singlelabel.txt", metavar="LIST",
                         help="training list")
     parser.add_argument("--val-dataset", default="./dataset/nus_val.txt", metavar="LIST", help="validation (test) list")
-    parser.add_argument("--data", metavar="DIR", default="/home/NUS_wide/", help="NUS-WIDE root (holds images/)")
+    parser.add_argument("--data", metavar="DIR", default="/home/NUS_wide/",
+                        help="image root: the lists name files under DATA/images/, or under DATA when it has no "
+                             "images/ folder (default: /home/NUS_wide/)")
     parser.add_argument("--classes", default=None, metavar="FILE",
-                        help="class names, one per line in class-index order (default: NUS-WIDE's 81 concepts)")
+                        help="class names, one per line in class-index order; their count is the class count "
+                             "(default: NUS-WIDE's 81 concepts, or --num-classes N unnamed classes)")
     return parser
+
+
+def _nus_classes(args: argparse.Namespace) -> tuple[int, list[str] | None]:
+    """(class count, names): --classes FILE's names (checked against --num-classes when given), else
+    --num-classes N without names (NUS-WIDE's concepts when N is 81), else NUS-WIDE's 81 concepts."""
+    wanted = getattr(args, "num_classes", None)
+    names = read_classes_flag(args.classes)
+    if names is not None:
+        if wanted is not None and wanted != len(names):
+            raise UserError(f"--num-classes {wanted} disagrees with --classes {args.classes} ({len(names)} names)")
+        return len(names), names
+    if wanted is not None and wanted != NUS_NUM_CLASSES:
+        if wanted <= 0:
+            raise UserError(f"--num-classes {wanted} must be positive")
+        return wanted, None
+    return NUS_NUM_CLASSES, list(NUS_WIDE_CLASSES)
 
 
 def nus_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: Callable | None,
                  raw: bool) -> Datasets:
-    """--train-dataset and --val-dataset over DATA/images, 81 classes named by --classes or NUS-WIDE's concepts."""
-    images = Path(args.data) / "images"
-    if not images.is_dir():
-        raise UserError(f"--data {args.data}: missing {images} (expected NUS-WIDE images under DATA/images/)")
+    """--train-dataset and --val-dataset over DATA/images (or DATA), with the classes of ``_nus_classes``."""
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UserError(f"--data {args.data}: no such folder (expected the images under DATA/images/ or DATA/)")
+    images = data / "images" if (data / "images").is_dir() else data
     for flag, path in (("--train-dataset", args.train_dataset), ("--val-dataset", args.val_dataset)):
         if not Path(path).is_file():
             raise UserError(f"{flag} {path}: no such label list (see dataset/README.md)")
-    names = read_classes_flag(args.classes, NUS_NUM_CLASSES) or list(NUS_WIDE_CLASSES)
+    num_classes, names = _nus_classes(args)
     kw = dict(raw=raw, skip_bad_images=args.skip_bad_images, class_names=names)
-    train = label_list_dataset(images, args.train_dataset, NUS_NUM_CLASSES, transform=train_tf, **kw)
-    test = label_list_dataset(images, args.val_dataset, NUS_NUM_CLASSES, transform=val_tf, **kw)
-    return Datasets(train=train, test=test, num_classes=NUS_NUM_CLASSES, train_list=args.train_dataset,
+    train = label_list_dataset(images, args.train_dataset, num_classes, transform=train_tf, **kw)
+    test = label_list_dataset(images, args.val_dataset, num_classes, transform=val_tf, **kw)
+    _warn_mismatch(train, test)
+    return Datasets(train=train, test=test, num_classes=num_classes, train_list=args.train_dataset,
                     class_names=names)
+
+
+def class_counts(dataset: MultiLabelImages) -> np.ndarray:
+    """The number of positive labels of each class in ``dataset`` (length num_classes)."""
+    counts = np.zeros(dataset.num_classes, dtype=np.int64)
+    for entry in dataset.entries:
+        counts[list(entry.labels)] += 1
+    return counts
+
+
+def class_space_mismatch(train: np.ndarray, test: np.ndarray, min_expected: float = 5.0) -> str | None:
+    """Why per-class positive counts ``train`` and ``test`` look like two different class spaces, or None.
+
+    The counts are scaled by the lists' label totals (a missing-label training list has fewer labels per
+    image): class c is expected to have e_test(c) = train(c) * T_test / T_train positives in the test set,
+    and e_train(c) = test(c) * T_train / T_test in the training list. A class is *informative* when
+    max(e_test(c), e_train(c)) >= ``min_expected``, *absent* when it is informative and has no positive in the
+    list that was expected to have them (a Poisson count of mean 5 is 0 with probability e^-5 < 1%).
+    Mismatch when at least 3 classes are informative and
+      - at least a quarter of them (and 2 or more) are absent, or
+      - with 8 or more, the Spearman rank correlation of their train and test counts is below 0.2.
+    Real splits of one dataset (and their missing-label lists) correlate far above that; the same list with
+    indices shifted by k classes does not."""
+    train, test = np.asarray(train, dtype=np.float64), np.asarray(test, dtype=np.float64)
+    total_train, total_test = train.sum(), test.sum()
+    if total_train == 0 or total_test == 0:
+        return None
+    expected_test, expected_train = train * total_test / total_train, test * total_train / total_test
+    informative = np.maximum(expected_test, expected_train) >= min_expected
+    absent = informative & (((expected_test >= min_expected) & (test == 0))
+                            | ((expected_train >= min_expected) & (train == 0)))
+    n_info, n_absent = int(informative.sum()), int(absent.sum())
+    if n_info < 3:
+        return None
+    if n_absent >= max(2, n_info / 4):
+        shown = ", ".join(map(str, np.flatnonzero(absent)[:8].tolist()))
+        return (f"{n_absent} of {n_info} frequent classes have positives in one list and none in the other "
+                f"(class indices {shown}{', ...' if n_absent > 8 else ''})")
+    if n_info >= 8:
+        rho = _spearman(train[informative], test[informative])
+        if rho < 0.2:
+            return f"the class frequencies of the two lists do not correlate (Spearman {rho:.2f} over {n_info} classes)"
+    return None
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); 0 when either side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=np.float64)
+    for value in np.unique(x):  # ties share their mean rank
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _warn_mismatch(train: MultiLabelImages, test: MultiLabelImages) -> None:
+    """Print a warning on stderr when the training list and the test set look like different class spaces."""
+    why = class_space_mismatch(class_counts(train), class_counts(test))
+    if why:
+        print(f"warning: the training list {train.source} and the test set {test.source} may use different class "
+              f"indices: {why}. Check that both lists were written with the same classes file.", file=sys.stderr,
+              flush=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from src.errors import UserError
 
-__all__ = ["COCO_2014_CATEGORIES", "NUS_WIDE_CLASSES", "ClassNamesError", "read_class_names", "read_classes_flag", "index_names",
-           "check_class_names"]
+__all__ = ["COCO_2014_CATEGORIES", "NUS_WIDE_CLASSES", "ClassNamesError", "read_class_names", "read_classes_flag",
+           "index_names", "check_class_names", "write_class_names"]
 
 # id -> name, None where COCO 2014 has no category (ids 12, 26, 29, 30, 45, 66, 68, 69, 71, 83).
 _COCO_NAMES_BY_ID: tuple[str | None, ...] = (
@@ -109,3 +109,18 @@ def check_class_names(names: list[str], num_classes: int, source: str) -> list[s
     if len(names) != num_classes:
         raise ClassNamesError(f"{source}: {len(names)} class names for {num_classes} classes")
     return list(names)
+
+
+def write_class_names(path: str | os.PathLike, names: list[str]) -> Path:
+    """Write ``names`` one per line (the ``--classes`` format), atomically; each must read back as itself."""
+    from src.data.shipped import refuse_shipped
+    from src.io_utils import atomic_write_text
+
+    refuse_shipped([path])
+    seen: set[str] = set()
+    for k, name in enumerate(names):
+        if not name or name != name.strip() or "\n" in name or "\r" in name or name in seen:
+            raise ClassNamesError(f"{path}: class {k} name {name!r} is empty, repeated, or has surrounding "
+                                  "whitespace or a line break")
+        seen.add(name)
+    return atomic_write_text(path, "".join(n + "\n" for n in names))

@@ -17,6 +17,16 @@ positive independently with probability r, at least one per image, into {prefix}
 
 ``--nus-release`` reads NUS-WIDE's own release files (81-concept ground truth, see src/data/nus_release.py)
 and writes nus_train_full.txt with the lists made from it.
+
+``--voc DIR``, ``--cub DIR`` and ``--csv TRAIN [TEST]`` convert other annotations (src/data/converters.py):
+they write ``{prefix}_classes.txt`` (one name per line, train_nus.py's ``--classes``), one list per split that
+does not train (``{prefix}_test.txt``, ``{prefix}_val.txt``, ...), and the lists above from the training split.
+
+    python -m src.tools.make_missing_labels --voc VOCdevkit/VOC2007 --out-dir voc_lists
+    python -m src.tools.make_missing_labels --cub CUB_200_2011 --out-dir cub_lists
+    python -m src.tools.make_missing_labels --csv train.csv test.csv --label-sep ";" --out-dir my_lists
+
+No output may be a list shipped in dataset/ (named in dataset/SHA256SUMS): the tool stops before writing.
 """
 from __future__ import annotations
 
@@ -27,7 +37,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from src.data.class_names import read_classes_flag, write_class_names
+from src.data.converters import Converted, read_cub, read_label_csv, read_voc
 from src.data.labels import LabelEntry, label_stats, read_label_list, write_label_list
+from src.data.shipped import refuse_shipped
 from src.errors import report_user_errors
 
 __all__ = [
@@ -47,6 +60,7 @@ PAPER_SCHEMES: dict[str, Callable[[int], int]] = {
     "singlelabel": lambda n: 1,
 }
 _ROW_NAMES = {"full": "full", "0.75left": "75% left", "0.4left": "40% left", "singlelabel": "single"}
+_DEFAULT_PREFIX = {"nus_release": "nus", "voc": None, "cub": "cub", "csv": "own"}  # voc: the folder's name
 
 
 def drop_labels(
@@ -93,7 +107,10 @@ def missing_label_lists(full: Sequence[LabelEntry], seed: int = 0) -> dict[str, 
 
 
 def _write_lists(lists: dict[str, Sequence[LabelEntry]], out_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
-    return {key: write_label_list(Path(out_dir) / f"{prefix}_train_{key}.txt", e) for key, e in lists.items()}
+    """Write {out_dir}/{prefix}_train_{key}.txt for each list; refuse (before writing any) a shipped list."""
+    paths = {key: Path(out_dir) / f"{prefix}_train_{key}.txt" for key in lists}
+    refuse_shipped(paths.values())
+    return {key: write_label_list(paths[key], e) for key, e in lists.items()}
 
 
 def write_missing_label_lists(
@@ -117,18 +134,29 @@ def format_table(lists: dict[str, Sequence[LabelEntry]], num_classes: int) -> st
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m src.tools.make_missing_labels",
-        description="Write the paper's missing-label lists (75%% left, 40%% left, single label) from full labels.",
+        description="Write the paper's missing-label lists (75% left, 40% left, single label) from full labels, "
+                    "or from Pascal VOC, CUB-200-2011 or a CSV after converting them.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--full-list", type=Path, help="fully labelled list 'name,i j k' (e.g. coco_train_full.txt)")
     src.add_argument("--instances", type=Path, help="COCO instances json (e.g. annotations/instances_train2014.json)")
     src.add_argument("--nus-release", type=Path, metavar="DIR",
                      help="NUS-WIDE release folder (Concepts81.txt, ImageList/, Groundtruth/TrainTestLabels/)")
+    src.add_argument("--voc", type=Path, metavar="DIR",
+                     help="a VOCdevkit/VOC2007 or VOC2012 folder (ImageSets/Main/*.txt, Annotations/*.xml)")
+    src.add_argument("--cub", type=Path, metavar="DIR",
+                     help="a CUB_200_2011 folder: its 312 attributes as labels (images.txt, train_test_split.txt, "
+                          "attributes/image_attribute_labels.txt, attributes.txt)")
+    src.add_argument("--csv", type=Path, nargs="+", metavar="FILE",
+                     help="'filename,labels' CSV of the training images, optionally followed by one of the test images")
+    _add_converter_args(p.add_argument_group("converter options (--voc, --cub, --csv)"))
     p.add_argument("--nus-images", type=Path, metavar="DIR",
                    help="with --nus-release: name each image by its file in DIR (matched by Flickr photo id, as "
                         "nus_val.txt names them) and leave out images not there")
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the lists")
-    p.add_argument("--prefix", default=None, help="file name prefix (default: coco; nus with --nus-release)")
+    p.add_argument("--prefix", default=None,
+                   help="file name prefix (default: coco; nus, voc2007/voc2012 (the folder's name), cub, own with "
+                        "--nus-release, --voc, --cub, --csv)")
     p.add_argument("--seed", type=int, default=0, help="numpy seed of the random drops (default: 0)")
     p.add_argument(
         "--num-classes", type=int, default=None,
@@ -145,9 +173,33 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--num-classes must be positive, got {args.num_classes}")
     if args.nus_images is not None and args.nus_release is None:
         p.error("--nus-images needs --nus-release")
+    if args.csv is not None and len(args.csv) > 2:
+        p.error(f"--csv takes one or two files (training, test), got {len(args.csv)}")
+    if args.classes is not None and args.csv is None:
+        p.error("--classes goes with --csv (VOC's and CUB's classes are fixed)")
     if args.prefix is None:
-        args.prefix = "nus" if args.nus_release is not None else "coco"
+        source = next((k for k in _DEFAULT_PREFIX if getattr(args, k) is not None), None)
+        args.prefix = "coco" if source is None else _DEFAULT_PREFIX[source] or args.voc.resolve().name.lower()
     return args
+
+
+def _add_converter_args(g) -> None:
+    g.add_argument("--voc-difficult", choices=["positive", "negative"], default="positive",
+                   help="objects marked difficult: count them as positive (default, the common choice) or ignore "
+                        "them (as VOC's per-class lists, and Cole et al.'s code, do)")
+    g.add_argument("--voc-train-split", choices=["train", "trainval"], default=None,
+                   help="the VOC split to train on (default: trainval when test.txt exists, as for VOC 2007, else "
+                        "train, as for VOC 2012)")
+    g.add_argument("--cub-min-certainty", type=int, choices=[1, 2, 3, 4], default=1,
+                   help="count a present CUB attribute only at this certainty or above (1 not visible, 2 guessing, "
+                        "3 probably, 4 definitely; default 1: is_present alone, as Cole et al.'s code)")
+    g.add_argument("--label-sep", default=None, metavar="SEP",
+                   help="--csv: what separates the label names in the labels field (default: whitespace)")
+    g.add_argument("--csv-header", action="store_true", help="--csv: the first row is a header, not an image")
+    g.add_argument("--class-order", choices=["sorted", "first-seen"], default="sorted",
+                   help="--csv without --classes: class order of the classes file (default: sorted)")
+    g.add_argument("--classes", default=None, metavar="FILE",
+                   help="--csv: the class names, one per line, in index order; a label not in it is an error")
 
 
 def _nus_full_list(args: argparse.Namespace) -> tuple[list[LabelEntry], int]:
@@ -173,7 +225,58 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
         return _make(args)
 
 
+def _converted(args: argparse.Namespace) -> Converted:
+    """The --voc, --cub or --csv input, read and converted."""
+    if args.voc is not None:
+        return read_voc(args.voc, args.voc_difficult, args.voc_train_split)
+    if args.cub is not None:
+        return read_cub(args.cub, args.cub_min_certainty)
+    names = read_classes_flag(args.classes)
+    return read_label_csv(args.csv, args.label_sep, args.csv_header, names, f"--classes {args.classes}",
+                          args.class_order)
+
+
+def _convert(args: argparse.Namespace) -> dict[str, Path]:
+    """--voc / --cub / --csv: the classes file, the lists of the other splits, then the paper's lists."""
+    converted = _converted(args)
+    num_classes = len(converted.class_names)
+    if args.num_classes is not None and args.num_classes != num_classes:
+        raise SystemExit(f"--num-classes {args.num_classes} but the data has {num_classes} classes")
+    for line in converted.left_out[:5]:
+        print(f"left out: {line}")
+    if converted.left_out:
+        print(f"left out {len(converted.left_out)} images with no positive label"
+              + (" (first 5 above)" if len(converted.left_out) > 5 else ""))
+    full = converted.splits[converted.train_split]
+    lists = _paper_lists(args, full)
+    others = {split: e for split, e in converted.splits.items() if split != converted.train_split}
+    out = Path(args.out_dir)
+    planned = {**{f"{k}": out / f"{args.prefix}_train_{k}.txt" for k in lists},
+               **{split: out / f"{args.prefix}_{split}.txt" for split in others}}
+    classes_path = out / f"{args.prefix}_classes.txt"
+    refuse_shipped([classes_path, *planned.values()])
+    paths = {"classes": write_class_names(classes_path, converted.class_names)}
+    for key, entries in {**lists, **others}.items():
+        paths[key] = write_label_list(planned[key], entries)
+    for path in paths.values():
+        print(f"wrote {path}")
+    print(f"classes: {num_classes} ({converted.class_names[0]}, ...); training split: {converted.train_split}")
+    print(format_table({**lists, **others}, num_classes))
+    return paths
+
+
+def _paper_lists(args: argparse.Namespace, full: Sequence[LabelEntry]) -> dict[str, list[LabelEntry]]:
+    """The paper's lists from ``full``, or full + the --keep-ratio list."""
+    if args.keep_ratio is None:
+        return missing_label_lists(full, args.seed)
+    rng = np.random.default_rng(args.seed)
+    kept = drop_labels(full, bernoulli_keep(args.keep_ratio, rng), rng)
+    return {"full": list(full), f"{args.keep_ratio:g}left": kept}
+
+
 def _make(args: argparse.Namespace) -> dict[str, Path]:
+    if any(x is not None for x in (args.voc, args.cub, args.csv)):
+        return _convert(args)
     if args.nus_release is not None:
         full, num_classes = _nus_full_list(args)
     elif args.instances is not None:
@@ -187,12 +290,7 @@ def _make(args: argparse.Namespace) -> dict[str, Path]:
         full = read_label_list(args.full_list, args.num_classes)
         num_classes = args.num_classes or label_stats(full)["max_index"] + 1
 
-    if args.keep_ratio is None:
-        lists = missing_label_lists(full, args.seed)
-    else:
-        rng = np.random.default_rng(args.seed)
-        key = f"{args.keep_ratio:g}left"
-        lists = {"full": list(full), key: drop_labels(full, bernoulli_keep(args.keep_ratio, rng), rng)}
+    lists = _paper_lists(args, full)
     paths = _write_lists(lists, args.out_dir, args.prefix)
     for path in paths.values():
         print(f"wrote {path}")

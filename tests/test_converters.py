@@ -1,0 +1,178 @@
+"""src/data/converters.py on small synthetic copies of each layout: Pascal VOC, CUB-200-2011 attributes, a CSV."""
+from pathlib import Path
+
+import pytest
+
+from src.data.converters import VOC_CLASSES, ConverterError, csv_class_names, read_cub, read_label_csv, read_voc
+from src.data.labels import format_label_line
+
+
+def lines(entries) -> list[str]:
+    return [format_label_line(e) for e in entries]
+
+
+# ----------------------------------------------------------------------------- Pascal VOC
+
+def voc_xml(*objects: tuple[str, int]) -> str:
+    """A VOC annotation with one <object> per (class name, difficult flag)."""
+    body = "".join(f"<object><name>{name}</name><pose>Left</pose><truncated>0</truncated>"
+                   f"<difficult>{difficult}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax>"
+                   f"<ymax>9</ymax></bndbox></object>" for name, difficult in objects)
+    return f"<annotation><folder>VOC2007</folder><filename>x.jpg</filename>{body}</annotation>\n"
+
+
+def make_voc(root: Path, splits: dict[str, dict[str, tuple]]) -> Path:
+    """root/VOC2007 with ImageSets/Main/<split>.txt and Annotations/<id>.xml for {split: {id: objects}}."""
+    voc = root / "VOC2007"
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "Annotations").mkdir()
+    for split, images in splits.items():
+        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in images))
+        for image_id, objects in images.items():
+            (voc / "Annotations" / f"{image_id}.xml").write_text(voc_xml(*objects))
+    return voc
+
+
+VOC_SPLITS = {"trainval": {"000001": (("dog", 0), ("person", 1)), "000002": (("car", 0), ("car", 0), ("bus", 0))},
+              "test": {"000003": (("cat", 1),), "000004": (("tvmonitor", 0), ("aeroplane", 0))}}
+
+
+def test_voc_lists_line_for_line_with_difficult_positive_or_ignored(tmp_path):
+    voc = make_voc(tmp_path, VOC_SPLITS)
+    got = read_voc(voc)
+    assert got.class_names == list(VOC_CLASSES) and len(VOC_CLASSES) == 20 and VOC_CLASSES.index("dog") == 11
+    assert got.train_split == "trainval" and got.left_out == []
+    assert lines(got.splits["trainval"]) == ["000001.jpg,11 14", "000002.jpg,5 6"]
+    assert lines(got.splits["test"]) == ["000003.jpg,7", "000004.jpg,0 19"]
+
+    strict = read_voc(voc, difficult="negative")  # VOC's per-class lists: 0 for difficult-only
+    assert lines(strict.splits["trainval"]) == ["000001.jpg,11", "000002.jpg,5 6"]
+    assert lines(strict.splits["test"]) == ["000004.jpg,0 19"]  # 000003 has only a difficult cat: left out
+    assert len(strict.left_out) == 1 and "test.txt:1: 000003.jpg: no positive label" in strict.left_out[0]
+
+
+def test_voc_2012_layout_trains_on_train_and_tests_on_val(tmp_path):
+    voc = make_voc(tmp_path, {"train": VOC_SPLITS["trainval"], "val": VOC_SPLITS["test"]})
+    got = read_voc(voc)
+    assert got.train_split == "train" and set(got.splits) == {"train", "val"}
+
+
+def test_voc_bad_input_names_the_file(tmp_path):
+    voc = make_voc(tmp_path, {"test": VOC_SPLITS["test"]})
+    with pytest.raises(ConverterError, match=r"ImageSets/Main/trainval\.txt: no such image-set file"):
+        read_voc(voc)
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000003\n000009\n")
+    with pytest.raises(ConverterError, match=r"Annotations/000009\.xml: no such annotation file"):
+        read_voc(voc)
+    (voc / "Annotations" / "000009.xml").write_text("<annotation>\n<object><name>dog</name>\n</annotation>\n")
+    with pytest.raises(ConverterError, match=r"Annotations/000009\.xml:3: malformed XML"):
+        read_voc(voc)
+    (voc / "Annotations" / "000009.xml").write_text(voc_xml(("dog", 0), ("unicorn", 0)))
+    with pytest.raises(ConverterError, match=r"000009\.xml: object 2 has class 'unicorn'"):
+        read_voc(voc)
+    (voc / "ImageSets" / "Main" / "trainval.txt").write_text("000003\n000003 1\n")
+    with pytest.raises(ConverterError, match=r"trainval\.txt:2: expected one image id per line"):
+        read_voc(voc)
+    with pytest.raises(ConverterError, match=r"no ImageSets/Main folder"):
+        read_voc(tmp_path)
+
+
+# ----------------------------------------------------------------------------- CUB-200-2011
+
+def make_cub(root: Path, labels: dict[int, dict[int, tuple[int, int]]], train: set[int]) -> Path:
+    """root/CUB_200_2011 with 312 attributes; ``labels``: {image id: {attribute id: (is_present, certainty)}}
+    (unlisted attributes: absent, certainty 1); attributes.txt next to CUB_200_2011/, as the archive has it."""
+    cub = root / "CUB_200_2011"
+    (cub / "attributes").mkdir(parents=True)
+    (root / "attributes.txt").write_text("".join(f"{a} has_part::value_{a}\n" for a in range(1, 313)))
+    (cub / "images.txt").write_text("".join(f"{i} 00{i}.Bird_{i}/Bird_{i}_000{i}.jpg\n" for i in labels))
+    (cub / "train_test_split.txt").write_text("".join(f"{i} {int(i in train)}\n" for i in labels))
+    rows = []
+    for i, attrs in labels.items():
+        for a in range(1, 313):
+            present, certainty = attrs.get(a, (0, 1))
+            rows.append(f"{i} {a} {present} {certainty} 3.5\n")
+    (cub / "attributes" / "image_attribute_labels.txt").write_text("".join(rows))
+    return cub
+
+
+CUB_LABELS = {1: {1: (1, 4), 2: (1, 2), 312: (1, 3), 7: (0, 4)}, 2: {}, 3: {5: (1, 1), 6: (1, 4)}}
+
+
+def test_cub_attributes_line_for_line_and_the_certainty_rule(tmp_path):
+    cub = make_cub(tmp_path, CUB_LABELS, train={1, 2})
+    got = read_cub(cub)
+    assert len(got.class_names) == 312 and got.class_names[0] == "has_part::value_1" and got.train_split == "train"
+    assert lines(got.splits["train"]) == ["001.Bird_1/Bird_1_0001.jpg,0 1 311"]  # is_present alone
+    assert lines(got.splits["test"]) == ["003.Bird_3/Bird_3_0003.jpg,4 5"]
+    assert len(got.left_out) == 1 and "(image 2)" in got.left_out[0] and "no positive label" in got.left_out[0]
+
+    sure = read_cub(cub, min_certainty=3)  # probably or definitely
+    assert lines(sure.splits["train"]) == ["001.Bird_1/Bird_1_0001.jpg,0 311"]
+    assert lines(sure.splits["test"]) == ["003.Bird_3/Bird_3_0003.jpg,5"]
+
+
+def test_cub_bad_input_names_file_and_line(tmp_path):
+    cub = make_cub(tmp_path, CUB_LABELS, train={1})
+    labels = cub / "attributes" / "image_attribute_labels.txt"
+    text = labels.read_text().splitlines()
+    labels.write_text("\n".join(text[:4] + ["1 5 2 4 0.1"] + text[5:]) + "\n")
+    with pytest.raises(ConverterError, match=r"image_attribute_labels\.txt:5: expected attribute 1\.\.312, is_present"):
+        read_cub(cub)
+    labels.write_text("\n".join(text[:6] + ["9 1 1 4 0.1"] + text[7:]) + "\n")
+    with pytest.raises(ConverterError, match=r"image_attribute_labels\.txt:7: image id 9 is not in images\.txt"):
+        read_cub(cub)
+    (tmp_path / "attributes.txt").write_text("1 has_a\n2 has_b\n")
+    with pytest.raises(ConverterError, match=r"attributes\.txt: 2 attributes, CUB-200-2011 has 312"):
+        read_cub(cub)
+
+
+# ----------------------------------------------------------------------------- CSV
+
+CSV = 'a.jpg,dog cat\nsub/b.jpg, cat\n"c.jpg",\nd.jpg,bird dog\n'
+
+
+def test_csv_line_for_line_sorted_or_first_seen(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(CSV)
+    got = read_label_csv([path])
+    assert got.class_names == ["bird", "cat", "dog"] and set(got.splits) == {"train"}
+    assert lines(got.splits["train"]) == ["a.jpg,1 2", "sub/b.jpg,1", "d.jpg,0 2"]
+    assert got.left_out == [f"{path}:3: c.jpg: no positive label"]  # an empty label set: left out, reported
+
+    first = read_label_csv([path], order="first-seen")
+    assert first.class_names == ["dog", "cat", "bird"]
+    assert lines(first.splits["train"]) == ["a.jpg,0 1", "sub/b.jpg,1", "d.jpg,0 2"]
+
+
+def test_csv_with_separator_header_test_file_and_given_classes(tmp_path):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("image,labels\nx.jpg,red car;blue sky\ny.jpg,blue sky\n")
+    test.write_text("image,labels\nz.jpg,red car\n")  # --csv-header: every CSV has one
+    got = read_label_csv([train, test], label_sep=";", header=True)
+    assert got.class_names == ["blue sky", "red car"]
+    assert lines(got.splits["train"]) == ["x.jpg,0 1", "y.jpg,0"] and lines(got.splits["test"]) == ["z.jpg,1"]
+
+    given = read_label_csv([train, test], label_sep=";", header=True, class_names=["red car", "x", "blue sky"])
+    assert given.class_names == ["red car", "x", "blue sky"] and lines(given.splits["test"]) == ["z.jpg,0"]
+    with pytest.raises(ConverterError, match=rf"{train}:2: class 'red car' is not in --classes n\.txt"):
+        read_label_csv([train], label_sep=";", header=True, class_names=["blue sky"], classes_source="--classes n.txt")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a.jpg,dog\na.jpg,cat\n", r":2: 'a\.jpg' repeats .*:1"),
+    ("a.jpg,dog,cat\n", r":1: expected 2 fields 'filename,labels', got 3"),
+    ("a.jpg,dog dog\n", r":1: a class is named twice"),
+    ("../a.jpg,dog\n", r":1: file name must not leave the image folder"),
+    ("", r"no label names found"),
+])
+def test_csv_bad_rows_name_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ConverterError, match=message):
+        read_label_csv([path])
+
+
+def test_csv_class_names_rejects_an_unknown_order():
+    with pytest.raises(ValueError, match="order"):
+        csv_class_names([], "random")
