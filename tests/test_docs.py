@@ -3,8 +3,8 @@
 A fenced block preceded by the line ``<!-- docs-check: run -->`` is run as written, with bash, in a scratch
 copy of the repository (symlinks to the tracked files, so generated data and runs stay out of the checkout)
 and the project's virtual environment first on PATH, as the README's activation line asks. Blocks are run
-in dependency order: the README first, then the docs pages, each in file order, sharing that scratch folder,
-so a later block may use what an earlier one made.
+in the order a reader meets them (the README first, then the docs pages by name, each in file order) and share
+that scratch folder, so a later block may use what an earlier one made.
 
 A command that reads what a slower command makes (``make demo``'s runs/demo and toy COCO; too slow for this
 check) cannot be run here; the prose right before its block must then name the command that makes it.
