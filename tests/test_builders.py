@@ -51,7 +51,8 @@ def test_help_shows_the_data_defaults():
 def test_a_bad_default_list_says_it_is_the_default_for_real_coco(toy_coco, tmp_path, monkeypatch):
     """Without --dataset the official list is read; on other data its error says so and what to pass."""
     (tmp_path / "dataset").mkdir()
-    (tmp_path / COCO_DEFAULT_LIST).write_text("COCO_train2014_000000000001.jpg,0\nCOCO_train2014_000000000002.jpg,999\n")
+    bad = "COCO_train2014_000000000001.jpg,0\nCOCO_train2014_000000000002.jpg,999\n"
+    (tmp_path / COCO_DEFAULT_LIST).write_text(bad)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError) as err:
         coco_datasets(_args(add_coco_args, ["--data", str(toy_coco)]), None, None, raw=False)
