@@ -15,8 +15,12 @@ import argparse
 import difflib
 import logging
 import os
-import socket
+import http.client
+import ssl
 import sys
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +60,8 @@ PAPER_TAGS = {"resnet50": "tv_in1k", "resnet101": "tv_in1k", "tresnet_m": "miil_
 MIN_BACKBONE_MATCH = 0.9
 # Prefixes added by nn.DataParallel / DistributedDataParallel and by torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_PROBE_TIMEOUT_S = 3.0
+_PROBE_TIMEOUT_S = 3.0  # per connect / read of the download probe
+_PROBE_DEADLINE_S = 5.0  # the whole probe
 
 
 class PretrainedUnavailable(RuntimeError):
@@ -153,22 +158,57 @@ class HubWeights:
 
 
 def _download_blocker(weights: HubWeights) -> str | None:
-    """Why the weights cannot be downloaded now (offline mode, server unreachable), or None. Takes at most
-    a few seconds: one TCP connection to the server (or to the proxy), no retries."""
+    """Why the weights cannot be downloaded now (offline mode, no HTTP answer from the server), or None.
+
+    Takes at most ``_PROBE_DEADLINE_S`` seconds in all: one HEAD request to the download URL, through the
+    proxy the environment names, no retries and no redirect followed. Any HTTP status counts as an answer; a
+    refused connection, a failed TLS handshake or silence does not (a proxy that accepts the connection but
+    never completes TLS would otherwise cost the downloader's minute of retries)."""
     from huggingface_hub import constants
 
     if weights.repo_id and constants.is_offline_mode():
         return "HF_HUB_OFFLINE is set"
-    url = urlparse(constants.ENDPOINT if weights.repo_id else weights.url or "")
-    proxy = getproxies().get(url.scheme)
-    target = urlparse(proxy) if proxy else url
-    host, port = target.hostname, target.port or (443 if target.scheme == "https" else 80)
-    if not host:
-        return f"no server to download from ({url.geturl()!r})"
+    url = weights.download_url() if weights.repo_id else weights.url or ""
+    parts = urlparse(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"no server to download from ({url!r})"
+    proxy = getproxies().get(parts.scheme)
+    target = urlparse(proxy) if proxy else parts
+    port = target.port or (443 if target.scheme == "https" else 80)
+    where = f"{target.hostname}:{port}" + (" (proxy)" if proxy else "")
+    answer: list[str | None] = []
+    probe = threading.Thread(target=lambda: answer.append(_head_request_problem(url)), daemon=True)
+    probe.start()
+    probe.join(_PROBE_DEADLINE_S)
+    if not answer:
+        return f"cannot reach {where}: no answer within {_PROBE_DEADLINE_S:g} s"
+    return f"cannot reach {where}: {answer[0]}" if answer[0] else None
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a 3xx is an answer: do not follow it to the CDN
+        return None
+
+
+def _head_request_problem(url: str) -> str | None:
+    """Why a HEAD request to ``url`` gets no HTTP answer, or None (any status, redirects included)."""
+    context = ssl.create_default_context()
     try:
-        socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S).close()
-    except OSError as e:
-        return f"cannot reach {host}:{port}{' (proxy)' if proxy else ''}: {e.strerror or e}"
+        import certifi  # the bundle the downloader verifies with, where installed
+
+        context.load_verify_locations(certifi.where())
+    except (ImportError, OSError):
+        pass
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
+    try:
+        opener.open(urllib.request.Request(url, method="HEAD"), timeout=_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None  # the server answered
+    except urllib.error.URLError as e:
+        reason = e.reason
+        return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+    except (OSError, http.client.HTTPException) as e:
+        return getattr(e, "strerror", None) or str(e) or type(e).__name__
     return None
 
 

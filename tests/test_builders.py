@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from src.data.builders import add_coco_args, add_nus_args, coco_datasets, nus_datasets
+from src.data.builders import COCO_DEFAULT_LIST, add_coco_args, add_nus_args, coco_datasets, nus_datasets
 from src.errors import UserError
 from src.toy.shapes import NUM_CLASSES
 
@@ -66,3 +66,31 @@ def test_class_space_mismatch_flags_shifted_or_disjoint_counts_only():
     tiny = np.zeros(81, dtype=int)
     tiny[[0, 1, 2]] = 1  # too few labels to judge: no warning
     assert class_space_mismatch(tiny, np.roll(tiny, 50)) is None
+
+
+def test_help_shows_the_data_defaults():
+    coco = add_coco_args(argparse.ArgumentParser()).format_help().replace("\n", " ")
+    nus = add_nus_args(argparse.ArgumentParser()).format_help().replace("\n", " ")
+    for default in (COCO_DEFAULT_LIST, "/home/MSCOCO_2014/"):
+        assert f"default: {default}" in " ".join(coco.split()), default
+    for default in ("./dataset/nus_train_singlelabel.txt", "./dataset/nus_val.txt", "/home/NUS_wide/"):
+        assert f"default: {default}" in " ".join(nus.split()), default
+
+
+def test_a_bad_default_list_says_it_is_the_default_for_real_coco(toy_coco, tmp_path, monkeypatch):
+    """Without --dataset the official list is read; on other data its error says so and what to pass."""
+    (tmp_path / "dataset").mkdir()
+    bad = "COCO_train2014_000000000001.jpg,0\nCOCO_train2014_000000000002.jpg,999\n"
+    (tmp_path / COCO_DEFAULT_LIST).write_text(bad)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as err:
+        coco_datasets(_args(add_coco_args, ["--data", str(toy_coco)]), None, None, raw=False)
+    first, second = str(err.value).splitlines()
+    assert first.startswith("dataset/coco_train_0.4left.txt:2: class index 999 out of range")
+    assert "--dataset was not given" in second and "real MS-COCO" in second
+    assert str(toy_coco / "coco_train_0.4left.txt") in second
+    given = tmp_path / "mine.txt"
+    given.write_text((tmp_path / COCO_DEFAULT_LIST).read_text())
+    with pytest.raises(UserError) as err:
+        coco_datasets(_args(add_coco_args, ["--data", str(toy_coco), "--dataset", str(given)]), None, None, False)
+    assert "not given" not in str(err.value) and len(str(err.value).splitlines()) == 1

@@ -3,7 +3,11 @@
 A fenced block preceded by the line ``<!-- docs-check: run -->`` is run as written, with bash, in a scratch
 copy of the repository (symlinks to the tracked files, so generated data and runs stay out of the checkout)
 and the project's virtual environment first on PATH, as the README's activation line asks. Blocks are run
-in file order and share that scratch folder, so a later block may use what an earlier one made.
+in the order a reader meets them (the README first, then the docs pages by name, each in file order) and share
+that scratch folder, so a later block may use what an earlier one made.
+
+A command that reads what a slower command makes (``make demo``'s runs/demo and toy COCO; too slow for this
+check) cannot be run here; the prose right before its block must then name the command that makes it.
 """
 from __future__ import annotations
 
@@ -43,6 +47,39 @@ def _slug(heading: str) -> str:
 
 def _anchors(path: Path) -> set[str]:
     return {_slug(m.group(2)) for m in re.finditer(r"^(#+)\s+(.*)$", _strip_fenced(path.read_text()), re.M)}
+
+
+# Outputs of commands the docs check does not run, and the command that makes each.
+PRODUCERS = ((re.compile(r"\bruns/demo\b|\bdata/toy_coco-\d"), "make demo"),)
+COMMAND_BLOCK = re.compile(r"^(```|~~~)\s*(bash|sh|shell|console|python|)\s*$")
+
+
+def fenced_blocks(path: Path) -> list[tuple[int, str, str, str]]:
+    """(line of the opening fence, info string, body, the prose between the previous block and this one)."""
+    lines = path.read_text().splitlines()
+    blocks, prose, i = [], [], 0
+    while i < len(lines):
+        if not FENCE.match(lines[i].strip()):
+            prose.append(lines[i])
+            i += 1
+            continue
+        end = next((j for j in range(i + 1, len(lines)) if FENCE.match(lines[j].strip())), len(lines))
+        blocks.append((i + 1, lines[i].strip(), "\n".join(lines[i + 1:end]), "\n".join(prose)))
+        prose, i = [], end + 1
+    return blocks
+
+
+def unexplained_inputs(path: Path) -> list[str]:
+    """Command blocks that read an output of a command in PRODUCERS without the prose before them (since the
+    previous block) naming that command, as ``file:line: needs `command```."""
+    bad = []
+    for line, info, body, prose in fenced_blocks(path):
+        if not COMMAND_BLOCK.match(info):
+            continue
+        for pattern, command in PRODUCERS:
+            if pattern.search(body) and command not in body and f"`{command}`" not in prose:
+                bad.append(f"{path.name}:{line}: needs `{command}`")
+    return bad
 
 
 def runnable_blocks(path: Path) -> list[tuple[int, str]]:
@@ -89,6 +126,22 @@ def test_runnable_marker_finds_blocks(tmp_path):
     doc.write_text(f"{RUN_MARK}\nno fence\n")
     with pytest.raises(AssertionError, match="must stand right before"):
         runnable_blocks(doc)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_commands_that_need_a_slow_commands_outputs_say_which_command_makes_them(doc):
+    assert not unexplained_inputs(doc), unexplained_inputs(doc)
+
+
+def test_the_producer_note_is_checked(tmp_path):
+    doc = tmp_path / "x.md"
+    infer = "```bash\npython infer.py --model-path runs/demo/0.4left-Hill-s0/best.ckpt data/toy_coco-2000-1000-48px\n```"
+    doc.write_text(f"# Run the demo first\n\nLabel images:\n\n{infer}\n")
+    assert unexplained_inputs(doc) == ["x.md:5: needs `make demo`"]
+    doc.write_text(f"`make demo` makes the run this reads.\n\n{infer}\n\nThen again:\n\n{infer}\n")
+    assert unexplained_inputs(doc) == ["x.md:9: needs `make demo`"]  # a note covers the next block only
+    doc.write_text(f"Output:\n\n```text\nruns/demo/x: ...\n```\n\n```bash\nmake demo && ls runs/demo\n```\n")
+    assert unexplained_inputs(doc) == []  # an output sample, and a block that runs the producer itself
 
 
 def _scratch_repo(tmp: Path) -> Path:

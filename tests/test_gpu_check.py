@@ -146,3 +146,16 @@ def test_setup_fails_plainly_when_a_needed_package_has_no_wheel(tmp_path, monkey
         gc.setup(ctx)
     cpu = gc.Context(gc.Runner(tmp_path / "log", 60, {}), tmp_path, gc.TOY, "cpu", None, tmp_path / "none")
     assert gc.setup(cpu)["missing"] == ["no_such_module_xyz"]  # the CPU rehearsal needs only pycocotools
+
+
+def test_the_closing_line_counts_passed_skipped_failed_and_names_missed_targets():
+    steps = [{"name": n, "status": st, "seconds": 1.0, "detail": ""}
+             for n, st in (("setup", "ok"), ("train", "ok"), ("sync", "skipped"), ("bench", "FAIL"))]
+    rows = [{"what": "speed", "met": True}, {"what": "memory", "met": False}, {"what": "info", "met": None}]
+    line = gc.verdict({"steps": steps, "rows": rows, "failed": ["bench"], "exit_status": 1})
+    assert line == ("exit status 1: 2 of 4 steps passed; 1 skipped (sync); 1 failed: bench; "
+                    "1 of 2 targets met; missed: memory")
+    clean = gc.verdict({"steps": steps[:2], "rows": [rows[0]], "failed": [], "exit_status": 0})
+    assert clean == "exit status 0: 2 of 2 steps passed; 1 of 1 targets met"
+    unjudged = gc.verdict({"steps": steps[:3], "rows": [rows[2]], "failed": [], "exit_status": 0})
+    assert "1 skipped (sync)" in unjudged and "every" not in unjudged and "no target judged" in unjudged

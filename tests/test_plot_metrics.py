@@ -4,12 +4,25 @@ import math
 
 import pytest
 
-from src.tools.plot_metrics import MetricsError, main, plot_runs, plot_strength_gap, read_run, run_label
+from src.loss_functions.losses import LOSS_NAMES
+from src.tools.plot_metrics import (
+    REFERENCE_COLOR,
+    MetricsError,
+    display_name,
+    draw_runs,
+    is_full_label,
+    loss_color,
+    main,
+    plot_runs,
+    plot_strength_gap,
+    read_run,
+    run_label,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(path, loss, maps, missing=True, args=True):
+def write_run(path, loss, maps, missing=True, args=True, dataset="d/coco_train_0.4left.txt"):
     path.mkdir(parents=True)
     rows = []
     for e, m in enumerate(maps):
@@ -20,7 +33,7 @@ def write_run(path, loss, maps, missing=True, args=True):
         rows.append(json.dumps(row))  # NaN is written as NaN, as train.py does
     (path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
     if args:
-        (path / "args.json").write_text(json.dumps({"loss": loss, "dataset": "d/coco_train_0.4left.txt"}))
+        (path / "args.json").write_text(json.dumps({"loss": loss, "dataset": dataset}))
     return path
 
 
@@ -78,3 +91,49 @@ def test_strength_gap_figure(tmp_path):
     assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 5000
     with pytest.raises(ValueError, match="reference"):
         plot_strength_gap([dict(gaps[0], ref_mean=None)], tmp_path / "none.png")
+
+
+def test_each_loss_has_one_colour_in_every_spelling():
+    colors = [loss_color(name) for name in LOSS_NAMES]
+    assert len(set(colors)) == len(LOSS_NAMES), "two losses share a colour"
+    assert loss_color("asl") == loss_color("Asl") == loss_color("ASL") and loss_color("hill") == loss_color("Hill")
+    assert REFERENCE_COLOR not in colors and loss_color("no-such-loss") not in colors
+    assert (display_name("Asl"), display_name("asl"), display_name("Hill"), display_name("x")) == ("ASL", "ASL",
+                                                                                                  "Hill", "x")
+
+
+def _lines(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_a_loss_keeps_its_colour_whatever_the_other_runs(tmp_path):
+    hill = read_run(write_run(tmp_path / "h", "Hill", [10.0, 20.0]))
+    asl = read_run(write_run(tmp_path / "a", "Asl", [11.0, 21.0]))
+    alone = draw_runs([hill], panels=("map",)).axes[0]
+    together = draw_runs([asl, hill], panels=("map",)).axes[0]
+    assert _lines(alone)["Hill"].get_color() == _lines(together)["Hill"].get_color() == loss_color("Hill")
+    assert "ASL" in _lines(together), "ASL is spelt as the README does"
+
+
+def test_the_full_label_run_is_a_dashed_upper_bound_line(tmp_path):
+    bce40 = read_run(write_run(tmp_path / "b40", "BCE", [10.0, 30.0]))
+    full = read_run(write_run(tmp_path / "full", "BCE", [20.0, 45.0, 40.0], missing=False,
+                              dataset="d/coco_train_full.txt"))
+    assert is_full_label(full) and not is_full_label(bce40)
+    fig = draw_runs([bce40, full], panels=("map", "missing"))
+    lines = _lines(fig.axes[0])
+    assert set(lines) == {"BCE (0.4left)", "BCE (full): upper bound (best 45.0)"}
+    ref = lines["BCE (full): upper bound (best 45.0)"]
+    assert ref.get_linestyle() == "--" and ref.get_color() == REFERENCE_COLOR
+    assert set(ref.get_ydata()) == {45.0}  # max(model, EMA) per epoch (EMA = model - 1 here), best epoch
+    assert all("full" not in label for ax in fig.axes[1:] for label in _lines(ax)), "no missing labels to find"
+
+
+def test_the_legend_stands_beside_the_panels(tmp_path):
+    runs = [read_run(write_run(tmp_path / n, n, [10.0, 20.0, 30.0])) for n in ("BCE", "Asl", "Hill", "SPLC")]
+    fig = draw_runs(runs, panels=("missing",), title="t")
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert all(box.x0 >= ax.get_window_extent().x1 for ax in fig.axes), "the legend covers a panel"
+    assert [t.get_text() for t in legend.get_texts()] == ["BCE", "ASL", "Hill", "SPLC"]

@@ -21,10 +21,14 @@ import numpy as np
 
 from src.data.class_names import NUS_WIDE_CLASSES, read_classes_flag
 from src.data.datasets import NUS_NUM_CLASSES, MultiLabelImages, coco_dataset, label_list_dataset
+from src.data.labels import LabelListError
 from src.errors import UserError
 
-__all__ = ["Datasets", "add_coco_args", "coco_datasets", "add_nus_args", "nus_datasets", "class_counts",
-           "class_space_mismatch"]
+# train.py's --dataset when not given: the paper's list for the real MS-COCO 2014 (the official default).
+COCO_DEFAULT_LIST = "./dataset/coco_train_0.4left.txt"
+
+__all__ = ["COCO_DEFAULT_LIST", "Datasets", "add_coco_args", "coco_datasets", "add_nus_args", "nus_datasets",
+           "class_counts", "class_space_mismatch"]
 
 
 @dataclass
@@ -42,9 +46,12 @@ class Datasets:
 
 def add_coco_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """train.py's data flags (the official names and defaults)."""
-    parser.add_argument("--dataset", default="./dataset/coco_train_0.4left.txt", metavar="LIST",
-                        help="training label list")
-    parser.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/", help="COCO 2014 root")
+    parser.add_argument("--dataset", default=COCO_DEFAULT_LIST, metavar="LIST",
+                        help=f"training label list (default: {COCO_DEFAULT_LIST}, the paper's 40%%-left list of "
+                             "the real MS-COCO train2014; the toy COCO has its own lists in its folder)")
+    parser.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/",
+                        help="COCO 2014 root holding train2014/, val2014/, annotations/ "
+                             "(default: /home/MSCOCO_2014/, the official code's; see docs/coco.md)")
     return parser
 
 
@@ -63,8 +70,15 @@ def coco_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: C
     # else against the 80 COCO categories when they are COCO's.
     test = coco_dataset(data / "val2014", ann, reference=data / "annotations" / "instances_train2014.json",
                         transform=val_tf, raw=raw, skip_bad_images=args.skip_bad_images)
-    train = label_list_dataset(data / "train2014", args.dataset, test.num_classes, transform=train_tf, raw=raw,
-                               skip_bad_images=args.skip_bad_images)
+    try:
+        train = label_list_dataset(data / "train2014", args.dataset, test.num_classes, transform=train_tf, raw=raw,
+                                   skip_bad_images=args.skip_bad_images)
+    except LabelListError as e:
+        if args.dataset != COCO_DEFAULT_LIST:
+            raise
+        raise LabelListError(f"{e}\n--dataset was not given: its default {COCO_DEFAULT_LIST} is for the real "
+                             f"MS-COCO 2014; pass --dataset with a list of your data (the toy COCO's are in its "
+                             f"folder, e.g. --dataset {data / 'coco_train_0.4left.txt'})") from None
     _warn_mismatch(train, test)
     return Datasets(train=train, test=test, num_classes=test.num_classes, train_list=args.dataset,
                     class_names=test.class_names)
@@ -73,11 +87,13 @@ def coco_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: C
 def add_nus_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """train_nus.py's data flags (the official defaults; --train_dataset / --val_dataset are accepted too)."""
     parser.add_argument("--train-dataset", default="./dataset/nus_train_singlelabel.txt", metavar="LIST",
-                        help="training list")
-    parser.add_argument("--val-dataset", default="./dataset/nus_val.txt", metavar="LIST", help="validation (test) list")
+                        help="training list (default: ./dataset/nus_train_singlelabel.txt, which you make or "
+                             "download first: dataset/README.md)")
+    parser.add_argument("--val-dataset", default="./dataset/nus_val.txt", metavar="LIST",
+                        help="validation (test) list (default: ./dataset/nus_val.txt)")
     parser.add_argument("--data", metavar="DIR", default="/home/NUS_wide/",
                         help="image root: the lists name files under DATA/images/, or under DATA when it has no "
-                             "images/ folder (default: /home/NUS_wide/)")
+                             "images/ folder (default: /home/NUS_wide/, the official code's)")
     parser.add_argument("--classes", default=None, metavar="FILE",
                         help="class names, one per line in class-index order; their count is the class count "
                              "(default: NUS-WIDE's 81 concepts, or --num-classes N unnamed classes)")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from src.tools.experiments import RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, train_run
-from src.tools.plot_metrics import RunMetrics, plot_runs
+from src.tools.plot_metrics import RunMetrics, display_name, plot_runs
 
 __all__ = ["DEFAULT_LOSSES", "results_table", "main"]
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         done.append((spec, train_run(spec, data, a.out_dir, recipe, pretrained)))
     table = results_table(done)
     runs = [r for _, r in done]
-    labels = [f"{s.loss} ({s.setting})" for s, _ in done]
+    labels = [f"{display_name(s.loss)} ({s.setting})" for s, _ in done]
     map_png = plot_runs(runs, a.pics / "demo_map.png", labels=labels, panels=("map",),
                         title=f"toy COCO, {SETTING_TITLES[a.setting]}\n(BCE on the full list: the upper bound)")
     missing = [(r, n) for (s, r), n in zip(done, labels) if r.has_missing]

@@ -482,9 +482,29 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(f"| {r['what']} | {_fmt(r['measured'])} | {r['unit']} | {r['target'] or ''} | {met} |")
-    lines += ["", f"exit status {report['exit_status']}: "
-              + ("every step passed" if report["exit_status"] == 0 else f"failed: {', '.join(report['failed'])}")]
+    lines += ["", verdict(report)]
     return "\n".join(lines) + "\n"
+
+
+def verdict(report: dict) -> str:
+    """The closing line: the exit status, how many steps passed, were skipped or failed, and which targets
+    were missed (the exit status judges the steps only; a missed target is reported, not fatal)."""
+    steps = report["steps"]
+    skipped = [s["name"] for s in steps if s["status"] == "skipped"]
+    passed = sum(s["status"] == "ok" for s in steps)
+    parts = [f"{passed} of {len(steps)} steps passed"]
+    if skipped:
+        parts.append(f"{len(skipped)} skipped ({', '.join(skipped)})")
+    if report["failed"]:
+        parts.append(f"{len(report['failed'])} failed: {', '.join(report['failed'])}")
+    judged = [r for r in report["rows"] if r["met"] is not None]
+    missed = [r["what"] for r in judged if not r["met"]]
+    if not judged:
+        parts.append("no target judged")
+    else:
+        parts.append(f"{len(judged) - len(missed)} of {len(judged)} targets met"
+                     + (f"; missed: {'; '.join(missed)}" if missed else ""))
+    return f"exit status {report['exit_status']}: " + "; ".join(parts)
 
 
 # -------------------------------------------------------------------------------------------------------- driver

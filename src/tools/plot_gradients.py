@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from src.io_utils import atomic_write  # noqa: E402
 from src.loss_functions.losses import AsymmetricLoss, build_loss  # noqa: E402
+from src.tools.plot_metrics import loss_color  # noqa: E402
 
 
 def negative_gradient(loss: torch.nn.Module, p: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
@@ -40,15 +41,15 @@ def plot(out: Path, points: int = 1001) -> Path:
     p = torch.linspace(0, 1, points, dtype=torch.float64)[1:-1]
     splc = build_loss("SPLC")
     curves = [
-        ("BCE", build_loss("BCE"), None, "tab:blue", "-"),
-        ("Focal ($\\gamma$=2)", build_loss("Focal"), None, "tab:orange", "-"),
+        ("BCE", build_loss("BCE"), None, loss_color("BCE"), "-"),
+        ("Focal ($\\gamma$=2)", build_loss("Focal"), None, loss_color("Focal"), "-"),
         ("Focal, grad. through weight", AsymmetricLoss(2, 2, clip=0, detach_focal_weight=False), None,
-         "tab:orange", "--"),
-        ("ASL ($\\gamma_-$=4, m=0.05)", build_loss("Asl"), None, "tab:green", "-"),
+         loss_color("Focal"), "--"),
+        ("ASL ($\\gamma_-$=4, m=0.05)", build_loss("Asl"), None, loss_color("Asl"), "-"),
         ("ASL, grad. through weight", AsymmetricLoss(4, 0, clip=0.05, detach_focal_weight=False), None,
-         "tab:green", "--"),
-        ("Hill ($\\lambda$=1.5)", build_loss("Hill"), None, "tab:red", "-"),
-        (f"SPLC ($\\tau$={splc.tau}, epoch {splc.change_epoch})", splc, splc.change_epoch, "tab:purple", "-"),
+         loss_color("Asl"), "--"),
+        ("Hill ($\\lambda$=1.5)", build_loss("Hill"), None, loss_color("Hill"), "-"),
+        (f"SPLC ($\\tau$={splc.tau}, epoch {splc.change_epoch})", splc, splc.change_epoch, loss_color("SPLC"), "-"),
     ]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for label, loss, epoch, color, style in curves:

@@ -21,10 +21,40 @@ from pathlib import Path
 from typing import Sequence
 
 from src.io_utils import atomic_write
+from src.loss_functions.losses import LOSS_NAMES, canonical_loss_name
 
-__all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "plot_runs", "plot_strength_gap", "main"]
+__all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "loss_color", "display_name", "is_full_label",
+           "draw_runs", "plot_runs", "plot_strength_gap", "main"]
 
 MISSING_KEYS = ("missing_precision", "missing_recall")
+
+# One colour per loss in every figure, in the registry's order (BCE, Focal, ASL, Hill, SPLC: matplotlib's
+# first five; src.tools.plot_gradients uses the same); runs of no known loss take OTHER_COLORS in turn.
+LOSS_COLORS = dict(zip(LOSS_NAMES, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "#393b79")))
+OTHER_COLORS = ("#8c6d31", "#843c39", "#7b4173", "#637939", "#5254a3")
+# How the README and the paper spell a loss where the registry's name differs.
+DISPLAY_NAMES = {"Asl": "ASL"}
+# The full-label run (the upper bound) is a reference line in this colour, not one more loss.
+REFERENCE_COLOR = "black"
+
+
+def _known_loss(name: str | None) -> str | None:
+    try:
+        return canonical_loss_name(str(name)) if name else None
+    except ValueError:
+        return None
+
+
+def loss_color(loss: str | None, other: int = 0) -> str:
+    """The colour of ``loss`` (any spelling the registry accepts); ``OTHER_COLORS[other]`` when unknown."""
+    known = _known_loss(loss)
+    return LOSS_COLORS[known] if known else OTHER_COLORS[other % len(OTHER_COLORS)]
+
+
+def display_name(loss: str) -> str:
+    """The loss's name as the README writes it ('Asl' -> 'ASL'); an unknown name unchanged."""
+    known = _known_loss(loss)
+    return DISPLAY_NAMES.get(known, known) if known else loss
 
 
 class MetricsError(ValueError):
@@ -91,9 +121,16 @@ def read_run(run_dir: str | os.PathLike) -> RunMetrics:
     return RunMetrics(run_dir, rows, args)
 
 
+def is_full_label(run: RunMetrics) -> bool:
+    """Whether the run trained on a full-label list (``*full.txt``: the upper bound of a missing-label study)."""
+    listed = run.args.get("dataset") or run.args.get("train_dataset")
+    return bool(listed) and Path(str(listed)).stem.endswith("full")
+
+
 def run_label(run: RunMetrics, with_list: bool = False) -> str:
-    """'loss' from args.json (else the folder name), plus ' (list stem)' when ``with_list``."""
-    label = str(run.args.get("loss") or run.path.name)
+    """'loss' from args.json as the README spells it (else the folder name), plus ' (list stem)' when
+    ``with_list``."""
+    label = display_name(str(run.args["loss"])) if run.args.get("loss") else run.path.name
     if with_list and run.args.get("dataset"):
         label += f" ({Path(str(run.args['dataset'])).stem.removeprefix('coco_train_')})"
     return label
@@ -111,10 +148,30 @@ def _labels(runs: Sequence[RunMetrics], labels: Sequence[str] | None) -> list[st
 def plot_runs(runs: Sequence[RunMetrics], out: str | os.PathLike, map_style: str = "max",
               labels: Sequence[str] | None = None, title: str | None = None,
               panels: Sequence[str] = ("map", "missing")) -> Path:
-    """Draw the runs' curves into the PNG ``out`` (written atomically); return its path.
+    """Draw the runs' curves (``draw_runs``) into the PNG ``out`` (written atomically); return its path."""
+    return _save_png(draw_runs(runs, map_style, labels, title, panels), out)
+
+
+def _run_colors(runs: Sequence[RunMetrics]) -> list[str]:
+    """``loss_color`` of each run's loss; runs of no known loss take the other colours in turn."""
+    colors, other = [], 0
+    for run in runs:
+        if _known_loss(run.args.get("loss")):
+            colors.append(loss_color(run.args["loss"]))
+        else:
+            colors.append(loss_color(None, other))
+            other += 1
+    return colors
+
+
+def draw_runs(runs: Sequence[RunMetrics], map_style: str = "max", labels: Sequence[str] | None = None,
+              title: str | None = None, panels: Sequence[str] = ("map", "missing")):
+    """The matplotlib Figure of the runs' curves, one legend to the right of the panels.
 
     panels: 'map' (mAP per epoch), 'missing' (missing-label precision and recall, two panels; left out
     when no run logged them). map_style: 'max' = max(model, EMA) per epoch; 'both' = model solid, EMA dashed.
+    A full-label run (``is_full_label``) is drawn in the mAP panel as a dashed horizontal line at its best
+    mAP, labelled as the upper bound, not as one more curve. Each loss has its colour (``loss_color``).
     """
     import matplotlib
 
@@ -138,14 +195,18 @@ def plot_runs(runs: Sequence[RunMetrics], out: str | os.PathLike, map_style: str
         raise ValueError("no run logged missing-label precision/recall (train with --oracle-list)")
     fig = Figure(figsize=(max(6.0, 4.6 * len(axes_wanted)), 4.2 if title else 3.8))
     axes = fig.subplots(1, len(axes_wanted), squeeze=False)[0]
-    colors = [f"C{i % 10}" for i in range(len(runs))]
+    colors = _run_colors(runs)
     titles = {"map": "val mAP (%)", "missing_precision": "missing labels found: precision (%)",
               "missing_recall": "missing labels found: recall (%)"}
     subtitle = "train images, p > 0.5 (SPLC: p > tau)"
     for ax, key in zip(axes, axes_wanted):
         for run, name, color in zip(runs, names, colors):
             x = run.epochs
-            if key == "map" and map_style == "max":
+            if key == "map" and is_full_label(run):
+                best = max(v for v in run.best_map if not math.isnan(v))
+                ax.axhline(best, color=REFERENCE_COLOR, ls="--", lw=1.2,
+                           label=f"{name}: upper bound (best {best:.1f})")
+            elif key == "map" and map_style == "max":
                 ax.plot(x, run.best_map, color=color, marker="o", ms=3, label=name)
             elif key == "map":
                 ax.plot(x, run.column("map"), color=color, marker="o", ms=3, label=f"{name} model")
@@ -155,19 +216,28 @@ def plot_runs(runs: Sequence[RunMetrics], out: str | os.PathLike, map_style: str
         ax.set_title(titles[key] if key == "map" else f"{titles[key]}\n{subtitle}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    _legend_outside(fig, axes)
+    return fig
 
-    return _save_png(fig, out)
+
+def _legend_outside(fig, axes) -> None:
+    """One legend for all panels (each label once), to the right of them, where it covers no curve."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5),
+               fontsize=8, frameon=False)
 
 
 def _save_png(fig, out: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG to ``out`` atomically."""
     def write(f):
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # keeps a legend outside the axes
         f.write(buf.getvalue())
     return atomic_write(out, write)
 
@@ -199,11 +269,11 @@ def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
             shift = (k - (len(losses) - 1) / 2) * 0.3  # side by side where the x values coincide
             x = [g["ref_mean"] + shift for g in pts]
             ax.errorbar(x, [g["mean"] for g in pts], yerr=[g["std"] or 0.0 for g in pts],
-                        xerr=[g["ref_std"] or 0.0 for g in pts], color=f"C{k}", marker="o", capsize=3,
-                        label=f"{loss} − ASL")
+                        xerr=[g["ref_std"] or 0.0 for g in pts], color=loss_color(loss, k), marker="o", capsize=3,
+                        label=f"{display_name(loss)} − ASL")
             for xi, g in zip(x, pts):
                 ax.annotate(f"{g['strength']} (n={g['n']})", (xi, g["mean"]), textcoords="offset points",
-                            xytext=(5, 5 + 10 * k), fontsize=7, color=f"C{k}")
+                            xytext=(5, 5 + 10 * k), fontsize=7, color=loss_color(loss, k))
         ax.axhline(0.0, color="gray", lw=0.8, ls="--")
         ax.set_title(f"trained on {setting}", fontsize=10)
         ax.set_xlabel("full-label BCE val mAP (%): model strength")
