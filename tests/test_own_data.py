@@ -15,7 +15,8 @@ from src.tools.make_missing_labels import main as make_lists
 from src.toy.shapes import CLASSES
 from test_converters import VOC_SPLITS, make_cub, make_voc
 
-TOY_NAMES = [c.name for c in CLASSES]
+# A 24-class custom dataset: toy class i is named TOY_NAMES[i % 24] (the toy has COCO's 80 classes).
+TOY_NAMES = [f"{c.name} group" for c in CLASSES[:24]]
 FAST = ["--model-name", "resnet10t", "--image-size", "32", "-b", "8", "-j", "0", "--epochs", "1", "--stop-epoch", "0",
         "--pretrained", "none", "--device", "cpu", "--max-steps-per-epoch", "1"]
 
@@ -27,7 +28,7 @@ def own_folder(toy: Path, root: Path, n_train: int = 16, n_test: int = 8) -> tup
     for line in (toy / "coco_train_full.txt").read_text().splitlines()[:n_train + n_test]:
         name, labels = line.split(",")
         shutil.copy(toy / "train2014" / name, root / "photos" / name)
-        rows.append(f"{name},{';'.join(TOY_NAMES[int(i)] for i in labels.split())}\n")
+        rows.append(f"{name},{';'.join(sorted({TOY_NAMES[int(i) % 24] for i in labels.split()}))}\n")
     (root / "train.csv").write_text("".join(rows[:n_train]))
     (root / "test.csv").write_text("".join(rows[n_train:]))
     return root / "photos", root / "train.csv", root / "test.csv"
