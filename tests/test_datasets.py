@@ -284,3 +284,13 @@ def test_annotation_file_names_stay_in_the_image_folder(tmp_path):
         ann.write_text(json.dumps(d))
         with pytest.raises(AnnotationError, match="image id 30: file_name"):
             coco_entries_from_instances(ann)
+
+
+@pytest.mark.parametrize("text", ["[]", "7", '"x"', "null"])
+def test_an_annotation_file_that_is_not_a_json_object_is_one_error_naming_it(tmp_path, text):
+    """`[]` ended in pycocotools' AssertionError traceback."""
+    ann = tmp_path / "empty.json"
+    ann.write_text(text)
+    for read in (coco_entries_from_instances, lambda p: coco_dataset(tmp_path, p)):
+        with pytest.raises(AnnotationError, match=r"empty\.json: not a COCO instances file"):
+            read(ann)

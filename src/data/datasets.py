@@ -233,7 +233,7 @@ def _load_coco(ann_file: str | os.PathLike):
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "loading annotations..." banners
             return COCO(str(ann_file))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:  # Assertion: not a JSON object
         raise AnnotationError(f"{ann_file}: not a COCO instances file ({type(e).__name__}: {e})") from None
 
 
