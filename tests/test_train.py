@@ -67,7 +67,7 @@ def test_validate_reads_dataparallel_state_dict(toy_coco, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--loss", "Nope"], "invalid choice"),
+    (["--loss", "Nope"], "unknown loss 'Nope'; known losses: BCE"),
     (["--model-name", "resnet5O"], "resnet50"),
     (["--num-classes", "80"], "disagrees with the data"),
     (["--tau", "0.7"], "tau"),                      # Hill takes no tau
