@@ -23,7 +23,7 @@ from src.distributed import DistInfo, all_reduce_max, all_reduce_sum
 from src.metrics import mAP, missing_label_counts, missing_label_stats_from_counts, threshold_metrics
 
 __all__ = ["Preprocess", "NonFiniteLossError", "Compute", "MissingLabelOracle", "Learner", "Progress",
-           "Evaluation", "autocast", "unwrap", "to_device", "train_one_epoch", "predict", "evaluate"]
+           "Evaluation", "score_spread", "autocast", "unwrap", "to_device", "train_one_epoch", "predict", "evaluate"]
 
 Preprocess = Callable[[object], torch.Tensor]
 
@@ -106,8 +106,9 @@ def _format_seconds(seconds: float) -> str:
 class Progress:
     """How ``train_one_epoch`` reports, on the main process only.
 
-    On a terminal: a tqdm bar labelled ``train epoch e/last`` with the loss. Otherwise a line every
-    ``print_freq`` steps and at least every ``interval_s`` seconds, with images/s and the time left in the
+    On a terminal: a tqdm bar labelled ``train epoch e/last`` with the loss, read every ``print_freq`` steps and
+    at least every ``bar_interval_s`` seconds. Otherwise a line every ``print_freq`` steps and at least every
+    ``interval_s`` seconds, with images/s and the time left in the
     epoch and in the run (``last_epoch`` epochs; ``overhead_s`` per epoch outside training, i.e. evaluation
     and checkpoints, as last measured by the caller). Epochs and steps are 0-based indices shown with the last
     index, as metrics.jsonl and --stop-epoch count them. Each line reads the loss: one host sync.
@@ -115,6 +116,7 @@ class Progress:
     last_epoch: int
     print_freq: int = 64
     interval_s: float = 30.0
+    bar_interval_s: float = 1.0
     overhead_s: float = 0.0
     terminal: bool | None = None  # None: sys.stdout.isatty()
 
@@ -122,8 +124,9 @@ class Progress:
         return sys.stdout.isatty() if self.terminal is None else self.terminal
 
     def due(self, step: int, meter: "_EpochMeter") -> bool:
+        interval = self.bar_interval_s if self.on_terminal() else self.interval_s
         return (step % self.print_freq == 0 or step == meter.steps - 1
-                or time.perf_counter() - meter.last_line >= self.interval_s)
+                or time.perf_counter() - meter.last_line >= interval)
 
     def report(self, bar, meter: "_EpochMeter", step: int, loss: float, lr: float) -> None:
         """A step line off a terminal, the bar's postfix on one (the bar shows rate and time left itself)."""
@@ -148,12 +151,15 @@ class _EpochMeter:
     def __init__(self, epoch: int, steps: int, device: torch.device, world_size: int):
         self.epoch, self.steps = epoch, steps
         self.loss_sum = torch.zeros((), device=device)
+        self.first_loss: torch.Tensor | None = None  # the epoch's first step's loss: a reference for divergence
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self.missing_counts = torch.zeros(3, device=device)
         self.images, self.skipped, self.world_size = 0, 0, world_size
         self.start = self.last_line = time.perf_counter()
 
     def add(self, step: int, loss: torch.Tensor, images: int) -> None:
+        if self.first_loss is None:
+            self.first_loss = loss.clone()
         self.loss_sum += loss
         self.first_bad_step = torch.where((self.first_bad_step < 0) & ~torch.isfinite(loss),
                                           torch.tensor(step, device=loss.device), self.first_bad_step)
@@ -224,7 +230,8 @@ def _epoch_stats(learner: Learner, meter: _EpochMeter, seconds: float) -> dict:
         all_reduce_max(learner.label_store, info)  # each rank flipped labels of its own samples
     stats = {"train_loss": meter.loss_sum.item() / max(meter.steps, 1), "lr": learner.scheduler.get_last_lr()[0],
              "train_seconds": seconds, "images_per_second": meter.images * info.world_size / max(seconds, 1e-9),
-             "skipped_images": meter.skipped}
+             "skipped_images": meter.skipped,
+             "first_step_loss": meter.first_loss.item() if meter.first_loss is not None else float("nan")}
     if learner.oracle is not None:
         stats.update(missing_label_stats_from_counts(all_reduce_sum(meter.missing_counts, info)))
     return stats
@@ -232,13 +239,14 @@ def _epoch_stats(learner: Learner, meter: _EpochMeter, seconds: float) -> dict:
 
 @torch.inference_mode()
 def predict(models: dict[str, nn.Module], batches: Iterable, shape: tuple[int, int], compute: Compute,
-            desc: str | None = "eval") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            desc: str | None = "eval", interval_s: float = 30.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Sigmoid scores of every model for every sample, in one pass over ``batches`` (as in ``train_one_epoch``).
 
     ``shape``: (samples N, classes C). Returns ({name: N x C float32 scores on the CPU}, seen: N bool). Each rank
     fills the rows of its own shard (a ShardSampler: no padding, no duplicates) and the rows are summed over
     ranks. ``seen`` marks rows that were evaluated (a bad image skipped with --skip-bad-images is not).
-    ``desc``: the tqdm label on a terminal (None: no bar).
+    ``desc``: the tqdm label on a terminal (None: no bar, no lines); off a terminal, a line ``desc  batch k/last
+    n img/s`` at least every ``interval_s`` seconds (``_EvalLines``).
     """
     for m in models.values():
         m.eval()
@@ -246,7 +254,9 @@ def predict(models: dict[str, nn.Module], batches: Iterable, shape: tuple[int, i
     seen = torch.zeros(shape[0], device=compute.device)
     bar = tqdm(batches, desc=desc, leave=False,
                disable=desc is None or not (compute.info.is_main and sys.stdout.isatty()))
-    for images, _targets, indices, _num_skipped in bar:  # images: preprocessed, on the device
+    lines = _EvalLines(desc if compute.info.is_main and bar.disable else None, _length(batches), interval_s)
+    for k, (images, _targets, indices, _num_skipped) in enumerate(bar):  # images: preprocessed, on the device
+        lines.after(k, len(indices))
         if len(indices) == 0:
             continue
         indices = indices.to(compute.device, non_blocking=True)
@@ -260,16 +270,54 @@ def predict(models: dict[str, nn.Module], batches: Iterable, shape: tuple[int, i
     return {name: s.cpu() for name, s in scores.items()}, keep
 
 
+def _length(batches) -> int | None:
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:  # a generator underneath
+        return None
+
+
+class _EvalLines:
+    """Evaluation's progress off a terminal: a line at least every ``interval_s`` seconds (``desc`` None: none)."""
+
+    def __init__(self, desc: str | None, batches: int | None, interval_s: float):
+        self.desc, self.batches, self.interval_s = desc, batches, interval_s
+        self.start = self.last = time.perf_counter()
+        self.images = 0
+
+    def after(self, k: int, images: int) -> None:
+        """Batch ``k`` (0-based) of ``images`` images has been taken from the loader."""
+        self.images += images
+        now = time.perf_counter()
+        if self.desc is None or now - self.last < self.interval_s:
+            return
+        self.last = now
+        rate = self.images / max(now - self.start, 1e-9)
+        of = f"/{self.batches - 1}" if self.batches else ""
+        print(f"{self.desc}  batch {k}{of}  {rate:.0f} img/s", flush=True)
+
+
 @dataclass
 class Evaluation:
     """``metrics``: "map" of the first model, "map_<name>" of every other one, "selected" (with several models:
     the one of highest mAP, a tie going to the later one) and CP, CR, CF1, OP, OR, OF1 of the selected model at
     the threshold. ``scores`` / ``targets``: the selected model's scores and the targets of the evaluated rows,
-    ``seen`` (N bool) marking those rows."""
+    ``seen`` (N bool) marking those rows; ``skipped``: rows not evaluated (bad images left out with
+    --skip-bad-images); ``spread``: per model, ``score_spread`` of its scores (0: every image scored alike)."""
     metrics: dict
     scores: torch.Tensor
     targets: torch.Tensor
     seen: torch.Tensor
+    skipped: int = 0
+    spread: dict = field(default_factory=dict)
+
+
+def score_spread(scores: torch.Tensor) -> float:
+    """max over classes of (max - min over images) of N x C scores: 0 when every image gets the same scores
+    (a collapsed or diverged model), whose ranking carries no information."""
+    if scores.shape[0] == 0:
+        return 0.0
+    return float((scores.amax(dim=0) - scores.amin(dim=0)).max())
 
 
 def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Tensor, compute: Compute,
@@ -284,4 +332,5 @@ def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Ten
     if len(names) > 1:
         metrics["selected"] = selected
     metrics.update(threshold_metrics(targets, scores[selected][seen], threshold))
-    return Evaluation(metrics, scores[selected][seen], targets, seen)
+    return Evaluation(metrics, scores[selected][seen], targets, seen, skipped=int((~seen).sum()),
+                      spread={name: score_spread(s[seen]) for name, s in scores.items()})

@@ -3,11 +3,11 @@
 Every metric here is a percentage (0-100). Inputs are N x C (samples x classes) numpy arrays or torch
 tensors of any float dtype and device; targets are binary (0/1 or bool).
 
-Ranking convention (mAP): scores are sorted in descending order and ties are broken by sample order,
-i.e. among equal scores the sample that comes first (lower row index) is ranked first. This is a
-stable descending sort; the official code reversed numpy's default (unstable) argsort, so its order
-among ties is unspecified. Without ties the result equals ``sklearn.metrics.average_precision_score``
-averaged over classes.
+Ranking convention (mAP): scores are sorted in descending order; without ties this is the official
+formula and equals ``sklearn.metrics.average_precision_score`` averaged over classes. A group of equal
+scores is one threshold, as in sklearn (the official code ranked ties in numpy's unstable argsort
+order, so its value with ties was unspecified and could reward the order of the rows): constant
+scores give each class its positive rate, chance.
 """
 from __future__ import annotations
 
@@ -91,20 +91,42 @@ def _descending_order(p: np.ndarray) -> np.ndarray:
 def average_precision(targs: Any, preds: Any) -> np.ndarray:
     """Per-class average precision (fraction in [0, 1]); NaN for classes with no positive.
 
-    AP_c = (1 / P_c) * sum over positives i of (#positives ranked <= r_i) / r_i, where r_i is the
-    1-based rank of sample i when class c's scores are sorted descending (ties: lower row first).
+    AP_c = (1 / P_c) * sum over positives i of hits(g_i) / g_i, where g_i is the 1-based rank of the last
+    sample of i's group of equal scores when class c's scores are sorted descending, and hits(g) the number of
+    positives ranked <= g. Without ties g_i is i's own rank: the official formula. With ties, a group of equal
+    scores counts as one threshold, as in ``sklearn.metrics.average_precision_score``: the order of the samples
+    inside it does not matter, and constant scores give the positive rate P_c / N (chance), not a value that
+    rewards the order of the rows.
     """
     t, p = _check_pair(targs, preds)
-    num_classes = t.shape[1]
-    order = _descending_order(np.ascontiguousarray(p.T))
+    num_classes, n = t.shape[1], t.shape[0]
+    p_t = np.ascontiguousarray(p.T)
+    order = _descending_order(p_t)
     t_sorted = np.take_along_axis(np.ascontiguousarray(t.T), order, axis=1)
     cls, pos = np.nonzero(t_sorted)  # row-major: grouped by class, ranks increasing within a class
     npos = np.bincount(cls, minlength=num_classes)
-    first = np.cumsum(npos) - npos
-    hits = np.arange(cls.size) - first[cls] + 1  # positives ranked <= this one
-    precision_sum = np.bincount(cls, weights=hits / (pos + 1.0), minlength=num_classes)
+    group_end = _tie_group_ends(np.take_along_axis(p_t, order, axis=1))
+    if group_end is None:  # no ties: each positive's hits are its position among the class's positives
+        first = np.cumsum(npos) - npos
+        end, hits = pos, np.arange(cls.size) - first[cls] + 1
+    else:
+        end = group_end[cls, pos]
+        hits = np.cumsum(t_sorted, axis=1, dtype=np.int64)[cls, end]
+    precision_sum = np.bincount(cls, weights=hits / (end + 1.0), minlength=num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(npos > 0, precision_sum / np.maximum(npos, 1), np.nan)
+
+
+def _tie_group_ends(sorted_scores: np.ndarray) -> np.ndarray | None:
+    """For C x N row-wise sorted scores: the column of the last member of each entry's run of equal scores
+    (C x N intp), or None when no row has two equal scores."""
+    c, n = sorted_scores.shape
+    last = np.ones((c, n), dtype=bool)
+    last[:, :-1] = sorted_scores[:, :-1] != sorted_scores[:, 1:]  # -0.0 == 0.0: they tie
+    if last.all():
+        return None
+    end = np.where(last, np.arange(n), n)
+    return np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
 
 
 def mAP(targs: Any, preds: Any) -> float:

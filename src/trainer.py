@@ -37,7 +37,8 @@ from src.data.builders import Datasets
 from src.data.datasets import MultiLabelImages, collate_multilabel, split_holdout
 from src.data.labels import list_fingerprint, read_label_list
 from src.data.prefetch import Prefetcher
-from src.distributed import DistInfo, EpochShuffleSampler, ShardSampler, barrier, cleanup, init_distributed, log
+from src.distributed import (DistInfo, EpochShuffleSampler, ShardSampler, all_reduce_max, barrier, cleanup,
+                             init_distributed, log)
 from src.engine import (Compute, Evaluation, Learner, MissingLabelOracle, NonFiniteLossError, Preprocess, Progress,
                         evaluate, to_device, train_one_epoch)
 from src.errors import UserError, report_user_errors
@@ -141,6 +142,11 @@ class Run:
         return min(self.args.stop_epoch, self.args.epochs - 1)
 
     @property
+    def train_loader_drops_one(self) -> bool:
+        """Whether each epoch leaves out a last batch of one image (``_single_last_batch``)."""
+        return _single_last_batch(self.args, self.sampler, self.compute.info)
+
+    @property
     def out_dir(self) -> Path:
         return run_folder(self.args, self.data)
 
@@ -152,10 +158,12 @@ class Run:
                 "num_classes": data.num_classes, "class_names": data.class_names}
 
     def start_epoch(self, epoch: int) -> None:
-        """Everything random in epoch ``epoch`` follows from (--seed, epoch, rank), so a resume repeats it."""
+        """Everything random in epoch ``epoch`` follows from (--seed, epoch, rank), so a resume repeats it; a
+        sample's CPU augmentation from (--seed, epoch, sample index) only, so -j does not change it."""
         seed = self.args.seed * 100_003 + epoch + 7919 * self.compute.info.rank
         random_seed(seed % 2**32)  # python, numpy and torch
         self.loader_gen.manual_seed(seed)
+        self.data.train.set_augment_epoch(self.args.seed, epoch)
         if hasattr(self.pipeline.train_pre, "generator"):  # the GPU pipeline draws its augmentation from its own
             self.pipeline.train_pre.generator.manual_seed(seed)
         self.sampler.set_epoch(epoch)
@@ -190,7 +198,8 @@ def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeli
     loader_gen = torch.Generator()
     train_loader = torch.utils.data.DataLoader(
         data.train, batch_size=args.batch_size // compute.info.world_size, sampler=sampler,
-        num_workers=_workers(args), drop_last=False, collate_fn=collate_multilabel,
+        num_workers=_workers(args), drop_last=_single_last_batch(args, sampler, compute.info),
+        collate_fn=collate_multilabel,
         pin_memory=compute.device.type == "cuda", generator=loader_gen, persistent_workers=False)
     if args.max_steps_per_epoch:
         train_loader = _Truncated(train_loader, args.max_steps_per_epoch)
@@ -199,6 +208,14 @@ def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeli
     learner = _learner(args, model, data.train, compute, len(train_loader))
     return Run(args, data, compute, pipeline, learner, sampler, loader_gen, train_loader, eval_set, eval_idx,
                weights)
+
+
+def _single_last_batch(args, sampler: EpochShuffleSampler, info: DistInfo) -> bool:
+    """True when each epoch would end in a batch of one image per process, which is then left out (drop_last):
+    BatchNorm cannot train on one image once the feature map is 1 x 1 (inputs up to 63 px for a ResNet), and a
+    one-image batch norm is degenerate at any size. The official DataLoader keeps every batch (drop_last=False);
+    the sampler reshuffles every epoch, so a different image sits out each time."""
+    return len(sampler) % (args.batch_size // info.world_size) == 1 and len(sampler) > 1
 
 
 def _evaluation_split(args, data: Datasets) -> tuple[list[int], MultiLabelImages, list[int]]:
@@ -315,6 +332,7 @@ def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.E
     for epoch in range(state.epoch + 1, run.last_epoch + 1):
         start = time.perf_counter()
         row = _train_and_evaluate(run, epoch, progress)
+        _stop_if_diverged(run, state, row)
         improved = state.record(row, len(run.train_loader))
         if info.is_main:
             _write_epoch(run, state, row, improved)
@@ -338,7 +356,47 @@ def _train_and_evaluate(run: Run, epoch: int, progress: Progress) -> dict:
         raise SystemExit(f"error: {e}") from e
     evaluation = run.evaluate({"model": run.model, "ema": run.learner.ema.module},
                               f"eval epoch {epoch}/{run.last_epoch}")
-    return {"epoch": epoch, **stats, **evaluation.metrics, "seconds": time.perf_counter() - start}
+    return {"epoch": epoch, **stats, **evaluation.metrics, "eval_skipped_images": evaluation.skipped,
+            "score_spread": evaluation.spread["model"], "seconds": time.perf_counter() - start}
+
+
+# A run has diverged when an epoch's mean loss is this many times its first step's loss or the lowest epoch
+# mean so far, or when the trained model gives every evaluated image the same scores (spread at most
+# COLLAPSED_SPREAD in probability; an untrained model's spread is orders of magnitude above it).
+LOSS_GROWTH_LIMIT = 100.0
+COLLAPSED_SPREAD = 1e-6
+
+
+def divergence(row: dict, history: list[dict]) -> str | None:
+    """Why the epoch of ``row`` shows a diverged or collapsed model, or None. Its mAP means nothing then: with
+    equal scores for every image the ranking is arbitrary."""
+    loss = row["train_loss"]
+    references = [row.get("first_step_loss", float("nan"))] + [r["train_loss"] for r in history]
+    lowest = min((r for r in references if r == r and r > 0), default=None)
+    if lowest is not None and loss > LOSS_GROWTH_LIMIT * lowest:
+        return f"the mean loss {loss:.4g} is {loss / lowest:.0f} times the lowest so far ({lowest:.4g})"
+    if row.get("score_spread", 1.0) <= COLLAPSED_SPREAD:
+        return (f"the model gives every evaluated image the same scores (spread {row['score_spread']:.2g} "
+                f"across images)")
+    return None
+
+
+def _stop_if_diverged(run: Run, state: RunState, row: dict) -> None:
+    """Flag a diverged epoch in metrics.jsonl and the epoch line, then stop; its checkpoints are not written (last.ckpt
+    stays at the epoch before, best.ckpt never takes a diverged model). Every rank takes the same decision."""
+    reason = divergence(row, state.history)
+    flag = torch.tensor(float(reason is not None), device=run.compute.device)
+    all_reduce_max(flag, run.compute.info)  # the loss is per rank: one rank's divergence stops all
+    if not flag.item():
+        return
+    row["diverged"] = reason or "on another process"
+    if run.compute.info.is_main:
+        append_line(run.out_dir / "metrics.jsonl", json.dumps(row) + "\n")
+        print(_epoch_line(row, state.best, run.last_epoch), flush=True)
+    kept = f"last.ckpt (epoch {state.epoch}) and best.ckpt are left as they were" if state.epoch >= 0 else \
+        "no checkpoint was written"
+    raise SystemExit(f"error: training diverged at epoch {row['epoch']}: {row['diverged']}; lower --lr (now "
+                     f"{run.args.lr:g}); {kept}")
 
 
 def _torchrun_hint(args, compute: Compute) -> None:
@@ -376,6 +434,9 @@ def _begin(run: Run, state: RunState, resume_path: Path | None) -> None:
         atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=1, default=str) + "\n")
     if run.weights:
         log(info, run.weights)
+    if run.train_loader_drops_one:
+        log(info, f"each epoch leaves out its last batch, of 1 image (BatchNorm cannot train on one image): "
+                  f"{len(run.sampler)} images in batches of {args.batch_size // info.world_size} per process")
     log(info, f"train {len(run.sampler.indices)} images ({run.data.train_list}), evaluate on {len(run.eval_idx)} "
               f"({'held-out split' if run.held_out else 'test set'}), {run.data.num_classes} classes, "
               f"{args.model_name}, loss {args.loss}, device {run.compute.device}, amp {run.compute.amp_dtype}, "
@@ -476,13 +537,17 @@ def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
 def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:
     line = (f"epoch {row['epoch']}/{last_epoch}  loss {row['train_loss']:.2f}  lr {row['lr']:.2e}  "
             f"mAP {row['map']:.2f}  EMA mAP {row['map_ema']:.2f}  "
-            f"best {best['map']:.2f} ({best['which']}, epoch {best['epoch']})  "
-            f"CF1 {row['cf1']:.2f} OF1 {row['of1']:.2f}")
+            + (f"best {best['map']:.2f} ({best['which']}, epoch {best['epoch']})  " if "which" in best else "")
+            + f"CF1 {row['cf1']:.2f} OF1 {row['of1']:.2f}")
     if "missing_recall" in row:
         line += (f"  missing labels: precision {row['missing_precision']:.1f}% recall {row['missing_recall']:.1f}%"
                  f" of {row['missing_count']}")
     if row.get("skipped_images"):
         line += f"  skipped {row['skipped_images']} bad images"
+    if row.get("eval_skipped_images"):
+        line += f"  evaluated without {row['eval_skipped_images']} bad images"
+    if row.get("diverged"):
+        line += f"  DIVERGED: {row['diverged']}"
     return line + f"  {row['seconds']:.1f}s {row['images_per_second']:.0f} img/s"
 
 

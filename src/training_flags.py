@@ -5,12 +5,13 @@ not change them.
 from __future__ import annotations
 
 import argparse
+import difflib
 from typing import Any
 
 from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
 from src.models import PretrainedUnavailable, check_model_name, locate_imagenet_weights, pretrained_arg
 
-__all__ = ["LOSS_FLAGS", "RUN_DEFINING", "add_training_args", "check_args", "loss_kwargs"]
+__all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "RUN_DEFINING", "add_training_args", "check_args", "loss_kwargs", "resolve_stop_epoch"]
 
 # Loss hyperparameter flags: flag dest -> keyword of the loss constructors. They default to None so that
 # only what the user sets reaches build_loss; the loss signatures hold the defaults (one place).
@@ -18,6 +19,8 @@ LOSS_FLAGS = {"lamb": "lamb", "margin": "margin", "gamma": "gamma", "tau": "tau"
               "change_epoch": "change_epoch", "eps": "eps", "expected_positives": "expected_positives",
               "delta": "delta"}
 
+
+OFFICIAL_STOP_EPOCH = 30  # the official code stops after epoch index 30 of its 80-epoch schedule
 
 # Flags that define a run: a resume with different values would not continue the same run.
 RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size", "seed", "weight_decay",
@@ -58,8 +61,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def _add_recipe_args(s) -> None:
     s.add_argument("--epochs", default=80, type=int, help="length of the OneCycle schedule (default: 80)")
-    s.add_argument("--stop-epoch", default=30, type=int,
-                   help="last 0-based epoch trained; the official code trains epochs 0..30 (default: 30)")
+    s.add_argument("--stop-epoch", default=None, type=int,
+                   help=f"last 0-based epoch trained; the official code trains epochs 0..{OFFICIAL_STOP_EPOCH} "
+                        f"(default: {OFFICIAL_STOP_EPOCH}, or the whole schedule, --epochs - 1, when --epochs is "
+                        f"{OFFICIAL_STOP_EPOCH} or less)")
     s.add_argument("--weight-decay", default=1e-4, type=float, help="on weights, not biases/1-D (default: 1e-4)")
     s.add_argument("--ema-decay", default=0.9997, type=float, help="EMA decay per step (default: 0.9997)")
     s.add_argument("--pretrained", default="imagenet", type=pretrained_arg, metavar="imagenet|none|PATH",
@@ -99,14 +104,28 @@ def _add_output_args(o) -> None:
 
 
 def _loss_name(name: str) -> str:
+    """The canonical spelling of a --loss name; an unknown one is an argparse error with the close matches."""
     try:
         return canonical_loss_name(name)
     except ValueError:
-        return name  # argparse's choices check then reports it with the list
+        by_lower = {n.lower(): n for n in LOSS_NAMES}
+        close = [by_lower[c] for c in difflib.get_close_matches(name.strip().lower(), by_lower, n=3, cutoff=0.5)]
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise argparse.ArgumentTypeError(f"unknown loss {name!r}; {hint}known losses: {', '.join(LOSS_NAMES)}") \
+            from None
+
+
+def resolve_stop_epoch(args: argparse.Namespace) -> None:
+    """--stop-epoch unset: the official 30 when the schedule is longer, else the schedule's last epoch."""
+    if args.stop_epoch is None:
+        args.stop_epoch = min(OFFICIAL_STOP_EPOCH, args.epochs - 1)
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Checks that need more than one flag; each failure is an argparse error naming the flags."""
+    if args.epochs <= 0:
+        parser.error(f"--epochs {args.epochs} must be positive")
+    resolve_stop_epoch(args)
     if not 0 <= args.stop_epoch < args.epochs:
         parser.error(f"--stop-epoch {args.stop_epoch} must lie in [0, --epochs {args.epochs})")
     if not 0.0 <= args.val_split < 1.0:

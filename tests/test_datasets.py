@@ -284,3 +284,36 @@ def test_annotation_file_names_stay_in_the_image_folder(tmp_path):
         ann.write_text(json.dumps(d))
         with pytest.raises(AnnotationError, match="image id 30: file_name"):
             coco_entries_from_instances(ann)
+
+
+@pytest.mark.parametrize("text", ["[]", "7", '"x"', "null"])
+def test_an_annotation_file_that_is_not_a_json_object_is_one_error_naming_it(tmp_path, text):
+    """`[]` ended in pycocotools' AssertionError traceback."""
+    ann = tmp_path / "empty.json"
+    ann.write_text(text)
+    for read in (coco_entries_from_instances, lambda p: coco_dataset(tmp_path, p)):
+        with pytest.raises(AnnotationError, match=r"empty\.json: not a COCO instances file"):
+            read(ann)
+
+
+def _augmented_epoch(image_dir, workers: int, epoch: int, seed: int = 3) -> list[torch.Tensor]:
+    from src.data.augment import train_transform
+
+    ds = MultiLabelImages(image_dir, GOOD * 3, 5, transform=train_transform(16))  # each file at 3 indices
+    ds.set_augment_epoch(seed, epoch)
+    torch.manual_seed(workers)  # the global state (and the workers' seeds) must not matter
+    loader = DataLoader(ds, batch_size=2, num_workers=workers, collate_fn=collate_multilabel,
+                        generator=torch.Generator().manual_seed(100 + workers))
+    return [images for images, *_ in loader]
+
+
+def test_an_epochs_augmentation_does_not_depend_on_the_worker_count(image_dir):
+    """Sample i's augmentation follows from (seed, epoch, i) only: -j 0, 1 and 2 give the same batches (a resume
+    with another -j was not exact), and another epoch gives others."""
+    batches = _augmented_epoch(image_dir, 0, epoch=1)
+    for workers in (1, 2):
+        other = _augmented_epoch(image_dir, workers, epoch=1)
+        assert all(torch.equal(a, b) for a, b in zip(batches, other, strict=True)), workers
+    assert not all(torch.equal(a, b) for a, b in zip(batches, _augmented_epoch(image_dir, 0, epoch=2)))
+    # the same file at two indices gets two draws
+    assert not torch.equal(batches[0][0], batches[1][1])  # indices 0 and 3: a.jpg

@@ -158,3 +158,50 @@ def test_step_lines_off_a_terminal(capsys):
     assert lines[-1].endswith("ETA epoch 0:00:00, run 0:00:00")
     run_epoch(bce, torch.zeros(12, 4))  # no Progress: silent
     assert capsys.readouterr().out == ""
+
+
+def test_evaluation_prints_progress_lines_off_a_terminal(capsys, monkeypatch):
+    """Off a terminal evaluation printed nothing until it ended; now a line at least every interval_s."""
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    model = nn.Linear(5, 4)
+    predict({"m": model}, batches(), (12, 4), CPU, desc="eval epoch 1/3", interval_s=0.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[:2] for line in lines] == [["eval epoch 1/3", f"batch {k}/3"] for k in range(4)]
+    assert all(line.endswith(" img/s") for line in lines)
+    predict({"m": model}, batches(), (12, 4), CPU, desc="eval", interval_s=3600.0)
+    predict({"m": model}, batches(), (12, 4), CPU, desc=None, interval_s=0.0)
+    assert capsys.readouterr().out == ""
+
+
+def test_the_bar_reads_the_loss_every_second_on_a_terminal_and_every_interval_off_it():
+    """On a terminal the bar's loss was read only every print_freq (64) steps; one read per bar_interval_s at
+    most keeps it fresh without a host sync per step."""
+    import time
+
+    from src.engine import _EpochMeter
+    meter = _EpochMeter(0, 1000, torch.device("cpu"), 1)
+    meter.last_line = time.perf_counter() - 2.0
+    on, off = (Progress(last_epoch=1, print_freq=64, terminal=t) for t in (True, False))
+    assert on.due(5, meter) and not off.due(5, meter)
+    meter.last_line = time.perf_counter()
+    assert not on.due(5, meter) and on.due(64, meter)
+
+
+def test_evaluation_counts_rows_not_evaluated_and_the_score_spread():
+    from src.engine import score_spread
+    torch.manual_seed(1)
+    logits = torch.randn(12, 4)
+    targets = (logits > 0).float()
+    targets[0] = 1.0
+    loader = [(logits[i:i + 4], None, torch.arange(i, i + 4), 0) for i in range(0, 8, 4)]  # 8..11 skipped
+
+    class Constant(nn.Module):
+        def forward(self, x):
+            return torch.zeros_like(x)
+
+    got = evaluate({"model": Constant(), "ema": nn.Identity()}, loader, targets, CPU, desc=None)
+    assert got.skipped == 4 and got.spread["model"] == 0.0
+    assert got.spread["ema"] == pytest.approx(score_spread(torch.sigmoid(logits[:8])))
+    assert got.spread["ema"] > 0.1
+    # constant scores score chance: each class's positive rate among the evaluated rows
+    assert got.metrics["map"] == pytest.approx(100 * targets[:8].mean(0).mean().item())

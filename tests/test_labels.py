@@ -149,3 +149,20 @@ def test_paths_must_stay_inside_the_image_folder():
         assert escape_problem(name), name
     for name in ("x.jpg", "sub/x.jpg", "a..b.jpg", "x,1.jpg"):
         assert escape_problem(name) is None, name
+
+
+def test_a_list_with_a_byte_order_mark_and_crlf_reads_as_without(tmp_path):
+    """What Windows editors write (UTF-8 with BOM, CRLF) reads exactly like the plain file: the BOM used to end
+    up in the first name and fail only once training opened that image."""
+    plain = read_label_list(_write(tmp_path, "a.jpg,0 1\nb.jpg,2\n", "plain.txt"), 3)
+    p = tmp_path / "bom.txt"
+    p.write_bytes(b"\xef\xbb\xbf" + b"a.jpg,0 1\r\nb.jpg,2\r\n")
+    assert read_label_list(p, 3) == plain
+
+
+@pytest.mark.parametrize("name", ["a\x00b.jpg", "a\tb.jpg", "a\x1bb.jpg", "sub/\ufeffb.jpg"])
+def test_an_impossible_name_fails_at_read_time_with_file_and_line(tmp_path, name):
+    p = _write(tmp_path, f"ok.jpg,0\n{name},1\n")
+    with pytest.raises(LabelListError, match=r"list\.txt:2: file name holds the control character") as e:
+        read_label_list(p, 3)
+    assert "\n" not in str(e.value)

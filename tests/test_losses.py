@@ -575,3 +575,36 @@ def test_plot_gradients_curves():
     torch.testing.assert_close(negative_gradient(build_loss("BCE"), p), p)  # BCE: dL/dx = p
     splc = negative_gradient(build_loss("SPLC"), p, epoch=1)
     assert (splc[:2] > 0).all() and (splc[2:] < 0).all()  # sign flips above tau = 0.6
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("epoch", [None, 0, 3])
+def test_infinite_logits_give_a_finite_gradient_wherever_the_loss_is_finite(name, epoch):
+    """Every (logit, target) pair with a logit of +-inf, one element at a time among finite ones: an element whose
+    loss is finite has a finite gradient (Hill and SPLC gave NaN through the branch of torch.where not taken)."""
+    for value in (math.inf, -math.inf):
+        for target in (0.0, 1.0):
+            x = torch.linspace(-3, 3, 12).view(3, 4).clone()
+            x[1, 2] = value
+            y = torch.zeros(3, 4)
+            y[:, 0] = 1.0
+            y[1, 2] = target
+            xg = x.requires_grad_(True)
+            loss = scalar_loss(build_loss(name, reduction="none"), xg, y, epoch=epoch)
+            if not torch.isfinite(loss[1, 2]):
+                continue  # a +inf loss: the trainer stops on it
+            loss.sum().backward()
+            assert torch.isfinite(xg.grad).all(), (name, value, target, xg.grad)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_a_nan_logit_gives_a_nan_loss(name, epoch):
+    """A NaN logit never hides behind a finite loss (LL-R rejected it: finite loss, NaN gradient); the NaN loss
+    is what the trainer's non-finite-loss check stops on."""
+    x = torch.linspace(-3, 3, 40).view(4, 10).clone()
+    x[2, 5] = math.nan
+    y = torch.zeros(4, 10)
+    y[:, 0] = 1.0
+    loss = scalar_loss(build_loss(name), x.requires_grad_(True), y, epoch=epoch)
+    assert torch.isnan(loss).all(), name

@@ -53,15 +53,41 @@ def test_hand_computed_two_classes():
 
 
 @pytest.mark.parametrize("dtype,value", [(np.float32, 0.0), (np.float64, 0.0), (np.float64, 0.1)])
-def test_ties_break_by_sample_order(dtype, value):
-    # all scores equal: ranking is row order. Positive in row 1 -> rank 2 -> AP = 1/2;
-    # positive in row 0 -> rank 1 -> AP = 1. (value 0: row 1 holds -0.0, which ties with 0.0;
-    # float64 0.1 is not float32-exact and takes the stable-argsort path.)
+def test_constant_scores_give_chance_whatever_the_row_order(dtype, value):
+    """All scores equal: AP = the positive rate, whichever row holds the positive (ranking ties by row order
+    gave 1.0 to a positive in row 0: a collapsed model scored above chance). value 0: row 1 holds -0.0, which
+    ties with 0.0; float64 0.1 is not float32-exact and takes the stable-argsort path."""
     preds = np.full((3, 2), value, dtype=dtype)
     if value == 0.0:
         preds[1] = -0.0
     targs = np.array([[0, 1], [1, 0], [0, 0]])
-    np.testing.assert_allclose(average_precision(targs, preds), [0.5, 1.0])
+    np.testing.assert_allclose(average_precision(targs, preds), [1 / 3, 1 / 3])
+    np.testing.assert_allclose(average_precision(targs, preds), _sklearn_ap(targs, preds))
+
+
+@pytest.mark.parametrize("levels", [1, 2, 5, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_sklearn_with_ties(levels, dtype):
+    """Scores drawn from a few values (many ties), positives at random: sklearn's value, class by class."""
+    rng = np.random.default_rng(levels)
+    targs = (rng.random((300, 12)) < 0.2).astype(np.int64)
+    targs[0] = 1
+    preds = (rng.integers(0, levels, size=(300, 12)) / 7).astype(dtype)
+    np.testing.assert_allclose(average_precision(targs, preds), _sklearn_ap(targs, preds), rtol=1e-12)
+    # the row order inside a tie no longer matters
+    perm = rng.permutation(300)
+    np.testing.assert_allclose(average_precision(targs[perm], preds[perm]), average_precision(targs, preds),
+                               rtol=1e-12)
+
+
+def test_without_ties_the_value_is_bit_for_bit_the_official_formula():
+    targs, preds = _random_case(500, 10, 0.1, seed=3, unique_float32=True)
+    ap = average_precision(targs, preds)
+    for k in range(10):
+        order = np.argsort(-preds[:, k], kind="stable")
+        hits = np.cumsum(targs[order, k])
+        ranks = np.flatnonzero(targs[order, k])
+        assert ap[k] == sum((hits[ranks] / (ranks + 1.0)).tolist()) / ranks.size  # summed in order, as bincount
 
 
 def test_class_without_positive_is_left_out_with_warning():

@@ -67,7 +67,7 @@ def test_validate_reads_dataparallel_state_dict(toy_coco, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--loss", "Nope"], "invalid choice"),
+    (["--loss", "Nope"], "unknown loss 'Nope'; known losses: BCE"),
     (["--model-name", "resnet5O"], "resnet50"),
     (["--num-classes", "80"], "disagrees with the data"),
     (["--tau", "0.7"], "tau"),                      # Hill takes no tau
@@ -212,3 +212,72 @@ def test_corrupt_image_stops_or_is_skipped_and_counted(toy_coco, tmp_path):
     train.main(small_args(toy, tmp_path / "b", "--skip-bad-images", steps=6))
     (row,) = rows(tmp_path / "b")
     assert row["skipped_images"] == 1
+
+
+def test_a_resume_with_another_worker_count_matches_the_uninterrupted_run(toy_coco, tmp_path):
+    """Each sample's augmentation follows from (seed, epoch, index): -j 0 then a resume with -j 2 gives the rows
+    of an uninterrupted -j 0 run (the workers' own seeds used to decide it)."""
+    train.main(small_args(toy_coco, tmp_path / "ref", "--stop-epoch", "1", steps=3))
+    run = tmp_path / "run"
+    train.main(small_args(toy_coco, run, "--stop-epoch", "0", steps=3))
+    train.main(small_args(toy_coco, run, "--stop-epoch", "1", "--resume", "auto", "-j", "2", steps=3))
+    got, want = rows(run), rows(tmp_path / "ref")
+    assert [r["epoch"] for r in got] == [0, 1]
+    for g, w in zip(got, want):
+        for key in set(w) - TIMING_KEYS:
+            assert g[key] == (pytest.approx(w[key], abs=1e-6) if isinstance(w[key], float) else w[key]), key
+
+
+def test_a_diverged_run_is_flagged_and_stopped_and_never_best(toy_coco, tmp_path, capsys):
+    """--lr 1e4: the loss grows by orders of magnitude and the scores collapse; exit 0 with a "best mAP" above
+    the healthy run's before."""
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match=r"training diverged at epoch 0: .*lower --lr \(now 10000\); no checkpoint"):
+        train.main(small_args(toy_coco, run, "--lr", "1e4", steps=4))
+    (row,) = rows(run)
+    assert row["diverged"] and "DIVERGED: " in capsys.readouterr().out
+    assert not (run / "best.ckpt").exists() and not (run / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("row, history, why", [
+    ({"train_loss": 5e4, "first_step_loss": 100.0, "score_spread": 0.1}, [], "500 times the lowest so far"),
+    ({"train_loss": 90.0, "first_step_loss": 0.5, "score_spread": 0.1}, [], "180 times"),
+    ({"train_loss": 5e4, "first_step_loss": 5e4, "score_spread": 0.1}, [{"train_loss": 50.0}], "1000 times"),
+    ({"train_loss": 90.0, "first_step_loss": 100.0, "score_spread": 0.0}, [], "the same scores"),
+    ({"train_loss": 90.0, "first_step_loss": 100.0, "score_spread": 1e-3}, [{"train_loss": 95.0}], None),
+])
+def test_divergence_rule(row, history, why):
+    from src.trainer import divergence
+    got = divergence(row, history)
+    assert (got is None) if why is None else (why in got)
+
+
+def test_a_last_training_batch_of_one_image_is_left_out(toy_coco, tmp_path, capsys):
+    """48 images in batches of 47: the last batch would hold one image, which BatchNorm cannot train on at 32 px
+    (a traceback before)."""
+    run = tmp_path / "run"
+    train.main(small_args(toy_coco, run, "-b", "47", steps=5))
+    assert "leaves out its last batch, of 1 image" in capsys.readouterr().out
+    (row,) = rows(run)
+    assert row["images_per_second"] > 0 and row["epoch"] == 0
+
+
+def test_stop_epoch_unset_trains_the_whole_short_schedule_and_args_json_records_it(toy_coco, tmp_path):
+    argv = small_args(toy_coco, tmp_path / "run", steps=1)
+    k = argv.index("--stop-epoch")
+    del argv[k:k + 2]  # --epochs 2 alone
+    train.main(argv)
+    assert [r["epoch"] for r in rows(tmp_path / "run")] == [0, 1]
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["stop_epoch"] == 1
+
+
+def test_a_bad_test_image_skipped_is_counted_in_the_row_and_the_epoch_line(toy_coco, tmp_path, capsys):
+    import shutil
+    toy = tmp_path / "toy"
+    shutil.copytree(toy_coco, toy)
+    victim = sorted((toy / "val2014").glob("*.jpg"))[2]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated JPEG
+    train.main(small_args(toy, tmp_path / "run", "--skip-bad-images"))
+    (row,) = rows(tmp_path / "run")
+    assert row["eval_skipped_images"] == 1 and row["skipped_images"] == 0
+    assert "evaluated without 1 bad images" in capsys.readouterr().out

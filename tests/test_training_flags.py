@@ -12,7 +12,8 @@ def parse(*argv):
 
 
 def test_official_defaults():
-    _, a = parse()
+    p, a = parse()
+    check_args(p, a)
     assert (a.lr, a.model_name, a.image_size, a.batch_size, a.epochs, a.stop_epoch, a.ema_decay, a.loss) == \
         (1e-4, "resnet50", 448, 128, 80, 30, 0.9997, "Hill")
 
@@ -34,3 +35,36 @@ def test_check_args_names_the_flags(argv, message, capsys):
     with pytest.raises(SystemExit):
         check_args(p, a)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("epochs, stop", [(1, 0), (3, 2), (30, 29), (31, 30), (80, 30)])
+def test_stop_epoch_unset_is_the_official_30_or_the_whole_shorter_schedule(epochs, stop):
+    """`--epochs 3` alone was an error (--stop-epoch 30 must lie in [0, 3))."""
+    p, a = parse("--epochs", str(epochs))
+    assert a.stop_epoch is None
+    check_args(p, a)
+    assert a.stop_epoch == stop
+
+
+def test_stop_epoch_given_is_kept_and_checked(capsys):
+    p, a = parse("--epochs", "3", "--stop-epoch", "1")
+    check_args(p, a)
+    assert a.stop_epoch == 1
+    for argv in (["--epochs", "3", "--stop-epoch", "3"], ["--epochs", "0"]):
+        p, a = parse(*argv)
+        with pytest.raises(SystemExit):
+            check_args(p, a)
+    assert "--epochs 0 must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("typo, match", [("hil", "Hill"), ("spcl", "SPLC"), ("bce_ls", "BCE-LS"), ("llr", "LL-R")])
+def test_an_unknown_loss_gets_its_close_matches(capsys, typo, match):
+    with pytest.raises(SystemExit):
+        parse("--loss", typo)
+    err = capsys.readouterr().err
+    assert f"did you mean {match}" in err and "known losses:" in err
+
+
+def test_help_says_the_stop_epoch_default():
+    text = add_training_args(argparse.ArgumentParser(prog="t")).format_help()
+    assert "whole schedule" in " ".join(text.split())

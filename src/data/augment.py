@@ -64,6 +64,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -459,15 +460,40 @@ def _expect_uint8_rgb(img: torch.Tensor) -> torch.Tensor:
     return img
 
 
-def train_transform(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation in ``epoch`` of a run seeded ``seed``: a 64-bit hash of the
+    three (numpy's SeedSequence), so that it depends on nothing else: not the worker that loads the sample, the
+    worker count, the batch or the process."""
+    words = np.random.SeedSequence([seed % 2**64, epoch, index]).generate_state(2, dtype=np.uint32)
+    return int(words[0]) | int(words[1]) << 32
+
+
+class TrainTransform:
+    """uint8 (3, H, W) -> float32 (3, S, S) in [0, 1]: Resize((S, S)), Cutout(0.5), RandAugment, /255.
+
+    ``transform(img, generator=g)`` draws every random number from ``g`` (the datasets pass a generator seeded
+    by ``sample_seed``); without one it draws from torch's global generator."""
+
+    accepts_generator = True
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+        self.resize = v2.Resize((image_size, image_size), antialias=True)
+        self.cutout, self.policy = Cutout(0.5), RandAugmentPolicy()
+        self.to_float = v2.ToDtype(torch.float32, scale=True)
+
+    def __call__(self, img: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        img = self.resize(_expect_uint8_rgb(img))
+        img = self.policy(self.cutout(img, generator), generator)
+        return self.to_float(img)
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(image_size={self.image_size}: Resize, Cutout(0.5), RandAugment, /255)"
+
+
+def train_transform(image_size: int) -> TrainTransform:
     """uint8 (3, H, W) -> float32 (3, S, S) in [0, 1]: Resize((S, S)), Cutout(0.5), RandAugment, /255."""
-    return v2.Compose([
-        _expect_uint8_rgb,
-        v2.Resize((image_size, image_size), antialias=True),
-        Cutout(0.5),
-        RandAugmentPolicy(),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+    return TrainTransform(image_size)
 
 
 def val_transform(image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src.data.augment import sample_seed
 from src.data.class_names import COCO_2014_CATEGORIES  # re-exported: one list, in class_names
 from src.data.decode import BadImageError, check_jpeg_complete, decode_rgb
 from src.data.labels import LabelEntry, LabelListError, escape_problem, read_label_list
@@ -117,6 +118,21 @@ class MultiLabelImages(Dataset):
         self.skip_bad_images = skip_bad_images
         self.source = source
         self.class_names = list(class_names) if class_names is not None else None
+        self.augment_seed: tuple[int, int] | None = None  # (seed, epoch): see set_augment_epoch
+
+    def set_augment_epoch(self, seed: int, epoch: int) -> None:
+        """From now on, sample i's random augmentation is drawn from a generator seeded by
+        ``sample_seed(seed, epoch, i)`` (for a transform with ``accepts_generator``, as ``train_transform``):
+        it depends on (seed, epoch, i) only, not on the worker count or which worker loads it. DataLoader
+        workers get a copy of the dataset when an epoch's iteration starts (persistent_workers=False), so call
+        this before iterating."""
+        self.augment_seed = (int(seed), int(epoch))
+
+    def _transform(self, image, index: int):
+        if self.augment_seed is not None and getattr(self.transform, "accepts_generator", False):
+            g = torch.Generator().manual_seed(sample_seed(*self.augment_seed, index))
+            return self.transform(image, generator=g)
+        return self.transform(image)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -166,7 +182,7 @@ class MultiLabelImages(Dataset):
             _log.warning("skipping %s", e)
             return None
         if self.transform is not None:
-            image = self.transform(image)
+            image = self._transform(image, index)
         return image, self.target(index), index
 
     def check_images(self, max_names: int = 10) -> None:
@@ -220,7 +236,7 @@ def _load_coco(ann_file: str | os.PathLike):
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "loading annotations..." banners
             return COCO(str(ann_file))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as e:  # Assertion: not a JSON object
         raise AnnotationError(f"{ann_file}: not a COCO instances file ({type(e).__name__}: {e})") from None
 
 

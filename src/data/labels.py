@@ -5,7 +5,8 @@ One image per line::
     COCO_train2014_000000480023.jpg,0 52
     COCO_train2014_000000050518.jpg, 0 8 13 41 52 60
 
-``name,i j k``: an image file name (relative to the image folder; it may hold sub-folders but no
+The file is UTF-8 text; a leading byte-order mark and CRLF line ends (as some editors write) read the same
+as without. ``name,i j k``: an image file name (relative to the image folder; it may hold sub-folders but no
 comma, as in the official code, which splits the line at its first comma), then 0-based class
 indices separated by whitespace. A space after the comma is allowed (43,185 of the 82,081 official
 COCO lines have one). A line ``name,`` with no indices is allowed: an image with no annotated
@@ -52,9 +53,13 @@ class LabelEntry:
 
 def escape_problem(name: str) -> str | None:
     """Why the file name ``name``, read from a data file, would leave its image folder, or None: it must be
-    non-empty and relative, with no '..' part (checked on the text, before any file is opened)."""
+    non-empty and relative, with no '..' part and no control character (NUL, tab, ...) or byte-order mark (checked
+    on the text, before any file is opened)."""
     if not name:
         return "empty file name"
+    control = next((c for c in name if ord(c) < 0x20 or c in "\x7f\ufeff"), None)
+    if control is not None:  # NUL cannot be in a path at all; the others are invisible and almost surely a typo
+        return f"file name holds the control character {control!r}, which no image file name should"
     if os.path.isabs(name) or name.startswith(("/", "\\")):
         return "file name must be relative to the image folder"
     if ".." in name.replace("\\", "/").split("/"):
@@ -114,8 +119,8 @@ def read_label_list(path: str | os.PathLike, num_classes: int | None = None) -> 
     Errors are LabelListError naming ``path:line`` and quoting the line.
     """
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
+    try:  # utf-8-sig: a byte-order mark, as some editors write one, is not part of the first name
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise LabelListError(f"{path}: not UTF-8 text ({e})") from None
     except OSError as e:

@@ -16,7 +16,12 @@ Conventions shared by every loss:
     (1 - p)^g, p^g as exp(g * logsigmoid(.)), so that loss and gradient are finite for every logit with
     |x| <= FINITE_LOGIT_BOUND (1e6; all of float16's range), in float16, bfloat16, float32 and float64,
     for every loss and reduction (tested). Far beyond it, near the float32 maximum (~3.4e38), per-element
-    losses of order |x| overflow when summed and some gradients become NaN.
+    losses of order |x| overflow when summed. At x = +-inf, wherever the loss is finite its gradient is finite
+    too (each branch of a per-target ``torch.where`` is computed on its own elements only, so the branch not
+    taken cannot turn 0 * inf into NaN); where the loss is +inf (e.g. a positive at -inf) the trainer's
+    non-finite-loss check stops the run.
+  * A NaN logit gives a NaN loss in every loss (never a finite loss with a NaN gradient), so the trainer's
+    non-finite-loss check stops the run instead of training on NaN gradients.
   * reduction: 'none' -> (B, C) elementwise loss, 'mean' -> mean over the B*C elements, 'sum'.
     An empty batch (B = 0) gives 0 for 'sum' and 'mean' and a (0, C) tensor for 'none', in every loss.
   * ``updates_labels``: False everywhere except LargeLoss(mode='permanent'), whose forward returns
@@ -55,6 +60,14 @@ def _safe_pow(base: torch.Tensor, gamma: float) -> torch.Tensor | float:
         return 1.0
     tiny = torch.finfo(base.dtype).tiny
     return torch.where(base > 0, base.clamp(min=tiny) ** gamma, torch.zeros_like(base))
+
+
+def _split(x: torch.Tensor, take: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x where ``take`` else 0, x where not ``take`` else 0): inputs for the two branches of
+    ``torch.where(take, f(x_take), g(x_other))``, so that neither branch sees a logit it does not use and an
+    infinite logit cannot give the unused branch an inf whose zero gradient becomes NaN (0 * inf)."""
+    zero = torch.zeros_like(x)
+    return torch.where(take, x, zero), torch.where(take, zero, x)
 
 
 def _check_nonnegative(owner: str, **values: float) -> None:
@@ -137,9 +150,10 @@ class Hill(MultiLabelLoss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
         x, y = self._inputs(logits, targets)
-        z = x - self.margin
+        x_pos, x_neg = _split(x, y > 0.5)
+        z = x_pos - self.margin
         loss_pos = -_pow_of_log(F.logsigmoid(-z), self.gamma) * F.logsigmoid(z)
-        p = torch.sigmoid(x)
+        p = torch.sigmoid(x_neg)
         loss_neg = (self.lamb - p) * p * p
         return self._reduce(torch.where(y > 0.5, loss_pos, loss_neg))
 
@@ -175,9 +189,9 @@ class SPLC(MultiLabelLoss):
         x = torch.where(positive, x - self.margin, x)
         if epoch is not None and epoch >= self.change_epoch:
             positive = positive | (torch.sigmoid(x.detach()) > self.tau)
-        log_q, log_1mq = F.logsigmoid(x), F.logsigmoid(-x)
-        loss_pos = -_pow_of_log(log_1mq, self.gamma) * log_q
-        loss_neg = -_pow_of_log(log_q, self.gamma) * log_1mq
+        x_pos, x_neg = _split(x, positive)
+        loss_pos = -_pow_of_log(F.logsigmoid(-x_pos), self.gamma) * F.logsigmoid(x_pos)
+        loss_neg = -_pow_of_log(F.logsigmoid(x_neg), self.gamma) * F.logsigmoid(-x_neg)
         return self._reduce(torch.where(positive, loss_pos, loss_neg))
 
 
@@ -345,6 +359,8 @@ class LargeLoss(MultiLabelLoss):
                 loss = loss.masked_fill(selected, 0.0)
             else:
                 loss = torch.where(selected, nll_pos, loss)
+            # topk ranks a NaN first, and rejecting it would hide it (finite loss, NaN gradient): keep it NaN
+            loss = torch.where(torch.isnan(x), x.detach(), loss)
         loss = self._reduce(loss)
         return (loss, selected) if self.updates_labels else loss
 
