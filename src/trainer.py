@@ -480,7 +480,8 @@ def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:
             f"CF1 {row['cf1']:.2f} OF1 {row['of1']:.2f}")
     if "missing_recall" in row:
         line += (f"  missing labels: precision {row['missing_precision']:.1f}% recall {row['missing_recall']:.1f}%"
-                 f" of {row['missing_count']}")
+                 f" of {row['missing_count']}, AUROC {row['missing_auroc']:.1f}% "
+                 f"top-k precision {row['missing_topk_precision']:.1f}%")
     if row.get("skipped_images"):
         line += f"  skipped {row['skipped_images']} bad images"
     return line + f"  {row['seconds']:.1f}s {row['images_per_second']:.0f} img/s"

@@ -106,10 +106,14 @@ def test_held_out_split_scores_best_on_test(toy_coco, tmp_path):
 
 def test_oracle_logs_missing_label_identification(toy_coco, tmp_path):
     run = tmp_path / "run"
-    train.main(small_args(toy_coco, run, "--oracle-list", str(toy_coco / "coco_train_full.txt"), loss="SPLC"))
-    (row,) = rows(run)
-    assert row["missing_count"] > 0
-    assert 0 <= row["missing_recall"] <= 100 or row["missing_recall"] != row["missing_recall"]  # NaN: none found
+    train.main(small_args(toy_coco, run, "--oracle-list", str(toy_coco / "coco_train_full.txt"),
+                          "--stop-epoch", "1", loss="SPLC"))
+    got = rows(run)
+    assert len(got) == 2
+    for row in got:
+        assert row["missing_count"] > 0
+        assert 0 <= row["missing_recall"] <= 100 or row["missing_recall"] != row["missing_recall"]  # NaN: none found
+        assert 0 <= row["missing_auroc"] <= 100 and 0 <= row["missing_topk_precision"] <= 100
 
 
 def test_oracle_list_must_cover_training_images(toy_coco, tmp_path):
