@@ -174,11 +174,13 @@ def test_two_process_gloo_run_matches_validate(toy_coco, tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "train.py"), *small_args(toy_coco, run, steps=2)]
+           str(ROOT / "train.py"), *small_args(toy_coco, run, "--oracle-list", str(toy_coco / "coco_train_full.txt"),
+                                               steps=2)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "world size 2" in done.stdout
     (row,) = rows(run)
+    assert 0 <= row["missing_auroc"] <= 100  # the two ranks' scores, combined by all_reduce_max
     best = max(row["map"], row["map_ema"])
     v = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0"])
     assert v["map"] == pytest.approx(best, abs=1e-6)
