@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from src.training_flags import LOSS_FLAGS, RUN_DEFINING, add_training_args, check_args, loss_kwargs
+from src.training_flags import LOSS_FLAGS, RUN_DEFINING, RUN_DEFINING_BEFORE, add_training_args, check_args, loss_kwargs
 
 
 def parse(*argv):
@@ -34,3 +34,13 @@ def test_check_args_names_the_flags(argv, message, capsys):
     with pytest.raises(SystemExit):
         check_args(p, a)
     assert message in capsys.readouterr().err
+
+
+def test_freeze_backbone_is_off_by_default_and_run_defining():
+    _, a = parse()
+    _, frozen = parse("--freeze-backbone")
+    assert a.freeze_backbone is False and frozen.freeze_backbone is True
+    assert "freeze_backbone" in RUN_DEFINING
+    # a run written before a flag existed counts as having had the flag's default
+    assert set(RUN_DEFINING_BEFORE) <= set(RUN_DEFINING)
+    assert all(getattr(a, k) == v for k, v in RUN_DEFINING_BEFORE.items())
