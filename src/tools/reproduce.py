@@ -22,6 +22,11 @@ complete there is not trained again, so a later session resumes from the committ
 (mean ± std over seeds), the paired per-seed gaps Hill - ASL and SPLC - ASL, the last-epoch missing-label
 precision / recall; and draws PICS/strength_gap.png (the gaps against full-label BCE mAP).
 --jobs N trains N runs at once, each in its own process (src/tools/run_pool.py), then writes the tables.
+
+An official-shaped schedule: --epochs 80 --stop-epoch 30 plans OneCycle over 80 epochs and trains epochs 0..30
+(a run is complete with those); --freeze-backbone trains only the classifier (train.py's flag); --ema-decay is
+train.py's; --pretrain-seed N pretrains on a toy ImageNet drawn with seed N, by a run seeded N, cached apart from
+seed 0's. Each run's args.json records the train.py flags, its --pretrained the pretraining (named by its seed).
 """
 from __future__ import annotations
 
