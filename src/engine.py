@@ -20,7 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from src.distributed import DistInfo, all_reduce_max, all_reduce_sum
-from src.metrics import mAP, missing_label_counts, missing_label_stats_from_counts, threshold_metrics
+from src.metrics import (mAP, missing_label_counts, missing_label_ranking, missing_label_stats_from_counts,
+                         threshold_metrics)
 
 __all__ = ["Preprocess", "NonFiniteLossError", "Compute", "MissingLabelOracle", "Learner", "Progress",
            "Evaluation", "score_spread", "autocast", "unwrap", "to_device", "train_one_epoch", "predict", "evaluate"]
@@ -63,7 +64,16 @@ class Compute:
 class MissingLabelOracle:
     """Full labels of the training images, for measuring how well the model finds the missing ones.
 
-    full, observed: N x C {0,1} tensors on the training device, indexed by dataset index.
+    full, observed: N x C {0,1} tensors on the training device, indexed by dataset index. Every figure is
+    measured on the training-mode forward passes of the epoch (the scores the loss, e.g. SPLC's correction,
+    sees: augmented images, BatchNorm in training mode, the weights before each step's update):
+
+    - missing_precision / missing_recall: at p > threshold, counted batch by batch;
+    - missing_auroc / missing_topk_precision (``src.metrics.missing_label_ranking``): threshold-free, over the
+      N x C sigmoid scores collected by sample index during the epoch. Images the epoch did not visit
+      (--max-steps-per-epoch, the held-out part of --val-split, bad images skipped) are left out. Under torchrun
+      the ranks' scores are combined by an element-wise max: each image is visited by one rank, except the few
+      that the sampler repeats to even out the ranks, which keep the larger of their two scores.
     """
     full: torch.Tensor
     observed: torch.Tensor
@@ -154,6 +164,8 @@ class _EpochMeter:
         self.first_loss: torch.Tensor | None = None  # the epoch's first step's loss: a reference for divergence
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self.missing_counts = torch.zeros(3, device=device)
+        self.scores: torch.Tensor | None = None  # N x C sigmoid scores by sample index (with an oracle)
+        self.visited: torch.Tensor | None = None  # N: 1 where the epoch scored the sample
         self.images, self.skipped, self.world_size = 0, 0, world_size
         self.start = self.last_line = time.perf_counter()
 
@@ -211,9 +223,7 @@ def train_one_epoch(learner: Learner, batches: Iterable, epoch: int, progress: P
         loss, logits = _train_step(learner, images, indices, epoch)
         meter.add(step, loss, images.shape[0])
         if learner.oracle is not None:
-            o = learner.oracle
-            meter.missing_counts += missing_label_counts(o.full[indices], o.observed[indices], torch.sigmoid(logits),
-                                                         o.threshold)
+            _observe_missing(meter, learner.oracle, indices, torch.sigmoid(logits))
         if progress is not None and progress.due(step, meter):
             meter.check_finite()  # the host sync, only where a line is due
             if show:
@@ -222,6 +232,29 @@ def train_one_epoch(learner: Learner, batches: Iterable, epoch: int, progress: P
     seconds = time.perf_counter() - meter.start
     meter.check_finite()
     return _epoch_stats(learner, meter, seconds)
+
+
+def _observe_missing(meter: _EpochMeter, oracle: MissingLabelOracle, indices: torch.Tensor,
+                     probs: torch.Tensor) -> None:
+    """Count the batch's thresholded missing-label hits and keep its scores by sample index (no host sync)."""
+    meter.missing_counts += missing_label_counts(oracle.full[indices], oracle.observed[indices], probs,
+                                                 oracle.threshold)
+    if meter.scores is None:
+        meter.scores = torch.zeros(oracle.full.shape, device=probs.device)
+        meter.visited = torch.zeros(oracle.full.shape[0], device=probs.device)
+    meter.scores[indices] = probs
+    meter.visited[indices] = 1.0
+
+
+def _missing_ranking(oracle: MissingLabelOracle, meter: _EpochMeter, info: DistInfo) -> dict:
+    """missing_auroc and missing_topk_precision over the samples the epoch visited (on any rank)."""
+    if meter.scores is None:  # no step this epoch on this rank
+        meter.scores = torch.zeros(oracle.full.shape, device=oracle.full.device)
+        meter.visited = torch.zeros(oracle.full.shape[0], device=oracle.full.device)
+    all_reduce_max(meter.scores, info)
+    all_reduce_max(meter.visited, info)
+    seen = meter.visited > 0
+    return missing_label_ranking(oracle.full[seen], oracle.observed[seen], meter.scores[seen])
 
 
 def _epoch_stats(learner: Learner, meter: _EpochMeter, seconds: float) -> dict:
@@ -234,6 +267,7 @@ def _epoch_stats(learner: Learner, meter: _EpochMeter, seconds: float) -> dict:
              "first_step_loss": meter.first_loss.item() if meter.first_loss is not None else float("nan")}
     if learner.oracle is not None:
         stats.update(missing_label_stats_from_counts(all_reduce_sum(meter.missing_counts, info)))
+        stats.update(_missing_ranking(learner.oracle, meter, info))
     return stats
 
 

@@ -24,6 +24,9 @@ __all__ = [
     "missing_label_counts",
     "missing_label_stats_from_counts",
     "missing_label_stats",
+    "roc_auc",
+    "top_k_precision",
+    "missing_label_ranking",
 ]
 
 
@@ -240,3 +243,82 @@ def missing_label_stats_from_counts(counts: Any) -> dict[str, float]:
 def missing_label_stats(full: Any, observed: Any, probs: Any, threshold: float) -> dict[str, float]:
     """missing_label_stats_from_counts(missing_label_counts(...)) for a whole N x C set at once."""
     return missing_label_stats_from_counts(missing_label_counts(full, observed, probs, threshold))
+
+
+# ----------------------------------------------------------------------------- missing labels, threshold-free
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` in ascending order, tied values sharing the mean of their ranks."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])  # first position of each run of equal values
+    ends = np.r_[starts[1:], xs.size]  # one past the last
+    mean_rank = (starts + ends + 1) / 2.0  # mean of the 1-based ranks starts+1 .. ends
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def _scores_and_labels(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(_to_numpy(scores, "scores"), dtype=np.float64).reshape(-1)
+    y = _to_numpy(labels, "labels").reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels must have the same size; got {s.size} and {y.size}")
+    if not np.isfinite(s).all():
+        raise ValueError(f"scores contain {int((~np.isfinite(s)).sum())} NaN/inf values")
+    if y.dtype != np.bool_:
+        if not ((y == 0) | (y == 1)).all():
+            raise ValueError("labels must be binary (0/1)")
+        y = y.astype(bool)
+    return s, y
+
+
+def roc_auc(scores: Any, labels: Any) -> float:
+    """Area under the ROC curve (a fraction in [0, 1]) of binary ``labels`` ranked by ``scores``; NaN when
+    either class is empty.
+
+    Mann-Whitney form: AUC = (R_pos - P (P + 1) / 2) / (P N), where R_pos is the sum of the 1-based ascending
+    ranks of the P positives among all P + N entries and tied scores share their average rank, so that a tied
+    positive-negative pair counts 1/2 (as ``sklearn.metrics.roc_auc_score``).
+    """
+    s, y = _scores_and_labels(scores, labels)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    rank_sum = _average_ranks(s)[y].sum()
+    return float((rank_sum - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def top_k_precision(scores: Any, labels: Any, k: int) -> float:
+    """Share of positives (a fraction) among the ``k`` highest ``scores``; NaN when k = 0.
+
+    Ties at the cut count in expectation over their order: with a entries (p of them positive) scored above the
+    k-th highest score s_k and t entries (q positive) scored exactly s_k, precision = (p + (k - a) q / t) / k.
+    """
+    s, y = _scores_and_labels(scores, labels)
+    if not 0 <= k <= s.size:
+        raise ValueError(f"k must lie in [0, {s.size}], got {k}")
+    if k == 0:
+        return float("nan")
+    kth = np.partition(s, s.size - k)[s.size - k]
+    above, tied = s > kth, s == kth
+    hits = y[above].sum() + (k - above.sum()) * y[tied].sum() / tied.sum()
+    return float(hits / k)
+
+
+def missing_label_ranking(full: Any, observed: Any, probs: Any) -> dict[str, float]:
+    """How well ``probs`` rank the missing labels above the true negatives, without a threshold (percent).
+
+    Among the unobserved entries (observed == 0) of the N x C arrays, the missing positives have full == 1
+    and the true negatives full == 0. missing_auroc = 100 * roc_auc of the two groups by score;
+    missing_topk_precision = 100 * top_k_precision with k = the number of missing positives (the R-precision:
+    with k so chosen, precision and recall at k are equal). Both NaN when there is no missing positive (the
+    AUROC also when there is no true negative).
+    """
+    f, o, p = (_to_numpy(x, n) for x, n in ((full, "full"), (observed, "observed"), (probs, "probs")))
+    if not (f.shape == o.shape == p.shape) or p.ndim != 2:
+        raise ValueError(f"full, observed and probs must be N x C of one shape; got {f.shape}, {o.shape}, {p.shape}")
+    unobserved = o < 0.5
+    labels, scores = f[unobserved] > 0.5, p[unobserved]
+    return {"missing_auroc": 100.0 * roc_auc(scores, labels),
+            "missing_topk_precision": 100.0 * top_k_precision(scores, labels, int(labels.sum()))}

@@ -48,6 +48,8 @@ __all__ = [
     "load_pretrained",
     "strip_prefix",
     "extract_state_dict",
+    "classifier_prefix",
+    "pre_logits",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -313,6 +315,21 @@ def _classifier_prefix(model: nn.Module) -> str | None:
         if module is head and name:
             return name
     return None
+
+
+def classifier_prefix(model: nn.Module) -> str:
+    """Module path of the model's classifier, which must be one ``nn.Linear`` (ResNets: 'fc'; TResNets: 'head.fc');
+    ValueError otherwise. What ``pre_logits`` leaves out: model(x) == classifier(pre_logits(model, x))."""
+    prefix = _classifier_prefix(model)
+    if prefix is None or not isinstance(model.get_submodule(prefix), nn.Linear):
+        raise ValueError(f"{type(model).__name__}: the classifier is not a single nn.Linear")
+    return prefix
+
+
+def pre_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The classifier's input for ``images``: timm's forward_features, then forward_head without the classifier
+    (global pooling, and whatever else the head does before it, e.g. a norm)."""
+    return model.forward_head(model.forward_features(images), pre_logits=True)
 
 
 def _head_test(model: nn.Module) -> Callable[[str], bool]:

@@ -17,7 +17,7 @@ from src.data.labels import describe_list_change
 from src.distributed import DistInfo, log
 from src.errors import UserError
 from src.io_utils import RunFolderLock, WriteError, atomic_write, remove_stale_temporaries
-from src.training_flags import RUN_DEFINING
+from src.training_flags import RUN_DEFINING, RUN_DEFINING_BEFORE
 
 __all__ = ["run_folder", "open_run_folder", "checkpoint_to_resume", "check_same_data", "check_same_run", "adopt_best",
            "append_line"]
@@ -107,7 +107,7 @@ def check_same_run(path: Path, ckpt: dict, args) -> None:
         raise CheckpointError(f"{path} is a {ckpt.get('kind')} checkpoint; resume needs a last.ckpt")
     saved = ckpt["args"]
     changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RUN_DEFINING
-               if saved.get(k) != getattr(args, k)]
+               if saved.get(k, RUN_DEFINING_BEFORE.get(k)) != getattr(args, k)]
     if changed:
         raise CheckpointError(f"{path} was written by a different run: " + "; ".join(changed))
 

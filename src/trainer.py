@@ -42,6 +42,7 @@ from src.distributed import (DistInfo, EpochShuffleSampler, ShardSampler, all_re
 from src.engine import (Compute, Evaluation, Learner, MissingLabelOracle, NonFiniteLossError, Preprocess, Progress,
                         evaluate, to_device, train_one_epoch)
 from src.errors import UserError, report_user_errors
+from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import build_loss, loss_hyperparameters
 from src.models import PretrainedUnavailable, create_model, create_model_with_weights
@@ -128,10 +129,26 @@ class Run:
     eval_set: MultiLabelImages  # the test set, or the held-out part of the training list (--val-split)
     eval_idx: list[int]
     weights: str = ""  # one line saying what the model starts from ("" on a resume: the checkpoint's)
+    frozen: FrozenBackbone | None = None  # --freeze-backbone: the full model and its features
 
     @property
     def model(self) -> nn.Module:
-        return self.learner.plain
+        """The full model (with --freeze-backbone the learner steps only its classifier)."""
+        return self.frozen.model if self.frozen is not None else self.learner.plain
+
+    def scored_models(self) -> dict[str, nn.Module]:
+        """What ``evaluate`` scores each epoch: the model and its EMA (with --freeze-backbone: their classifiers,
+        on the features)."""
+        return {"model": self.learner.plain, "ema": self.learner.ema.module}
+
+    def ema_state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA model's full state dict (with --freeze-backbone: the backbone and the EMA classifier)."""
+        ema = self.learner.ema.module
+        return self.frozen.full_state(ema) if self.frozen is not None else ema.state_dict()
+
+    def load_ema(self, state: dict[str, torch.Tensor], source: str) -> None:
+        ema = self.learner.ema.module
+        load_weights(ema, self.frozen.head_state(state) if self.frozen is not None else state, source)
 
     @property
     def held_out(self) -> bool:
@@ -168,20 +185,49 @@ class Run:
             self.pipeline.train_pre.generator.manual_seed(seed)
         self.sampler.set_epoch(epoch)
 
-    def train_batches(self) -> Prefetcher:
-        """This epoch's training batches, prepared on the device one batch ahead of the step."""
+    @property
+    def per_rank_batch(self) -> int:
+        return self.args.batch_size // self.compute.info.world_size
+
+    def train_batches(self) -> Prefetcher | FeatureBatches:
+        """This epoch's training batches, prepared on the device one batch ahead of the step (with
+        --freeze-backbone: rows of the training features, in the sampler's order)."""
+        if self.frozen is not None:
+            features, seen = self._features(self.data.train)
+            return FeatureBatches(features, seen, list(self.sampler), self.per_rank_batch,
+                                  self.args.max_steps_per_epoch)
         return Prefetcher(self.train_loader, self.pipeline.train_pre, self.compute.device)
 
     def evaluate(self, models: dict[str, nn.Module], desc: str, dataset: MultiLabelImages | None = None
                  ) -> Evaluation:
-        """``engine.evaluate`` of ``models`` on the evaluation set, or on all of ``dataset``."""
+        """``engine.evaluate`` of ``models`` on the evaluation set, or on all of ``dataset`` (with
+        --freeze-backbone: of classifiers, on the features)."""
         dataset, indices = (self.eval_set, self.eval_idx) if dataset is None else (dataset, range(len(dataset)))
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.args.batch_size // self.compute.info.world_size,
-            sampler=ShardSampler(list(indices), self.compute.info), num_workers=_workers(self.args),
-            collate_fn=collate_multilabel, pin_memory=self.compute.device.type == "cuda")
-        batches = Prefetcher(loader, self.pipeline.eval_pre, self.compute.device)
+        if self.frozen is not None:
+            features, seen = self._features(dataset)
+            batches = FeatureBatches(features, seen, ShardSampler(list(indices), self.compute.info).indices,
+                                     self.per_rank_batch)
+        else:
+            batches = self._eval_batches(dataset, indices)
         return evaluate(models, batches, dataset.targets_matrix(), self.compute, self.args.thre, desc)
+
+    def _eval_batches(self, dataset: MultiLabelImages, indices) -> Prefetcher:
+        """``dataset[indices]`` through the evaluation transform, this rank's shard, on the device."""
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.per_rank_batch, sampler=ShardSampler(list(indices), self.compute.info),
+            num_workers=_workers(self.args), collate_fn=collate_multilabel,
+            pin_memory=self.compute.device.type == "cuda")
+        return Prefetcher(loader, self.pipeline.eval_pre, self.compute.device)
+
+    def _features(self, dataset: MultiLabelImages) -> tuple[torch.Tensor, torch.Tensor]:
+        """--freeze-backbone: the backbone features of the test set, or of the whole training list (the held-out
+        part of --val-split included), without augmentation."""
+        if dataset.entries is self.data.test.entries:
+            key, source = "test", self.data.test
+        else:
+            key, source = "train", copy.copy(self.data.train)
+            source.transform = self.data.test.transform  # the evaluation transform: no augmentation
+        return self.frozen.features(key, lambda: self._eval_batches(source, range(len(source))), len(source))
 
 
 def _workers(args: argparse.Namespace) -> int:
@@ -206,8 +252,9 @@ def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeli
     random_seed(args.seed % 2**32)  # the model's initialisation
     model, weights = _initial_model(args, data.num_classes, resuming)
     learner = _learner(args, model, data.train, compute, len(train_loader))
+    frozen = FrozenBackbone(model, compute) if args.freeze_backbone else None
     return Run(args, data, compute, pipeline, learner, sampler, loader_gen, train_loader, eval_set, eval_idx,
-               weights)
+               weights, frozen)
 
 
 def _single_last_batch(args, sampler: EpochShuffleSampler, info: DistInfo) -> bool:
@@ -248,7 +295,8 @@ def _initial_model(args, num_classes: int, resuming: bool) -> tuple[nn.Module, s
 
 def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compute, steps_per_epoch: int) -> Learner:
     """The model on the device, its EMA, Adam with weight decay on weights only, OneCycle stepped per batch, the
-    GradScaler (fp16 only), the loss, the DDP / compile wrappers, the label store and the oracle."""
+    GradScaler (fp16 only), the loss, the DDP / compile wrappers, the label store and the oracle. With
+    --freeze-backbone all of these but the label store and the oracle are the classifier's alone."""
     from timm.optim import param_groups_weight_decay
     from timm.utils import ModelEmaV3
 
@@ -257,6 +305,11 @@ def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compu
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    if args.freeze_backbone:
+        try:
+            model = freeze(model)  # the classifier: what trains
+        except ValueError as e:
+            raise UserError(f"--freeze-backbone --model-name {args.model_name}: {e}") from None
     ema = ModelEmaV3(model, decay=args.ema_decay)
     optimizer = torch.optim.Adam(param_groups_weight_decay(model, weight_decay=args.weight_decay), lr=args.lr,
                                  **({"fused": True} if device.type == "cuda" else {}))
@@ -354,8 +407,7 @@ def _train_and_evaluate(run: Run, epoch: int, progress: Progress) -> dict:
         stats = train_one_epoch(run.learner, run.train_batches(), epoch, progress)
     except NonFiniteLossError as e:
         raise SystemExit(f"error: {e}") from e
-    evaluation = run.evaluate({"model": run.model, "ema": run.learner.ema.module},
-                              f"eval epoch {epoch}/{run.last_epoch}")
+    evaluation = run.evaluate(run.scored_models(), f"eval epoch {epoch}/{run.last_epoch}")
     return {"epoch": epoch, **stats, **evaluation.metrics, "eval_skipped_images": evaluation.skipped,
             "score_spread": evaluation.spread["model"], "seconds": time.perf_counter() - start}
 
@@ -440,7 +492,8 @@ def _begin(run: Run, state: RunState, resume_path: Path | None) -> None:
     log(info, f"train {len(run.sampler.indices)} images ({run.data.train_list}), evaluate on {len(run.eval_idx)} "
               f"({'held-out split' if run.held_out else 'test set'}), {run.data.num_classes} classes, "
               f"{args.model_name}, loss {args.loss}, device {run.compute.device}, amp {run.compute.amp_dtype}, "
-              f"world size {info.world_size}, epochs {state.epoch + 1}..{run.last_epoch}, output {out_dir}")
+              f"world size {info.world_size}, epochs {state.epoch + 1}..{run.last_epoch}, output {out_dir}"
+              + (", backbone frozen: the classifier trains on features computed once" if run.frozen else ""))
 
 
 class _Truncated:
@@ -497,7 +550,7 @@ def _restore(run: Run, path: Path) -> RunState:
     check_same_data(path, ckpt, run.identity)
     learner = run.learner
     load_weights(run.model, ckpt["model"], str(path))
-    load_weights(learner.ema.module, ckpt["ema"], f"{path} (EMA)")
+    run.load_ema(ckpt["ema"], f"{path} (EMA)")
     try:
         learner.optimizer.load_state_dict(ckpt["optimizer"])
         learner.scheduler.load_state_dict(ckpt["scheduler"])
@@ -522,10 +575,10 @@ def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
     append_line(out_dir / "metrics.jsonl", json.dumps(row) + "\n")
     if improved:
         which = state.best["which"]
-        weights = learner.ema.module.state_dict() if which == "ema" else run.model.state_dict()
+        weights = run.ema_state_dict() if which == "ema" else run.model.state_dict()
         save_checkpoint({"kind": "best", **meta, "model": weights, "which": which, "epoch": row["epoch"],
                          "map": float(state.best["map"])}, out_dir / "best.ckpt")
-    save_checkpoint({"kind": "last", **meta, "model": run.model.state_dict(), "ema": learner.ema.module.state_dict(),
+    save_checkpoint({"kind": "last", **meta, "model": run.model.state_dict(), "ema": run.ema_state_dict(),
                      "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
                      "scaler": learner.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
                      "history": plain(state.history), "best": plain(state.best),
@@ -541,7 +594,8 @@ def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:
             + f"CF1 {row['cf1']:.2f} OF1 {row['of1']:.2f}")
     if "missing_recall" in row:
         line += (f"  missing labels: precision {row['missing_precision']:.1f}% recall {row['missing_recall']:.1f}%"
-                 f" of {row['missing_count']}")
+                 f" of {row['missing_count']}, AUROC {row['missing_auroc']:.1f}% "
+                 f"top-k precision {row['missing_topk_precision']:.1f}%")
     if row.get("skipped_images"):
         line += f"  skipped {row['skipped_images']} bad images"
     if row.get("eval_skipped_images"):
@@ -561,7 +615,7 @@ def _score_best_on_test(run: Run) -> dict:
     path = run.out_dir / "best.ckpt"
     best = load_checkpoint(path)
     load_weights(run.model, best["model"], str(path))
-    result = run.evaluate({"best": run.model}, "test", run.data.test).metrics
+    result = run.evaluate({"best": run.learner.plain}, "test", run.data.test).metrics  # frozen: the classifier
     if run.compute.info.is_main:
         atomic_write_text(run.out_dir / "test_metrics.json", json.dumps(result, indent=1) + "\n")
         print(f"test set, best checkpoint (epoch {best['epoch']}, {best['which']}): mAP {result['map']:.2f}",

@@ -11,7 +11,8 @@ from typing import Any
 from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
 from src.models import PretrainedUnavailable, check_model_name, locate_imagenet_weights, pretrained_arg
 
-__all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "RUN_DEFINING", "add_training_args", "check_args", "loss_kwargs", "resolve_stop_epoch"]
+__all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "RUN_DEFINING", "RUN_DEFINING_BEFORE", "add_training_args",
+           "check_args", "loss_kwargs", "resolve_stop_epoch"]
 
 # Loss hyperparameter flags: flag dest -> keyword of the loss constructors. They default to None so that
 # only what the user sets reaches build_loss; the loss signatures hold the defaults (one place).
@@ -24,7 +25,9 @@ OFFICIAL_STOP_EPOCH = 30  # the official code stops after epoch index 30 of its 
 
 # Flags that define a run: a resume with different values would not continue the same run.
 RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size", "seed", "weight_decay",
-                "ema_decay", "val_split", "split_seed") + tuple(LOSS_FLAGS)
+                "ema_decay", "val_split", "split_seed", "freeze_backbone") + tuple(LOSS_FLAGS)
+# The value of a run-defining flag that a run written before the flag existed had.
+RUN_DEFINING_BEFORE = {"freeze_backbone": False}
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -71,6 +74,9 @@ def _add_recipe_args(s) -> None:
                    help="starting weights: imagenet = the paper's ImageNet weights through timm (downloaded once "
                         "into the Hugging Face cache), none = random, or a torchvision/timm/ASL weights file; "
                         "the head is always re-initialised (default: imagenet; see docs/pretrained.md)")
+    s.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the classifier, on backbone features computed once without augmentation "
+                        "(the linear protocol; the backbone's weights and BatchNorm statistics stay as loaded)")
     s.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision; auto = bf16 on GPUs that support it, else fp16; off on the CPU")
     s.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda if present)")

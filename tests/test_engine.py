@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from src.data.prefetch import Prefetcher
-from src.engine import (Compute, Learner, NonFiniteLossError, Progress, evaluate, predict, to_device,
+from src.engine import (Compute, Learner, MissingLabelOracle, NonFiniteLossError, Progress, evaluate, predict, to_device,
                         train_one_epoch, unwrap)
-from src.metrics import mAP, threshold_metrics
+from src.metrics import mAP, missing_label_ranking, missing_label_stats, threshold_metrics
 
 CPU = Compute(torch.device("cpu"))
 
@@ -205,3 +205,32 @@ def test_evaluation_counts_rows_not_evaluated_and_the_score_spread():
     assert got.spread["ema"] > 0.1
     # constant scores score chance: each class's positive rate among the evaluated rows
     assert got.metrics["map"] == pytest.approx(100 * targets[:8].mean(0).mean().item())
+
+
+def test_oracle_ranks_the_scores_of_the_training_passes_over_the_visited_samples():
+    """missing_auroc / missing_topk_precision are those of the scores the loss saw, by sample index, over the
+    samples the epoch visited (here rows 0..8: the fourth batch never comes)."""
+    torch.manual_seed(4)
+    full = (torch.rand(12, 4) < 0.5).float()
+    observed = full * (torch.rand(12, 4) < 0.4).float()
+    seen_logits = {}
+
+    def criterion(logits, targets, epoch=None):
+        seen_logits[len(seen_logits)] = logits.detach().clone()
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+
+    step = learner(criterion, observed.clone())
+    step.oracle = MissingLabelOracle(full, observed, threshold=0.5)
+    loader = batches()[:3]
+    stats = train_one_epoch(step, Prefetcher(loader, to_device(torch.device("cpu")), "cpu"), 0)
+    probs = torch.sigmoid(torch.cat([seen_logits[i] for i in range(3)]))
+    want = missing_label_ranking(full[:9], observed[:9], probs)
+    assert want["missing_auroc"] == want["missing_auroc"]  # defined: the case has missing labels and negatives
+    assert stats["missing_auroc"] == pytest.approx(want["missing_auroc"])
+    assert stats["missing_topk_precision"] == pytest.approx(want["missing_topk_precision"])
+    # the thresholded figures come from the same scores
+    thresholded = missing_label_stats(full[:9], observed[:9], probs, 0.5)
+    assert stats["missing_count"] == thresholded["missing_count"]
+    # the scores are per pass, not the updated model's: scoring the trained model gives other figures
+    after = missing_label_ranking(full[:9], observed[:9], torch.sigmoid(step.model(torch.cat([b[0] for b in loader]))))
+    assert after != want

@@ -5,9 +5,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, precision_score, recall_score
+from sklearn.metrics import average_precision_score, precision_score, recall_score, roc_auc_score
 
-from src.metrics import (
+from src.metrics import (missing_label_ranking, roc_auc, top_k_precision, 
     average_precision,
     mAP,
     missing_label_counts,
@@ -215,3 +215,54 @@ def test_missing_label_stats_undefined_is_nan():
         missing_label_counts(full, full[:1], torch.zeros(2, 3), 0.5)
     with pytest.raises(ValueError, match="counts"):
         missing_label_stats_from_counts([1, 2])
+
+
+# ----------------------------------------------------------------------------- threshold-free missing-label figures
+
+@pytest.mark.parametrize("scores, labels", [
+    ([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]),
+    ([0.5, 0.5, 0.5, 0.5], [0, 1, 0, 1]),                       # all tied: 0.5
+    ([0.2, 0.7, 0.7, 0.7, 0.1, 0.9], [1, 0, 1, 1, 0, 0]),       # a tie across the classes
+    ([3.0, 1.0, 2.0], [1, 0, 0]),
+])
+def test_roc_auc_equals_sklearn_with_ties(scores, labels):
+    assert roc_auc(np.array(scores), np.array(labels)) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def test_roc_auc_equals_sklearn_on_random_quantised_scores():
+    rng = np.random.default_rng(0)
+    labels = rng.random(500) < 0.1
+    scores = np.round(rng.random(500) + 0.3 * labels, 1)  # quantised: many ties
+    assert roc_auc(torch.tensor(scores), torch.tensor(labels)) == pytest.approx(roc_auc_score(labels, scores),
+                                                                                   abs=1e-12)
+
+
+def test_roc_auc_undefined_and_bad_input():
+    assert math.isnan(roc_auc([0.1, 0.2], [1, 1])) and math.isnan(roc_auc([0.1, 0.2], [0, 0]))
+    with pytest.raises(ValueError, match="binary"):
+        roc_auc([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="same size"):
+        roc_auc([0.1, 0.2], [0, 1, 1])
+
+
+def test_top_k_precision_hand_cases():
+    scores, labels = [0.9, 0.8, 0.7, 0.6, 0.1], [1, 0, 1, 0, 1]
+    assert top_k_precision(scores, labels, 1) == 1.0
+    assert top_k_precision(scores, labels, 2) == 0.5
+    assert top_k_precision(scores, labels, 3) == pytest.approx(2 / 3)
+    # a tie at the cut: 0.9 (pos) above, then 0.5 x 3 (one positive) for the last 1 place: (1 + 1/3) / 2
+    assert top_k_precision([0.9, 0.5, 0.5, 0.5], [1, 1, 0, 0], 2) == pytest.approx((1 + 1 / 3) / 2)
+    assert math.isnan(top_k_precision(scores, labels, 0))
+    with pytest.raises(ValueError, match="k must"):
+        top_k_precision(scores, labels, 6)
+
+
+def test_missing_label_ranking_hand_case():
+    # unobserved: (0,1) 0.8 missing, (0,2) 0.7 negative, (1,0) 0.2 missing, (1,1) 0.1 negative
+    # pairs missing > negative: 0.8>0.7, 0.8>0.1, 0.2>0.1 (not 0.2>0.7): 3/4; top-2: 0.8 (missing), 0.7: 1/2
+    got = missing_label_ranking(torch.tensor(FULL), torch.tensor(OBSERVED), torch.tensor(PROBS))
+    assert got == {"missing_auroc": pytest.approx(75.0), "missing_topk_precision": pytest.approx(50.0)}
+    none_missing = missing_label_ranking(torch.tensor(FULL), torch.tensor(FULL), torch.tensor(PROBS))
+    assert all(math.isnan(v) for v in none_missing.values())
+    with pytest.raises(ValueError, match="one shape"):
+        missing_label_ranking(torch.tensor(FULL), torch.tensor(OBSERVED)[:1], torch.tensor(PROBS))

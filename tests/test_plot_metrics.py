@@ -13,6 +13,7 @@ from src.tools.plot_metrics import (
     is_full_label,
     loss_color,
     main,
+    panel_keys,
     plot_runs,
     plot_strength_gap,
     read_run,
@@ -22,7 +23,7 @@ from src.tools.plot_metrics import (
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def write_run(path, loss, maps, missing=True, args=True, dataset="d/coco_train_0.4left.txt"):
+def write_run(path, loss, maps, missing=True, args=True, dataset="d/coco_train_0.4left.txt", ranking=False):
     path.mkdir(parents=True)
     rows = []
     for e, m in enumerate(maps):
@@ -30,6 +31,8 @@ def write_run(path, loss, maps, missing=True, args=True, dataset="d/coco_train_0
         if missing:
             row.update(missing_precision=float("nan") if e == 0 else 60.0 + e, missing_recall=10.0 * e,
                        missing_count=100)
+        if ranking:
+            row.update(missing_auroc=70.0 + e, missing_topk_precision=float("nan") if e == 0 else 30.0 + e)
         rows.append(json.dumps(row))  # NaN is written as NaN, as train.py does
     (path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
     if args:
@@ -137,3 +140,16 @@ def test_the_legend_stands_beside_the_panels(tmp_path):
     box = legend.get_window_extent()
     assert all(box.x0 >= ax.get_window_extent().x1 for ax in fig.axes), "the legend covers a panel"
     assert [t.get_text() for t in legend.get_texts()] == ["BCE", "ASL", "Hill", "SPLC"]
+
+
+def test_ranking_panel_only_for_runs_that_logged_it(tmp_path):
+    old = read_run(write_run(tmp_path / "old", "BCE", [10.0, 20.0]))
+    new = read_run(write_run(tmp_path / "new", "SPLC", [12.0, 22.0], ranking=True))
+    assert new.has_ranking and not old.has_ranking
+    assert new.column("missing_auroc") == [70.0, 71.0] and math.isnan(new.column("missing_topk_precision")[0])
+    assert panel_keys([old], ("map", "missing")) == ["map", "missing_precision", "missing_recall"]
+    assert panel_keys([old, new], ("map", "missing")) == ["map", "missing_precision", "missing_recall",
+                                                          "missing_ranking"]
+    assert panel_keys([new], ("map",)) == ["map"]
+    out = plot_runs([old, new], tmp_path / "r.png")
+    assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 5000

@@ -1,4 +1,5 @@
 """reproduce: a tiny grid through train.py, resumable, with mean ± std tables."""
+import argparse
 import csv
 import json
 
@@ -87,3 +88,30 @@ def test_exported_runs_are_not_trained_again(tmp_path, capsys, synthetic_study):
     assert json.loads((export / "S1" / "strength.json").read_text())["image_size"] == 32
     with pytest.raises(SystemExit, match="another recipe"):
         reproduce.main([*argv, "--lr", "0.5"])
+
+
+def test_official_shaped_flags_reach_every_run_and_a_stopped_run_counts_complete(tmp_path, capsys):
+    argv = tiny_grid(tmp_path, "--losses", "Hill", "--seeds", "0", "--epochs", "3", "--stop-epoch", "0",
+                     "--freeze-backbone", "--ema-decay", "0.5")
+    reproduce.main(argv)
+    run = tmp_path / "grid" / "0.4left-Hill-s0"
+    args = json.loads((run / "args.json").read_text())
+    assert (args["epochs"], args["stop_epoch"], args["freeze_backbone"], args["ema_decay"]) == (3, 0, True, 0.5)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    capsys.readouterr()
+    reproduce.main(argv)  # one epoch of a 3-epoch schedule is all this run trains: complete
+    assert "done, skipped" in capsys.readouterr().out
+
+
+def test_strength_export_records_the_new_recipe_flags_only_when_set(tmp_path):
+    strength = reproduce.Strength("S1", 32, 40, 4)
+    base = {"model_name": "resnet10t", "batch_size": 8, "lr": 1e-3, "ema_decay": 0.99, "val_images": 16,
+            "pretrain_epochs": 0, "pretrain_per_class": 200, "max_steps_per_epoch": None}
+    reproduce._check_strength_export(tmp_path / "a", strength, argparse.Namespace(**base))
+    assert set(json.loads((tmp_path / "a" / "strength.json").read_text())) == set(vars(strength)) | set(base)
+    later = argparse.Namespace(**base, stop_epoch=1, freeze_backbone=True, pretrain_seed=2)
+    with pytest.raises(SystemExit, match="another recipe"):
+        reproduce._check_strength_export(tmp_path / "a", strength, later)
+    reproduce._check_strength_export(tmp_path / "b", strength, later)
+    saved = json.loads((tmp_path / "b" / "strength.json").read_text())
+    assert (saved["stop_epoch"], saved["freeze_backbone"], saved["pretrain_seed"]) == (1, True, 2)

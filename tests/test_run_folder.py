@@ -60,6 +60,14 @@ def test_check_same_run_names_the_changed_flags(tmp_path):
         check_same_run(tmp_path / "best.ckpt", {**ckpt, "kind": "best"}, run_args())
 
 
+def test_a_checkpoint_from_before_freeze_backbone_counts_as_unfrozen(tmp_path):
+    saved = {k: v for k, v in vars(run_args()).items() if k != "freeze_backbone"}
+    ckpt = {"kind": "last", "args": saved}
+    check_same_run(tmp_path / "last.ckpt", ckpt, run_args(freeze_backbone=False))
+    with pytest.raises(CheckpointError, match="--freeze-backbone None -> True"):
+        check_same_run(tmp_path / "last.ckpt", ckpt, run_args(freeze_backbone=True))
+
+
 def test_check_same_data_names_the_change(tmp_path):
     identity = {"num_classes": 2, "class_names": ["cat", "dog"], "train_fingerprint": None, "train_list": "t.txt"}
     path = tmp_path / "last.ckpt"

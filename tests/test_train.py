@@ -106,10 +106,14 @@ def test_held_out_split_scores_best_on_test(toy_coco, tmp_path):
 
 def test_oracle_logs_missing_label_identification(toy_coco, tmp_path):
     run = tmp_path / "run"
-    train.main(small_args(toy_coco, run, "--oracle-list", str(toy_coco / "coco_train_full.txt"), loss="SPLC"))
-    (row,) = rows(run)
-    assert row["missing_count"] > 0
-    assert 0 <= row["missing_recall"] <= 100 or row["missing_recall"] != row["missing_recall"]  # NaN: none found
+    train.main(small_args(toy_coco, run, "--oracle-list", str(toy_coco / "coco_train_full.txt"),
+                          "--stop-epoch", "1", loss="SPLC"))
+    got = rows(run)
+    assert len(got) == 2
+    for row in got:
+        assert row["missing_count"] > 0
+        assert 0 <= row["missing_recall"] <= 100 or row["missing_recall"] != row["missing_recall"]  # NaN: none found
+        assert 0 <= row["missing_auroc"] <= 100 and 0 <= row["missing_topk_precision"] <= 100
 
 
 def test_oracle_list_must_cover_training_images(toy_coco, tmp_path):
@@ -170,11 +174,13 @@ def test_two_process_gloo_run_matches_validate(toy_coco, tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "train.py"), *small_args(toy_coco, run, steps=2)]
+           str(ROOT / "train.py"), *small_args(toy_coco, run, "--oracle-list", str(toy_coco / "coco_train_full.txt"),
+                                               steps=2)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "world size 2" in done.stdout
     (row,) = rows(run)
+    assert 0 <= row["missing_auroc"] <= 100  # the two ranks' scores, combined by all_reduce_max
     best = max(row["map"], row["map_ema"])
     v = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0"])
     assert v["map"] == pytest.approx(best, abs=1e-6)
@@ -281,3 +287,76 @@ def test_a_bad_test_image_skipped_is_counted_in_the_row_and_the_epoch_line(toy_c
     (row,) = rows(tmp_path / "run")
     assert row["eval_skipped_images"] == 1 and row["skipped_images"] == 0
     assert "evaluated without 1 bad images" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- --freeze-backbone
+
+def _frozen_args(toy: Path, out: Path, weights: Path, *extra: str) -> list[str]:
+    return small_args(toy, out, "--model-name", "resnet10t", "-b", "16", "--freeze-backbone", "--pretrained",
+                      str(weights), "--oracle-list", str(toy / "coco_train_full.txt"), *extra, loss="SPLC", steps=100)
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory) -> Path:
+    """A resnet10t weights file whose BatchNorm statistics are not the defaults (so an update would show)."""
+    import timm
+    torch.manual_seed(123)
+    model = timm.create_model("resnet10t", num_classes=1000)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "resnet10t.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_frozen_backbone_50_epochs_keeps_the_backbone_and_validate_scores_best(toy_coco, tmp_path, backbone_file):
+    from timm.utils import random_seed
+
+    from src.models import create_model_with_weights
+
+    run = tmp_path / "frozen"
+    result = train.main(_frozen_args(toy_coco, run, backbone_file, "--epochs", "50", "--stop-epoch", "49"))
+    got = rows(run)
+    assert [r["epoch"] for r in got] == list(range(50))
+    assert all(0 <= r["missing_auroc"] <= 100 for r in got)
+    assert json.loads((run / "args.json").read_text())["freeze_backbone"] is True
+    start = torch.load(backbone_file, weights_only=True)
+    last, best = (torch.load(run / f, weights_only=True) for f in ("last.ckpt", "best.ckpt"))
+    random_seed(0)  # as build_run seeds before making the model: the classifier it starts from
+    initial_head = create_model_with_weights("resnet10t", last["num_classes"], str(backbone_file), 32)[0].fc
+    for state in (last["model"], last["ema"], best["model"]):
+        backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        assert set(backbone) == set(start) - {"fc.weight", "fc.bias"}
+        for k, v in backbone.items():
+            assert torch.equal(v, start[k]), k  # weights and BatchNorm statistics exactly as loaded
+        assert not torch.equal(state["fc.weight"], initial_head.weight.detach())  # the classifier trained
+    assert not torch.equal(last["model"]["fc.weight"], last["ema"]["fc.weight"])
+    v = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0"])
+    assert v["map"] == pytest.approx(result["map"], abs=1e-6)
+
+
+def test_frozen_resume_matches_uninterrupted_run(toy_coco, tmp_path, backbone_file):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train.main(_frozen_args(toy_coco, ref, backbone_file, "--epochs", "5", "--stop-epoch", "3"))
+    train.main(_frozen_args(toy_coco, run, backbone_file, "--epochs", "5", "--stop-epoch", "1"))
+    train.main(_frozen_args(toy_coco, run, backbone_file, "--epochs", "5", "--stop-epoch", "3", "--resume", "auto"))
+    got, want = rows(run), rows(ref)
+    assert [r["epoch"] for r in got] == [0, 1, 2, 3]
+    for g, w in zip(got, want):
+        for key in set(w) - TIMING_KEYS:
+            assert g[key] == pytest.approx(w[key], abs=1e-6, nan_ok=True) if isinstance(w[key], float) \
+                else g[key] == w[key], key
+    a, b = (torch.load(r / "last.ckpt", weights_only=True) for r in (ref, run))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    with pytest.raises(SystemExit, match="freeze-backbone"):  # run-defining: a resume cannot drop it
+        train.main(small_args(toy_coco, run, "--model-name", "resnet10t", "-b", "16", "--epochs", "5",
+                              "--stop-epoch", "4", "--resume", "auto", loss="SPLC"))
+
+
+def test_frozen_val_split_scores_best_on_test(toy_coco, tmp_path, backbone_file):
+    run = tmp_path / "run"
+    result = train.main(_frozen_args(toy_coco, run, backbone_file, "--val-split", "0.25", "--stop-epoch", "1"))
+    v = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0"])
+    assert v["map"] == pytest.approx(result["test"]["map"], abs=1e-6)

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from src.training_flags import LOSS_FLAGS, RUN_DEFINING, add_training_args, check_args, loss_kwargs
+from src.training_flags import LOSS_FLAGS, RUN_DEFINING, RUN_DEFINING_BEFORE, add_training_args, check_args, loss_kwargs
 
 
 def parse(*argv):
@@ -68,3 +68,13 @@ def test_an_unknown_loss_gets_its_close_matches(capsys, typo, match):
 def test_help_says_the_stop_epoch_default():
     text = add_training_args(argparse.ArgumentParser(prog="t")).format_help()
     assert "whole schedule" in " ".join(text.split())
+
+
+def test_freeze_backbone_is_off_by_default_and_run_defining():
+    _, a = parse()
+    _, frozen = parse("--freeze-backbone")
+    assert a.freeze_backbone is False and frozen.freeze_backbone is True
+    assert "freeze_backbone" in RUN_DEFINING
+    # a run written before a flag existed counts as having had the flag's default
+    assert set(RUN_DEFINING_BEFORE) <= set(RUN_DEFINING)
+    assert all(getattr(a, k) == v for k, v in RUN_DEFINING_BEFORE.items())

@@ -48,15 +48,28 @@ class Recipe:
     workers: int = 2
     max_steps_per_epoch: int | None = None
     device: str = "auto"
+    stop_epoch: int | None = None  # last 0-based epoch trained; None: the schedule's last (epochs - 1)
+    freeze_backbone: bool = False
+
+    @property
+    def last_epoch(self) -> int:
+        return self.epochs - 1 if self.stop_epoch is None else self.stop_epoch
+
+    @property
+    def epochs_run(self) -> int:
+        """Epochs a run trains: 0..last_epoch (the OneCycle schedule is planned over ``epochs``)."""
+        return self.last_epoch + 1
 
     def flags(self) -> list[str]:
-        """train.py flags of the recipe (the whole OneCycle schedule is trained: stop at the last epoch)."""
+        """train.py flags of the recipe."""
         out = ["--model-name", self.model_name, "--image-size", str(self.image_size), "-b", str(self.batch_size),
-               "-j", str(self.workers), "--epochs", str(self.epochs), "--stop-epoch", str(self.epochs - 1),
+               "-j", str(self.workers), "--epochs", str(self.epochs), "--stop-epoch", str(self.last_epoch),
                "--lr", str(self.lr), "--ema-decay", str(self.ema_decay), "--device", self.device,
                "--print-freq", "1000"]
         if self.max_steps_per_epoch:
             out += ["--max-steps-per-epoch", str(self.max_steps_per_epoch)]
+        if self.freeze_backbone:
+            out.append("--freeze-backbone")
         return out
 
 
@@ -104,7 +117,8 @@ def toy_imagenet_lists(root: Path) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------- runs
 
 def run_is_complete(run_dir: Path, epochs: int) -> bool:
-    """True when RUN_DIR/metrics.jsonl holds rows for epochs 0..epochs-1 and best.ckpt exists."""
+    """True when RUN_DIR/metrics.jsonl holds rows for epochs 0..epochs-1 and best.ckpt exists. ``epochs``: the
+    epochs the run trains (``Recipe.epochs_run``: --stop-epoch + 1), not the schedule's length."""
     try:
         rows = read_run(run_dir).rows
     except ValueError:
@@ -161,21 +175,26 @@ def train_run(spec: RunSpec, data: Path, out_dir: Path, recipe: Recipe, pretrain
     argv += ["--pretrained", str(pretrained) if pretrained is not None else "none"]  # never download
     if oracle and spec.setting != "full":
         argv += ["--oracle-list", str(lists / "coco_train_full.txt")]
-    return _train(argv, run_dir, recipe.epochs, _coco_parser(), coco_datasets)
+    return _train(argv, run_dir, recipe.epochs_run, _coco_parser(), coco_datasets)
 
 
 def pretrain(data_root: Path, recipe: Recipe, epochs: int, per_class: int = 200, seed: int = 0) -> Path:
     """Train the backbone on the toy ImageNet (single labels, BCE) once; return the cached best.ckpt.
 
-    Same model, image size, batch, lr and EMA as ``recipe``; the folder name hashes every setting.
+    Same model, image size, batch, lr and EMA as ``recipe``, the whole schedule, every layer trained. ``seed``
+    (--pretrain-seed) draws both the toy ImageNet's images and the pretraining run, so that two seeds give two
+    independent pretrainings; each is cached under its own folders (the seed in their names when not 0, and in
+    the hash of every setting that names the pretraining).
     """
-    root = make_toy_imagenet(data_root / f"toy_imagenet-{per_class}-{recipe.image_size}px", seed=seed,
+    suffix = f"-seed{seed}" if seed else ""  # seed 0 keeps the folder names made before --pretrain-seed
+    root = make_toy_imagenet(data_root / f"toy_imagenet-{per_class}-{recipe.image_size}px{suffix}", seed=seed,
                              n_per_class=per_class, val_per_class=max(2, per_class // 20),
                              image_size=recipe.image_size)
     train_list, val_list = toy_imagenet_lists(root)
-    pre = replace(recipe, epochs=epochs)
-    key = json.dumps({**asdict(pre), "per_class": per_class, "seed": seed}, sort_keys=True)
-    run_dir = data_root / "pretrain" / f"{recipe.model_name}-{recipe.image_size}px-{epochs}ep-" \
+    pre = replace(recipe, epochs=epochs, stop_epoch=None, freeze_backbone=False)
+    fields = {k: v for k, v in asdict(pre).items() if k not in ("stop_epoch", "freeze_backbone")}  # as before them
+    key = json.dumps({**fields, "per_class": per_class, "seed": seed}, sort_keys=True)
+    run_dir = data_root / "pretrain" / f"{recipe.model_name}-{recipe.image_size}px-{epochs}ep{suffix}-" \
                                        f"{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
     def build_datasets(args, train_tf, val_tf, raw: bool) -> Datasets:
@@ -209,11 +228,19 @@ def add_size_args(p: argparse.ArgumentParser, defaults: Recipe = Recipe()) -> No
     p.add_argument("--model-name", default=defaults.model_name, help=f"timm model (default: {defaults.model_name})")
     p.add_argument("-b", "--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
+    p.add_argument("--ema-decay", type=float, default=defaults.ema_decay, help="train.py's --ema-decay")
+    p.add_argument("--stop-epoch", type=int, default=None,
+                   help="last 0-based epoch each run trains, of a OneCycle schedule planned over --epochs "
+                        "(the official recipe: --epochs 80 --stop-epoch 30; default: --epochs - 1)")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train.py's --freeze-backbone: only the classifier trains, on features computed once")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cut every epoch (quick checks)")
     p.add_argument("--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS,
                    help=f"toy ImageNet pretraining epochs; 0 = from scratch (default: {PRETRAIN_EPOCHS})")
     p.add_argument("--pretrain-per-class", type=int, default=200, help="toy ImageNet images per class")
+    p.add_argument("--pretrain-seed", type=int, default=0,
+                   help="seed of the toy ImageNet images and of the pretraining run: another seed is an "
+                        "independent pretraining, cached apart (default: 0)")
     p.add_argument("-j", "--workers", type=int, default=defaults.workers)
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if present)")
     p.add_argument("--data-root", type=Path, default=Path("data"), help="cache of generated data (default: data)")
@@ -225,9 +252,12 @@ def recipe_from_args(a: argparse.Namespace) -> Recipe:
             raise SystemExit(f"--{flag.replace('_', '-')} must be positive, got {getattr(a, flag)}")
     if a.pretrain_epochs < 0:
         raise SystemExit(f"--pretrain-epochs must be >= 0, got {a.pretrain_epochs}")
+    stop_epoch = getattr(a, "stop_epoch", None)
+    if stop_epoch is not None and not 0 <= stop_epoch < a.epochs:
+        raise SystemExit(f"--stop-epoch {stop_epoch} must lie in [0, --epochs {a.epochs})")
     return Recipe(model_name=a.model_name, image_size=a.image_size, batch_size=a.batch_size, epochs=a.epochs,
                   lr=a.lr, ema_decay=a.ema_decay, workers=a.workers, max_steps_per_epoch=a.max_steps_per_epoch,
-                  device=a.device)
+                  device=a.device, stop_epoch=stop_epoch, freeze_backbone=getattr(a, "freeze_backbone", False))
 
 
 def prepare(a: argparse.Namespace, recipe: Recipe) -> tuple[Path, Path | None]:
@@ -237,5 +267,6 @@ def prepare(a: argparse.Namespace, recipe: Recipe) -> tuple[Path, Path | None]:
     if a.pretrain_epochs:
         print(f"== pretraining {recipe.model_name} on the toy ImageNet ({a.pretrain_epochs} epochs, cached)",
               flush=True)
-        pretrained = pretrain(a.data_root, recipe, a.pretrain_epochs, per_class=a.pretrain_per_class)
+        pretrained = pretrain(a.data_root, recipe, a.pretrain_epochs, per_class=a.pretrain_per_class,
+                              seed=getattr(a, "pretrain_seed", 0))
     return data, pretrained

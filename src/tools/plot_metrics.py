@@ -7,7 +7,8 @@ Each RUN_DIR holds the metrics.jsonl that train.py writes (one JSON row per epoc
 by the 'loss' in RUN_DIR/args.json (else the folder name), plus the training list's stem when the runs
 differ in it. Panels: mAP per epoch (max of model and EMA, or both with --map-style both); and, when any
 run was trained with --oracle-list, the precision and the recall (percent) with which the model's
-predictions p > threshold on the training images recover the labels missing from the training list.
+predictions p > threshold on the training images recover the labels missing from the training list, and (runs
+that logged them) the threshold-free missing-label AUROC (solid) and top-k precision (dashed) in one panel.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from src.io_utils import atomic_write
 from src.loss_functions.losses import LOSS_NAMES, canonical_loss_name
 
 __all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "loss_color", "display_name", "is_full_label",
-           "draw_runs", "plot_runs", "plot_strength_gap", "main"]
+           "panel_keys", "draw_runs", "plot_runs", "plot_strength_gap", "main"]
 
 MISSING_KEYS = ("missing_precision", "missing_recall")
+RANKING_KEYS = ("missing_auroc", "missing_topk_precision")
 
 # One colour per loss in every figure, in the registry's order (BCE, Focal, ASL, Hill, SPLC: matplotlib's
 # first five; src.tools.plot_gradients uses the same); runs of no known loss take OTHER_COLORS in turn.
@@ -87,7 +89,15 @@ class RunMetrics:
 
     @property
     def has_missing(self) -> bool:
-        return any(isinstance(r.get(k), (int, float)) for r in self.rows for k in MISSING_KEYS)
+        return self._has(MISSING_KEYS)
+
+    @property
+    def has_ranking(self) -> bool:
+        """The run logged the threshold-free missing-label figures (runs before them did not)."""
+        return self._has(RANKING_KEYS)
+
+    def _has(self, keys: Sequence[str]) -> bool:
+        return any(isinstance(r.get(k), (int, float)) for r in self.rows for k in keys)
 
 
 def read_run(run_dir: str | os.PathLike) -> RunMetrics:
@@ -186,23 +196,23 @@ def draw_runs(runs: Sequence[RunMetrics], map_style: str = "max", labels: Sequen
     if unknown or not panels:
         raise ValueError(f"panels must be a non-empty subset of ('map', 'missing'), got {list(panels)}")
     names = _labels(runs, labels)
-    axes_wanted = []
-    if "map" in panels:
-        axes_wanted.append("map")
-    if "missing" in panels and any(r.has_missing for r in runs):
-        axes_wanted += ["missing_precision", "missing_recall"]
-    if not axes_wanted:
-        raise ValueError("no run logged missing-label precision/recall (train with --oracle-list)")
+    axes_wanted = panel_keys(runs, panels)
     fig = Figure(figsize=(max(6.0, 4.6 * len(axes_wanted)), 4.2 if title else 3.8))
     axes = fig.subplots(1, len(axes_wanted), squeeze=False)[0]
     colors = _run_colors(runs)
     titles = {"map": "val mAP (%)", "missing_precision": "missing labels found: precision (%)",
-              "missing_recall": "missing labels found: recall (%)"}
-    subtitle = "train images, p > 0.5 (SPLC: p > tau)"
+              "missing_recall": "missing labels found: recall (%)",
+              "missing_ranking": "missing labels vs true negatives (%)"}
+    subtitles = {"missing_ranking": "train images: AUROC solid, top-k precision dashed"}
     for ax, key in zip(axes, axes_wanted):
         for run, name, color in zip(runs, names, colors):
             x = run.epochs
-            if key == "map" and is_full_label(run):
+            if key == "missing_ranking":
+                if run.has_ranking:
+                    ax.plot(x, run.column("missing_auroc"), color=color, marker="o", ms=3, label=f"{name} AUROC")
+                    ax.plot(x, run.column("missing_topk_precision"), color=color, ls="--", marker="x", ms=3,
+                            label=f"{name} top-k")
+            elif key == "map" and is_full_label(run):
                 best = max(v for v in run.best_map if not math.isnan(v))
                 ax.axhline(best, color=REFERENCE_COLOR, ls="--", lw=1.2,
                            label=f"{name}: upper bound (best {best:.1f})")
@@ -213,6 +223,7 @@ def draw_runs(runs: Sequence[RunMetrics], map_style: str = "max", labels: Sequen
                 ax.plot(x, run.column("map_ema"), color=color, ls="--", marker="x", ms=3, label=f"{name} EMA")
             elif run.has_missing:
                 ax.plot(x, run.column(key), color=color, marker="o", ms=3, label=name)
+        subtitle = subtitles.get(key, "train images, p > 0.5 (SPLC: p > tau)")
         ax.set_title(titles[key] if key == "map" else f"{titles[key]}\n{subtitle}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -231,6 +242,19 @@ def _legend_outside(fig, axes) -> None:
             entries.setdefault(label, handle)
     fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5),
                fontsize=8, frameon=False)
+
+
+def panel_keys(runs: Sequence[RunMetrics], panels: Sequence[str]) -> list[str]:
+    """The figure's panels, left to right: 'map'; with 'missing', 'missing_precision' and 'missing_recall' when
+    a run logged them, and 'missing_ranking' (AUROC and top-k precision) when a run logged those."""
+    keys = ["map"] if "map" in panels else []
+    if "missing" in panels and any(r.has_missing for r in runs):
+        keys += ["missing_precision", "missing_recall"]
+    if "missing" in panels and any(r.has_ranking for r in runs):
+        keys.append("missing_ranking")
+    if not keys:
+        raise ValueError("no run logged missing-label precision/recall (train with --oracle-list)")
+    return keys
 
 
 def _save_png(fig, out: str | os.PathLike) -> Path:

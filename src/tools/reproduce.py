@@ -22,6 +22,11 @@ complete there is not trained again, so a later session resumes from the committ
 (mean ± std over seeds), the paired per-seed gaps Hill - ASL and SPLC - ASL, the last-epoch missing-label
 precision / recall; and draws PICS/strength_gap.png (the gaps against full-label BCE mAP).
 --jobs N trains N runs at once, each in its own process (src/tools/run_pool.py), then writes the tables.
+
+An official-shaped schedule: --epochs 80 --stop-epoch 30 plans OneCycle over 80 epochs and trains epochs 0..30
+(a run is complete with those); --freeze-backbone trains only the classifier (train.py's flag); --ema-decay is
+train.py's; --pretrain-seed N pretrains on a toy ImageNet drawn with seed N, by a run seeded N, cached apart from
+seed 0's. Each run's args.json records the train.py flags, its --pretrained the pretraining (named by its seed).
 """
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ __all__ = ["SETTINGS", "Strength", "parse_strengths", "plan_grid", "summarize", 
 SETTINGS = ("full", "0.75left", "0.4left", "singlelabel")
 # Official README: "when SPLC is used on COCO-75% labels left, the threshold is set 0.65".
 SETTING_LOSS_FLAGS = {("0.75left", "SPLC"): ("--tau", "0.65")}
+# Recipe flags newer than the strength study's first export, with their unset values.
+LATER_RECIPE_FLAGS = {"stop_epoch": None, "freeze_backbone": False, "pretrain_seed": 0}
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,7 @@ def run_grid(a: argparse.Namespace, p: argparse.ArgumentParser, out_dir: Path,
     recipe = recipe_from_args(a)
     start = time.perf_counter()
     specs = plan_grid(a.settings, a.losses, a.seeds, full_losses)
-    exported = {s.name: exported_run(export_dir, s.name, recipe.epochs) for s in specs}
+    exported = {s.name: exported_run(export_dir, s.name, recipe.epochs_run) for s in specs}
     if a.data is not None:
         data, pretrained = a.data, a.pretrained
     elif all(exported.values()):
@@ -231,7 +238,7 @@ def run_grid(a: argparse.Namespace, p: argparse.ArgumentParser, out_dir: Path,
             print(f"== grid run {i}/{len(specs)}: {spec.name} (exported, skipped)", flush=True)
             results.append((spec, exported[spec.name]))
             continue
-        state = "done, skipped" if run_is_complete(run_dir, recipe.epochs) else "training"
+        state = "done, skipped" if run_is_complete(run_dir, recipe.epochs_run) else "training"
         print(f"== grid run {i}/{len(specs)}: {spec.name} ({state}) [{time.perf_counter() - start:.0f} s]",
               flush=True)
         results.append((spec, train_run(spec, data, out_dir, recipe, pretrained, oracle=not a.no_oracle,
@@ -256,6 +263,8 @@ def _check_strength_export(export_dir: Path, strength: Strength, a: argparse.Nam
     recipe = {**vars(strength), **{k: getattr(a, k) for k in ("model_name", "batch_size", "lr", "ema_decay",
                                                                  "val_images", "pretrain_epochs",
                                                                  "pretrain_per_class", "max_steps_per_epoch")}}
+    # flags added later count only when set, so that a study exported before them still matches
+    recipe |= {k: getattr(a, k) for k, unset in LATER_RECIPE_FLAGS.items() if getattr(a, k, unset) != unset}
     path = export_dir / "strength.json"
     if path.is_file() and json.loads(path.read_text()) != recipe:
         raise SystemExit(f"{path}: strength {strength.name} was exported with another recipe; "
@@ -318,16 +327,18 @@ def _pool_runs(a: argparse.Namespace) -> tuple[list[PoolRun], list[str]]:
         return exported_run(export_dir, name, epochs) is None and not run_is_complete(out_dir / name, epochs)
 
     if a.strengths is None:  # one grid: one group, since every run shares the data and the pretraining
+        epochs = recipe_from_args(a).epochs_run
         return [PoolRun("grid", None, spec, "grid") for spec in specs
-                if pending(a.export, a.out_dir, spec.name, a.epochs)], ["grid"]
+                if pending(a.export, a.out_dir, spec.name, epochs)], ["grid"]
     runs = []
     for strength in a.strengths:
         export_dir = a.export / strength.name if a.export else None
         if export_dir is not None:
             _check_strength_export(export_dir, strength, argparse.Namespace(**(vars(a) | strength.overrides())))
         group = f"{strength.image_size}px"  # the toy data's and the pretraining's cache folders are named by it
+        epochs = recipe_from_args(argparse.Namespace(**(vars(a) | strength.overrides()))).epochs_run
         runs += [PoolRun(strength.name, strength.text, spec, group) for spec in specs
-                 if pending(export_dir, a.out_dir / strength.name, spec.name, strength.epochs)]
+                 if pending(export_dir, a.out_dir / strength.name, spec.name, epochs)]
     return runs, [s.name for s in a.strengths]
 
 
