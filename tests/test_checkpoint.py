@@ -122,23 +122,9 @@ def test_required_keys_are_named(tmp_path):
         load_checkpoint(path, required=("kind", "model", "epoch"))
 
 
-def flip_a_bit_in_the_weights(path, tensor_record="data/0", at=40):
-    """Flip one bit inside a tensor's bytes (a damaged disk or transfer); the file still unpickles."""
-    import struct
-    import zipfile
-
-    with zipfile.ZipFile(path) as z:
-        info = next(i for i in z.infolist() if i.filename.endswith(tensor_record))
-    data = bytearray(path.read_bytes())
-    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)  # the local header's own
-    start = info.header_offset + 30 + name_len + extra_len
-    data[start + at] ^= 0x40
-    path.write_bytes(bytes(data))
-
-
-def test_a_bit_flipped_checkpoint_is_refused_naming_it(tmp_path):
+def test_a_bit_flipped_checkpoint_is_refused_naming_it(tmp_path, flip_a_bit):
     path = save_checkpoint({"kind": "best", "model": {"w": torch.ones(64)}}, tmp_path / "best.ckpt")
-    flip_a_bit_in_the_weights(path)
+    flip_a_bit(path, at=40)
     assert not torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.ones(64))  # torch loads it
     with pytest.raises(CheckpointError, match=r"best.ckpt is corrupt: its record .*data/0 fails its CRC-32"):
         load_checkpoint(path)
