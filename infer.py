@@ -89,7 +89,8 @@ def class_name_sources(args) -> list[tuple[str, list[str] | None]]:
 
 
 def batches(loader, paths: list[Path], skip_bad: bool, skipped: list, progress: bool):
-    """The loader's batches in predict's form; a bad file stops the run (naming it) or is recorded in ``skipped``."""
+    """The loader's batches as (images, None, indices, bad count); a bad file stops the run (naming it) or is
+    recorded in ``skipped``."""
     for images, indices, bad in tqdm(loader, desc="infer", unit="batch", disable=None if progress else True,
                                      file=sys.stderr):
         for i, reason in bad:

@@ -1,9 +1,10 @@
 """Unlabelled image files for inference: finding them on the command line, and a dataset that reports bad ones.
 
 ``find_images(paths, recursive)`` turns files and folders into a list of image files (a folder's images in
-sorted order, its subfolders too with ``recursive``, symlinked ones included, each real folder once). ``ImageFiles`` decodes with the training datasets'
-decoder (``MultiLabelImages``) and, instead of raising inside a DataLoader worker, hands an unreadable or
-corrupt file back as ``(path, reason)`` in the batch, so that the caller decides: stop naming it, or skip it.
+sorted order, its subfolders too with ``recursive``, symlinked ones included, each real folder once).
+``ImageFiles`` decodes with the training datasets' decoder (``MultiLabelImages``) and, instead of raising inside a
+DataLoader worker, hands an unreadable or corrupt file back as ``(path, reason)`` in the batch, so that the caller
+decides: stop naming it, or skip it.
 """
 from __future__ import annotations
 
