@@ -5,7 +5,8 @@
 
 Takes the same model files as validate.py (project checkpoints with their model name, image size and class
 names; bare, DataParallel or ASL state dicts) and the same preprocessing as training's evaluation
-(Resize((S, S)), /255). Prints one line per image to stdout; notes, progress and skipped files go to stderr.
+(Resize((S, S)), /255). Prints one line per image to stdout, batch by batch as they are scored; notes, progress
+and skipped files go to stderr. --json / --csv never write onto an input or onto an existing image.
 """
 import argparse
 import os
@@ -22,10 +23,10 @@ from src.data.class_names import ClassNamesError, read_classes_flag
 from src.data.image_files import ImageFiles, collate_images, find_images
 from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo
-from src.engine import Compute, predict, to_device
+from src.engine import Compute, to_device
 from src.errors import UserError, report_user_errors
-from src.inference import (OFFICIAL, ModelFile, build_model, choose_class_names, coco_class_names, head_classes,
-                           load_model_file, resolve, scores_json, write_scores)
+from src.inference import (OFFICIAL, ModelFile, build_model, check_output_path, choose_class_names, coco_class_names,
+                           head_classes, load_model_file, resolve, scores_json, write_scores)
 from src.io_utils import atomic_write_text
 from src.models import check_model_name
 from src.trainer import resolve_amp, resolve_device
@@ -88,7 +89,8 @@ def class_name_sources(args) -> list[tuple[str, list[str] | None]]:
 
 
 def batches(loader, paths: list[Path], skip_bad: bool, skipped: list, progress: bool):
-    """The loader's batches in predict's form; a bad file stops the run (naming it) or is recorded in ``skipped``."""
+    """The loader's batches as (images, None, indices, bad count); a bad file stops the run (naming it) or is
+    recorded in ``skipped``."""
     for images, indices, bad in tqdm(loader, desc="infer", unit="batch", disable=None if progress else True,
                                      file=sys.stderr):
         for i, reason in bad:
@@ -138,8 +140,11 @@ def model_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, mo
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    """Score the images; returns {"images", "scores" (N x C), "class_names", "skipped" [(path, reason)]}."""
+    """Score the images, printing each batch's lines as it is scored; returns {"images", "scores" (N x C),
+    "class_names", "skipped" [(path, reason)]}."""
     paths = find_images(args.images, args.recursive)
+    for flag in ("--json", "--csv"):
+        check_output_path(flag, getattr(args, flag[2:]), [*paths, args.model_path])
     model_file = load_model_file(args.model_path, args.ema)
     settings = model_settings(args, parser, model_file)
     model_name, image_size, num_classes, class_names = (settings[k] for k in ("model_name", "image_size",
@@ -156,18 +161,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     skipped: list[tuple[str, str]] = []
     progress = any(Path(p).is_dir() for p in args.images)
     prepared = Prefetcher(batches(loader, paths, args.skip_bad_images, skipped, progress), to_device(device), device)
-    scores, seen = predict({"model": model}, prepared, (len(paths), num_classes),
-                           Compute(device, resolve_amp(args.amp, device)), desc=None)
+    names, rows = [], []
+    for indices, probs in scored_batches(model, prepared, Compute(device, resolve_amp(args.amp, device))):
+        for i, row in zip(indices, probs):
+            names.append(str(paths[i]))
+            rows.append(row)
+            print(label_line(names[-1], row, class_names, args.thre, args.top_k))
+        sys.stdout.flush()
     if skipped:
         print(f"skipped {len(skipped)} bad image(s):\n" + "\n".join(f"  {reason}" for _, reason in skipped),
               file=sys.stderr, flush=True)
-    kept = torch.nonzero(seen).flatten().tolist()
-    if not kept:
+    if not names:
         raise UserError("no image could be read")
-    names, probs = [str(paths[i]) for i in kept], scores["model"][kept].numpy()
-    for name, row in zip(names, probs):
-        print(label_line(name, row, class_names, args.thre, args.top_k))
-    sys.stdout.flush()
+    probs = np.stack(rows)
     if args.csv:
         write_scores(args.csv, names, probs, class_names, fmt="csv")
     if args.json:
@@ -175,6 +181,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
                  "skipped": [{"image": p, "error": r} for p, r in skipped]}
         atomic_write_text(args.json, scores_json(names, probs, class_names, extra))
     return {"images": names, "scores": probs, "class_names": class_names, "skipped": skipped}
+
+
+@torch.inference_mode()
+def scored_batches(model: torch.nn.Module, prepared, compute: Compute):
+    """(image indices, their N x C probabilities as float32 numpy) for each batch as soon as it is scored."""
+    model.eval()
+    for images, _targets, indices, _num_skipped in prepared:
+        if len(indices) == 0:
+            continue
+        with compute.autocast():
+            probs = torch.sigmoid(model(images).float())
+        yield indices.tolist(), probs.cpu().numpy()
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ from src.data.datasets import collate_multilabel, coco_dataset, coco_num_classes
 from src.distributed import DistInfo, ShardSampler
 from src.data.prefetch import Prefetcher
 from src.engine import Compute, evaluate, to_device
-from src.errors import report_user_errors
-from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, choose_class_names, head_classes,
-                           load_model_file, resolve, write_scores)
+from src.errors import UserError, report_user_errors
+from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, check_output_path,
+                           choose_class_names, head_classes, load_model_file, resolve, write_scores)
 from src.io_utils import atomic_write_text
+from src.metrics import official_f_c
 from src.models import check_model_name
 from src.trainer import resolve_amp, resolve_device
 
@@ -97,9 +98,13 @@ def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bo
     if missing:
         parser.error(f"--data {data}: missing {', '.join(missing)}")
     categories = coco_num_classes(ann)
-    num_classes = resolve("num_classes", args.num_classes, meta, categories, parser)
+    num_classes = resolve("num_classes", args.num_classes, meta, head if head is not None else categories, parser)
     if num_classes != categories:
-        parser.error(f"--num-classes {num_classes} disagrees with {ann} ({categories} categories)")
+        if args.num_classes is not None:
+            parser.error(f"--num-classes {num_classes} disagrees with {ann} ({categories} categories)")
+        where = "" if meta.get("num_classes") is not None else "'s classifier"
+        raise UserError(f"{args.model_path}{where} has {num_classes} classes, the data {ann} has {categories}: "
+                        "score it on the data it was trained on (--data, or --val-dataset with a label list)")
     return coco_dataset(data / "val2014", ann, transform=transform, raw=raw), num_classes
 
 
@@ -129,7 +134,9 @@ def main(argv=None) -> dict:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    """Score the model file on the data; returns map, cp, cr, cf1, op, or, of1 (and thre_auto)."""
+    """Score the model file on the data; returns map, cp, cr, cf1, op, or, of1, f_c_official (and thre_auto)."""
+    check_output_path("--json", args.json, [args.model_path, *filter(None, [args.val_dataset])])
+    check_output_path("--save-scores", args.save_scores, [args.model_path, *filter(None, [args.val_dataset])])
     model_file = load_model_file(args.model_path, args.ema)
     meta = model_file.meta
     model_name = resolve("model_name", args.model_name, meta, OFFICIAL["model_name"], parser)
@@ -161,7 +168,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     scored = evaluate({"model": model}, Prefetcher(loader, preprocess, device), dataset.targets_matrix(),
                       Compute(device, amp_dtype, info), threshold)
     result, targets, scores, seen = scored.metrics, scored.targets, scored.scores, scored.seen
-    print(" * P_C {cp:.2f} R_C {cr:.2f} F_C {cf1:.2f} P_O {op:.2f} R_O {or:.2f} F_O {of1:.2f}".format(**result))
+    result["f_c_official"] = official_f_c(targets, scores, threshold)
+    print(" * P_C {cp:.2f} R_C {cr:.2f} CF1 {cf1:.2f} F_C {f_c_official:.2f} P_O {op:.2f} R_O {or:.2f} F_O {of1:.2f}"
+          "  (CF1 = 2 P_C R_C / (P_C + R_C); F_C = the official mean of per-class F1)".format(**result))
     if args.thre == "auto":
         report_thresholds(result, targets, scores)
     print("mAP score:", result["map"], flush=True)

@@ -8,6 +8,11 @@ are written atomically (temporary file, fsync, rename) and hold only tensors and
 function) is refused with a CheckpointError saying what it needs; a last.ckpt of this project's first
 format (numpy's RNG state pickled as an ndarray) gets the one-off conversion command
 (``python -m src.tools.upgrade_checkpoint OLD NEW``, which reads it safely too).
+
+Every load checks the file before unpickling it: a zip record whose CRC-32 fails (a flipped bit) or a file that
+is no torch file at all (random bytes, JSON) is a CheckpointError naming it, and torch's advice to load with
+``weights_only=False`` is never passed on. A project checkpoint whose weights hold NaN or inf is refused too
+(``check_finite_weights``), naming the file.
 """
 from __future__ import annotations
 
@@ -88,35 +93,95 @@ def _refusal(path: Path, error: BaseException) -> str:
         shown = ", ".join(needed[:3]) + (f" and {len(needed) - 3} more" if len(needed) > 3 else "")
         why = f"its pickle imports {shown}, which could run code"
     else:
-        why = f"its pickle is not plain data ({_first_line(error).replace('WeightsUnpickler error: ', '')})"
+        why = f"its pickle is not plain data ({_unpickler_reason(error)})"
     return (f"refused to load {path}: {why}; only tensors and plain Python values are loaded "
             "(torch.load weights_only=True)")
 
 
+def _unpickler_reason(error: BaseException) -> str:
+    """What the safe unpickler objected to, without torch's advice to load unsafely (never repeated)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1]
+        reason = next((line.strip() for line in after.splitlines() if line.strip()), "")
+        if reason:
+            return reason
+    first = _first_line(error)
+    return "not plain data" if "weights_only" in first else first
+
+
+def _check_container(path: Path) -> None:
+    """The file's container before anything is unpickled: torch's zip format (every record's CRC-32 must
+    match: torch.load does not check them, so a flipped bit would load as a silently different weight), or
+    torch's legacy format, which is a pickle (its first byte is the PROTO opcode 0x80). Anything else is not
+    a checkpoint."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            raise CheckpointError(f"{path} is corrupt ({_first_line(e)}): restore an intact copy") from None
+        if bad is not None:
+            raise CheckpointError(f"{path} is corrupt: its record {bad} fails its CRC-32 check (damaged on disk "
+                                  "or in transfer); restore an intact copy")
+        return
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        raise CheckpointError(f"cannot read checkpoint {path}: a zip file without its end record (cut short or "
+                              "damaged, e.g. an interrupted copy); restore an intact copy")
+    if not head.startswith(b"\x80"):
+        raise CheckpointError(f"{path} is not a checkpoint (neither a PyTorch zip file nor a PyTorch pickle; it "
+                              f"starts with {head!r}): pass the .ckpt / .pth file written by torch.save")
+
+
+def check_finite_weights(state_dict: Any, source: str | Path) -> None:
+    """A state dict whose floating-point tensors are all finite; else a CheckpointError naming ``source`` and
+    the first tensors holding NaN or inf (the weights of a run that diverged)."""
+    if not isinstance(state_dict, dict):
+        return
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf in {shown}): the run diverged "
+                              "before it was saved; use an earlier checkpoint, or retrain with a lower --lr")
+
+
 def load_file(path: str | Path, extra_safe_globals: list | None = None) -> Any:
-    """torch.load(weights_only=True) on the CPU. A missing, torn, corrupt or unsafe file is a CheckpointError
-    naming it (an unsafe one: what it would import). ``extra_safe_globals``: data types the safe unpickler may
-    also build (torch.serialization.safe_globals), for the old-format upgrade only."""
+    """torch.load(weights_only=True) on the CPU, after ``_check_container``. A missing, torn, corrupt (failed
+    CRC), foreign (not a torch file) or unsafe file is a CheckpointError naming it (an unsafe one: what it
+    would import). ``extra_safe_globals``: data types the safe unpickler may also build
+    (torch.serialization.safe_globals), for the old-format upgrade only."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_container(path)
     try:
         with torch.serialization.safe_globals(extra_safe_globals or []):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torn zip, truncated pickle, not a torch file, or refused by the safe unpickler
         if "Weights only load failed" in str(e) or "WeightsUnpickler" in str(e):
             raise CheckpointError(_refusal(path, e)) from None
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {_unpickler_reason(e)}") from None
 
 
-def load_checkpoint(path: str | Path, required: Iterable[str] = ()) -> dict[str, Any]:
-    """Load a project checkpoint (a dict tagged with CHECKPOINT_FORMAT) that holds every key in ``required``."""
+def load_checkpoint(path: str | Path, required: Iterable[str] = (), kind: str | None = None) -> dict[str, Any]:
+    """Load a project checkpoint (a dict tagged with CHECKPOINT_FORMAT) of ``kind`` ('last' or 'best', None:
+    either) that holds every key in ``required`` and whose model (and EMA) weights are finite."""
     obj = load_file(path)
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by this project's train.py")
+    if kind == "last" and obj.get("kind") == "best":
+        raise CheckpointError(f"{path} is a best.ckpt: it holds weights only, no optimizer, schedule or RNG state, "
+                              f"so it cannot continue a run; resume from last.ckpt ({Path(path).parent / 'last.ckpt'})")
+    if kind is not None and "kind" in obj and obj["kind"] != kind:
+        raise CheckpointError(f"{path} is a {obj.get('kind')} checkpoint; a {kind}.ckpt is needed here")
     missing = [k for k in required if k not in obj]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {', '.join(missing)}")
+    for key in ("model", "ema"):
+        check_finite_weights(obj.get(key), f"{path}" if key == "model" else f"{path} (its EMA weights)")
     return obj
 
 

@@ -28,16 +28,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_file, load_weights
+from src.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_finite_weights, load_file, load_weights
 from src.data.class_names import ClassNamesError, check_class_names, index_names
+from src.data.image_files import IMAGE_SUFFIXES
+from src.errors import UserError
 from src.io_utils import atomic_write
 from src.metrics import threshold_metrics
-from src.models import convert_state_dict, create_model, extract_state_dict
+from src.models import (COMMON_MODELS, MIN_BACKBONE_MATCH, backbone_share, convert_state_dict, create_model,
+                        extract_state_dict)
 
 __all__ = ["OFFICIAL", "META_KEYS", "ModelFile", "load_model_file", "resolve", "head_classes", "build_model",
-           "choose_class_names", "coco_class_names", "SCORE_SUFFIXES", "write_scores",
+           "choose_class_names", "coco_class_names", "SCORE_SUFFIXES", "write_scores", "asl_meta", "fitting_models",
+           "check_output_path",
            "scores_json", "THRESHOLD_GRID", "best_thresholds"]
 
+_DEFAULT_SUFFIX = {"--json": ".json", "--csv": ".csv", "--save-scores": ".npz"}
 # What the official code used when a file does not say: ResNet-50 at 448 px.
 OFFICIAL = {"model_name": "resnet50", "image_size": 448}
 META_KEYS = ("model_name", "num_classes", "image_size", "class_names")
@@ -53,20 +58,40 @@ class ModelFile:
 
 
 def load_model_file(path: str | os.PathLike, use_ema: bool = False) -> ModelFile:
-    """Read a project checkpoint or a foreign state dict; CheckpointError names the file when it fails."""
+    """Read a project checkpoint or a foreign state dict; CheckpointError names the file when it fails, or when
+    its weights hold NaN or inf. An ASL model-zoo file's class names (``idx_to_class``) become meta's
+    class_names."""
     obj = load_file(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         meta = {k: obj[k] for k in META_KEYS if obj.get(k) is not None}
         if use_ema and "ema" not in obj:
             raise CheckpointError(f"{path} holds no EMA weights (only a last.ckpt does)")
-        return ModelFile(str(path), obj["ema"] if use_ema else obj["model"], meta, project=True)
-    if use_ema:
+        model_file = ModelFile(str(path), obj["ema"] if use_ema else obj["model"], meta, project=True)
+    elif use_ema:
         raise CheckpointError(f"{path} is not a project last.ckpt: --ema needs one")
+    else:
+        try:
+            state_dict = extract_state_dict(obj)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        model_file = ModelFile(str(path), state_dict, asl_meta(obj, path), project=False)
+    check_finite_weights(model_file.state_dict, path)
+    return model_file
+
+
+def asl_meta(obj: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """{"class_names": [...]} from an ASL model-zoo file's ``idx_to_class`` ({index: name}, indices 0..C-1),
+    else {}."""
+    table = obj.get("idx_to_class") if isinstance(obj, dict) else None
+    if table is None:
+        return {}
     try:
-        state_dict = extract_state_dict(obj)
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    return ModelFile(str(path), state_dict, {}, project=False)
+        by_index = {int(k): str(v) for k, v in dict(table).items()}
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: its idx_to_class is not a table of class index -> name") from None
+    if sorted(by_index) != list(range(len(by_index))):
+        raise CheckpointError(f"{path}: its idx_to_class does not number the classes 0..{len(by_index) - 1}")
+    return {"class_names": [by_index[i] for i in range(len(by_index))]}
 
 
 def resolve(flag: str, given, meta: dict, fallback, parser: argparse.ArgumentParser):
@@ -97,8 +122,54 @@ def build_model(model_file: ModelFile, model_name: str, num_classes: int) -> nn.
     (strict load; CheckpointError names the file and the first mismatching keys)."""
     model = create_model(model_name, num_classes, pretrained=None)
     state_dict = model_file.state_dict if model_file.project else convert_state_dict(model, model_file.state_dict)
-    load_weights(model, state_dict, model_file.path)
+    try:
+        load_weights(model, state_dict, model_file.path)
+    except CheckpointError as e:
+        hint = _mismatch_hint(model_file, model_name)
+        if hint is None:
+            raise
+        raise CheckpointError(f"{model_file.path} does not fit {model_name}: {hint}") from e
     return model
+
+
+def _mismatch_hint(model_file: ModelFile, model_name: str) -> str | None:
+    """What to pass when a file's weights do not fit ``model_name``: the model a project checkpoint does not
+    name, or the common models whose tensors the file fills."""
+    if model_file.project and "model_name" not in model_file.meta:
+        return (f"the file records no model_name, so {model_name} was tried: pass --model-name with the model it "
+                "was trained with")
+    fits = fitting_models(model_file.state_dict, exclude=model_name)
+    if fits:
+        return "its weights fit " + " or ".join(f"--model-name {name}" for name in fits) + "; pass that flag"
+    return None
+
+
+def fitting_models(state_dict: dict[str, torch.Tensor], exclude: str = "") -> list[str]:
+    """The models of COMMON_MODELS (but ``exclude``) at least MIN_BACKBONE_MATCH of whose backbone tensors the
+    state dict holds with the right shapes (after ``convert_state_dict``). Built on the meta device: no memory,
+    no initialisation."""
+    found = []
+    for name in COMMON_MODELS:
+        if name == exclude.split(".")[0]:
+            continue
+        with torch.device("meta"):
+            model = create_model(name, 1, pretrained=None)
+        if backbone_share(model, convert_state_dict(model, state_dict)) >= MIN_BACKBONE_MATCH:
+            found.append(name)
+    return found
+
+
+def check_output_path(flag: str, output: str | os.PathLike | None, inputs: Sequence[str | os.PathLike]) -> None:
+    """An output flag never names one of the run's input files, nor an existing image (``infer.py --json
+    *.jpg`` would otherwise write over the first photo): a UserError naming the flag and the file."""
+    if output is None:
+        return
+    out = Path(output)
+    if out.exists() and any(out.resolve() == Path(p).resolve() for p in inputs):
+        raise UserError(f"{flag} {out} is one of the inputs: it would be overwritten; give {flag} a new file name")
+    if out.is_file() and out.suffix.lower() in IMAGE_SUFFIXES:
+        raise UserError(f"{flag} {out} is an existing image: it would be overwritten (was the output name "
+                        f"forgotten?); give {flag} a file name such as scores{_DEFAULT_SUFFIX.get(flag, '.out')}")
 
 
 def coco_class_names(data: str | os.PathLike) -> list[str]:

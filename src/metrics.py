@@ -21,6 +21,7 @@ __all__ = [
     "mAP",
     "average_precision",
     "threshold_metrics",
+    "official_f_c",
     "missing_label_counts",
     "missing_label_stats_from_counts",
     "missing_label_stats",
@@ -193,6 +194,19 @@ def threshold_metrics(targs: Any, preds: Any, threshold: float = 0.5) -> dict[st
         "or": float(orec),
         "of1": float(_safe_div(2 * op * orec, op + orec)),
     }
+
+
+def official_f_c(targs: Any, preds: Any, threshold: float = 0.5) -> float:
+    """The official validate.py's "F_C", in percent: the mean over all C classes of the per-class F1,
+    F1_c = 2 P_c R_c / (P_c + R_c) (0 when TP_c = 0). Not ``threshold_metrics``' CF1 = 2 CP CR / (CP + CR), the
+    harmonic mean of the averaged precision and recall; the two differ on the same scores."""
+    t, p = _check_pair(targs, preds)
+    pred = p > threshold
+    tp = (pred & t).sum(0)
+    p_c = _safe_div(tp, pred.sum(0))
+    r_c = _safe_div(tp, t.sum(0))
+    f_c = np.where(tp > 0, _safe_div(2 * p_c * r_c, p_c + r_c), 0.0)
+    return float(100.0 * f_c.mean())
 
 
 # ----------------------------------------------------------------------------- missing labels

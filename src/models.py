@@ -33,6 +33,9 @@ import torch
 import torch.nn as nn
 from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_model_name_tag
 
+from src.checkpoint import check_finite_weights
+from src.checkpoint import load_file as load_torch_file
+
 __all__ = [
     "COMMON_MODELS",
     "PAPER_TAGS",
@@ -46,6 +49,7 @@ __all__ = [
     "create_model_with_weights",
     "convert_state_dict",
     "load_pretrained",
+    "backbone_share",
     "strip_prefix",
     "extract_state_dict",
     "classifier_prefix",
@@ -252,8 +256,13 @@ def locate_imagenet_weights(name: str, image_size: int = 448) -> tuple[HubWeight
 def _imagenet_model(name: str, num_classes: int, image_size: int) -> tuple[nn.Module, str]:
     weights, cached = locate_imagenet_weights(name, image_size)
     if cached is not None:  # timm loads the cached file itself: no network, no hub revision check
-        model = timm.create_model(weights.name, pretrained=True, num_classes=num_classes,
-                                  pretrained_cfg_overlay={"file": str(cached)})
+        try:
+            model = timm.create_model(weights.name, pretrained=True, num_classes=num_classes,
+                                      pretrained_cfg_overlay={"file": str(cached)})
+        except Exception as e:  # noqa: BLE001 - a damaged cached file fails in many ways; name it
+            raise ValueError(f"the cached ImageNet weights {cached} cannot be read ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}): delete that file to download it again, "
+                             "or pass --pretrained PATH or none") from None
     else:
         from huggingface_hub.errors import EntryNotFoundError
 
@@ -388,6 +397,18 @@ def _counted(key: str) -> bool:
     return not key.endswith("num_batches_tracked")
 
 
+def backbone_share(model: nn.Module, state_dict: Mapping[str, Any]) -> float:
+    """How well a state dict (in the model's key names) fits the model's backbone: the smaller of the share of the
+    model's backbone tensors it holds with the right shape and the share of its own backbone tensors the model
+    takes (classifier heads and BatchNorm step counters aside)."""
+    is_head = _head_test(model)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if _counted(k) and not is_head(k)}
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items()
+              if _counted(k) and not is_head(k) and isinstance(v, torch.Tensor)}
+    same = sum(own.get(k) == shape for k, shape in theirs.items())
+    return min(same / max(len(own), 1), same / max(len(theirs), 1))
+
+
 def _share_present(model: nn.Module, state_dict: Mapping[str, Any]) -> float:
     own = [k for k in model.state_dict() if _counted(k)]
     return sum(k in state_dict for k in own) / max(len(own), 1)
@@ -437,15 +458,17 @@ def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             obj = load_file(path, device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # the project's loader: CRC check, torch.load(weights_only=True), a CheckpointError naming the file
+            obj = load_torch_file(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise ValueError(f"{path}: not a weights file readable with torch.load(weights_only=True) or safetensors "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     try:
-        return extract_state_dict(obj)
+        state_dict = extract_state_dict(obj)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
+    check_finite_weights(state_dict, path)
+    return state_dict
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, strict: bool = False) -> dict[str, Any]:
@@ -457,6 +480,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, strict: bool = Fa
     an unreadable one, backbone tensors of the wrong shape (naming the first keys), fewer than
     MIN_BACKBONE_MATCH of the backbone's tensors matched (giving the counts), or (``strict``) any
     missing/unexpected backbone key.
+
+    Weights holding NaN or inf are a CheckpointError naming the file.
 
     Returns a report: path, loaded, backbone (tensors counted), missing_keys, unexpected_keys, dropped_head_keys.
     """

@@ -16,11 +16,11 @@ from src.data.builders import Datasets
 from src.data.labels import describe_list_change
 from src.distributed import DistInfo, log
 from src.errors import UserError
-from src.io_utils import RunFolderLock, WriteError, atomic_write, remove_stale_temporaries
+from src.io_utils import LOCK_NAME, RunFolderLock, WriteError, atomic_write, remove_stale_temporaries
 from src.training_flags import RUN_DEFINING, RUN_DEFINING_BEFORE
 
-__all__ = ["run_folder", "open_run_folder", "checkpoint_to_resume", "check_same_data", "check_same_run", "adopt_best",
-           "append_line"]
+__all__ = ["run_folder", "open_run_folder", "checkpoint_to_resume", "check_same_data", "check_same_test_set",
+           "check_same_run", "adopt_best", "append_line", "read_saved_args", "remove_if_unused"]
 
 
 def run_folder(args: argparse.Namespace, data: Datasets) -> Path:
@@ -32,12 +32,26 @@ def open_run_folder(args, data: Datasets, info: DistInfo, held: contextlib.ExitS
     write there; return the checkpoint to resume from (None: a fresh start)."""
     out_dir = run_folder(args, data)
     if info.is_main:  # one writer per run folder
+        created = not out_dir.exists()
         held.enter_context(RunFolderLock(out_dir))
+        if created:  # runs before the lock's release (last in, first out)
+            held.callback(remove_if_unused, out_dir)
         for tmp in remove_stale_temporaries(out_dir):
             log(info, f"removed {tmp}, left by a writer that was killed")
     resume_path = checkpoint_to_resume(args.resume, out_dir)
     check_output_folder(args, out_dir, resume_path)
     return resume_path
+
+
+def remove_if_unused(out_dir: Path) -> None:
+    """Remove a run folder this run created when it holds nothing but its lock (the run failed at its start).
+    Called while the lock is held."""
+    try:
+        if {p.name for p in out_dir.iterdir()} <= {LOCK_NAME}:
+            (out_dir / LOCK_NAME).unlink(missing_ok=True)
+            out_dir.rmdir()
+    except OSError:  # something appeared meanwhile, or the folder went: leave it as it is
+        pass
 
 
 def checkpoint_to_resume(resume: str | None, out_dir: Path) -> Path | None:
@@ -61,25 +75,57 @@ def run_files(out_dir: Path) -> list[str]:
 
 def check_output_folder(args, out_dir: Path, resume_path: Path | None) -> None:
     """A run writes only into its own folder: a fresh start needs a folder without a run, and a resume
-    from a file elsewhere needs one too (it then continues that run there)."""
+    from a file elsewhere needs one too (it then continues that run there). ``--resume auto`` without a
+    last.ckpt starts the run again only where nothing of a run exists (killed before its first epoch ended)."""
     present = run_files(out_dir)
+    if resume_path is None and args.resume == "auto":
+        check_restart(args, out_dir, present)
+        return
     if not present:
         return
-    if resume_path is None and args.resume is None:
+    if resume_path is None:
         raise UserError(f"{out_dir} already holds a run ({', '.join(present)}): pass --resume auto to continue it, "
                         "or choose another --output")
-    if resume_path is None:  # --resume auto, and no last.ckpt: killed during its first epoch
-        saved_args = out_dir / "args.json"
-        saved = json.loads(saved_args.read_text()) if saved_args.exists() else {}
-        changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RUN_DEFINING
-                   if k in saved and saved[k] != getattr(args, k)]
-        if changed:
-            raise UserError(f"{out_dir} holds another run ({saved_args} differs: {'; '.join(changed)}); "
-                            "choose another --output")
-        return  # nothing was checkpointed: start the same run again
-    if resume_path.resolve() != (out_dir / "last.ckpt").resolve():
-        raise UserError(f"--resume {resume_path} lies outside --output {out_dir}, which already holds another run "
-                        f"({', '.join(present)}); resume into an empty --output, or resume {out_dir / 'last.ckpt'}")
+    last = out_dir / "last.ckpt"
+    if resume_path.resolve() == last.resolve():
+        return
+    if resume_path.parent.resolve() == out_dir.resolve():
+        why = " (a best.ckpt holds no optimizer state)" if resume_path.name == "best.ckpt" else ""
+        raise UserError(f"--resume {resume_path} is not {last}, the checkpoint that continues the run in --output "
+                        f"{out_dir}{why}: pass --resume auto")
+    raise UserError(f"--resume {resume_path} lies outside --output {out_dir}, which already holds another run "
+                    f"({', '.join(present)}); resume into an empty --output, or resume {last}")
+
+
+def check_restart(args, out_dir: Path, present: list[str]) -> None:
+    """--resume auto and no last.ckpt: start the same run again, but only where no epoch was recorded (metrics
+    rows or a best.ckpt: a finished run whose last.ckpt was deleted, say) and args.json names the same run."""
+    if present:
+        raise UserError(f"{out_dir} holds {' and '.join(present)} but no last.ckpt, so --resume auto cannot continue "
+                        "it and would overwrite them: keep that run and choose another --output, or move "
+                        f"{' and '.join(present)} away to start it again there")
+    saved_args = out_dir / "args.json"
+    if not saved_args.exists():
+        return
+    saved = read_saved_args(saved_args)
+    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RUN_DEFINING
+               if k in saved and saved[k] != getattr(args, k)]
+    if changed:
+        raise UserError(f"{out_dir} holds another run ({saved_args} differs: {'; '.join(changed)}); "
+                        "choose another --output")
+
+
+def read_saved_args(path: Path) -> dict:
+    """A run folder's args.json (the flags it was started with); a UserError naming it when unreadable."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({e}): it records the flags of the run in this folder; restore it, "
+                        "or delete it if the folder holds no run you want to keep") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} holds a {type(saved).__name__}, not the run's flags (a JSON object): restore it, "
+                        "or delete it if the folder holds no run you want to keep")
+    return saved
 
 
 def check_same_data(path: Path, ckpt: dict, identity: dict) -> None:
@@ -100,6 +146,24 @@ def check_same_data(path: Path, ckpt: dict, identity: dict) -> None:
     if change:
         raise CheckpointError(f"the training list {identity['train_list']} differs from the one {path} was trained "
                               f"on ({ckpt.get('train_list', '?')}): {change}")
+    check_same_test_set(path, ckpt, identity)
+
+
+def check_same_test_set(path: Path, ckpt: dict, identity: dict) -> None:
+    """A resume must evaluate on the test set its earlier epochs were scored on: the best epoch is chosen across
+    all of them."""
+    saved, now = ckpt.get("test_fingerprint"), identity.get("test_fingerprint")
+    if now is None:
+        return
+    if saved is None:
+        print(f"warning: {path} records no test-set fingerprint (written before they were recorded): the test "
+              "set is not checked", file=sys.stderr, flush=True)
+        return
+    change = describe_list_change(saved, now, used="scored on")
+    if change:
+        raise CheckpointError(f"the test set {identity.get('test_source') or ''} differs from the one {path}'s "
+                              f"epochs were scored on: {change}; the best epoch would be picked across two test "
+                              "sets: resume with the same test data, or start a new run in another --output")
 
 
 def check_same_run(path: Path, ckpt: dict, args) -> None:

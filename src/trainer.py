@@ -169,9 +169,11 @@ class Run:
 
     @functools.cached_property
     def identity(self) -> dict:
-        """What a checkpoint records about its data: the training list's fingerprint and path, the classes."""
+        """What a checkpoint records about its data: the training list's and the test set's fingerprints, the
+        training list's path, the classes."""
         data = self.data
         return {"train_list": str(data.train_list), "train_fingerprint": list_fingerprint(data.train.entries),
+                "test_source": data.test.source, "test_fingerprint": list_fingerprint(data.test.entries),
                 "num_classes": data.num_classes, "class_names": data.class_names}
 
     def start_epoch(self, epoch: int) -> None:
@@ -545,7 +547,7 @@ def _oracle(args, train_set: MultiLabelImages, observed: torch.Tensor, device) -
 
 def _restore(run: Run, path: Path) -> RunState:
     """Load last.ckpt into the run's objects; a mismatch is an error, never a silent fresh start."""
-    ckpt = load_checkpoint(path, required=LAST_KEYS)
+    ckpt = load_checkpoint(path, required=LAST_KEYS, kind="last")
     check_same_run(path, ckpt, run.args)
     check_same_data(path, ckpt, run.identity)
     learner = run.learner
@@ -562,7 +564,9 @@ def _restore(run: Run, path: Path) -> RunState:
                               f"training list {tuple(learner.label_store.shape)}")
     learner.label_store.copy_(ckpt["label_store"])
     set_rng_state(ckpt["rng"])
-    log(run.compute.info, f"resumed from {path}: epoch {ckpt['epoch']} done, continuing at epoch {ckpt['epoch'] + 1}")
+    if ckpt["epoch"] < run.last_epoch:  # a finished run says only that it is finished (in _run)
+        log(run.compute.info, f"resumed from {path}: epoch {ckpt['epoch']} done, continuing at epoch "
+                              f"{ckpt['epoch'] + 1}")
     return RunState(ckpt["epoch"], ckpt["global_step"], ckpt["history"], ckpt["best"])
 
 
@@ -583,7 +587,8 @@ def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
                      "scaler": learner.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
                      "history": plain(state.history), "best": plain(state.best),
                      "label_store": learner.label_store.cpu(), "rng": rng_state(),
-                     "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"]},
+                     "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"],
+                     "test_fingerprint": identity["test_fingerprint"]},
                     out_dir / "last.ckpt")
 
 

@@ -79,3 +79,25 @@ def nus_folder(toy_coco):
         (root / "val.txt").write_text("\n".join(lines[n_train:]) + "\n")
         return root
     return make
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints
+
+def _flip_a_bit(path, at=8):
+    """Flip one bit inside the first tensor's bytes of a torch zip file (a damaged disk or transfer): the file
+    still unpickles, only the zip record's CRC-32 tells."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("data/0"))
+    data = bytearray(Path(path).read_bytes())
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)  # the local header's own
+    data[info.header_offset + 30 + name_len + extra_len + at] ^= 0x40
+    Path(path).write_bytes(bytes(data))
+
+
+@pytest.fixture
+def flip_a_bit():
+    """flip_a_bit(path, at=8): flip a bit at byte ``at`` of the first tensor stored in a torch zip file."""
+    return _flip_a_bit

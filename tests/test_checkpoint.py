@@ -120,3 +120,38 @@ def test_required_keys_are_named(tmp_path):
     path = save_checkpoint({"kind": "last"}, tmp_path / "last.ckpt")
     with pytest.raises(CheckpointError, match="last.ckpt is incomplete: it lacks model, epoch"):
         load_checkpoint(path, required=("kind", "model", "epoch"))
+
+
+def test_a_bit_flipped_checkpoint_is_refused_naming_it(tmp_path, flip_a_bit):
+    path = save_checkpoint({"kind": "best", "model": {"w": torch.ones(64)}}, tmp_path / "best.ckpt")
+    flip_a_bit(path, at=40)
+    assert not torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.ones(64))  # torch loads it
+    with pytest.raises(CheckpointError, match=r"best.ckpt is corrupt: its record .*data/0 fails its CRC-32"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b'{"model": [1, 2, 3]}\n', b"\x80" + os.urandom(300)])
+def test_a_file_that_is_no_checkpoint_is_named_without_unsafe_advice(tmp_path, content):
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert str(path) in message and "weights_only=False" not in message and "weights_only` set to `False" \
+        not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("key", ["model", "ema"])
+def test_non_finite_weights_are_refused_naming_the_file_and_tensor(tmp_path, key):
+    bad = torch.ones(3)
+    bad[1] = float("nan")
+    path = save_checkpoint({"kind": "last", "model": {"w": torch.ones(3)}, "ema": {"w": torch.ones(3)},
+                            key: {"fc.weight": bad, "steps": torch.tensor(3)}}, tmp_path / "last.ckpt")
+    with pytest.raises(CheckpointError, match=r"last.ckpt.* holds non-finite weights \(NaN or inf in fc.weight\)"):
+        load_checkpoint(path)
+
+
+def test_resuming_a_best_ckpt_says_to_resume_last_ckpt(tmp_path):
+    path = save_checkpoint({"kind": "best", "model": {"w": torch.ones(3)}}, tmp_path / "best.ckpt")
+    with pytest.raises(CheckpointError, match=r"best.ckpt is a best.ckpt: .*no optimizer.*resume from last.ckpt"):
+        load_checkpoint(path, required=("optimizer", "ema"), kind="last")

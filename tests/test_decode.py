@@ -20,6 +20,25 @@ def _jpeg(h: int = 24, w: int = 32, seed: int = 0) -> bytes:
     return bytes(encode_jpeg(img, quality=90).numpy())
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height RGB pixels and holds almost none (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [10_000, 20_000])  # above the limit, and above twice it (PIL will not open it)
+def test_an_image_of_too_many_pixels_is_refused_before_decoding(side):
+    data = torch.frombuffer(bytearray(_png_header(side, side)), dtype=torch.uint8)
+    with pytest.raises(BadImageError, match=rf"huge.png: bad image: .*{side * side} pixels: above the limit of "
+                                            rf"{Image.MAX_IMAGE_PIXELS} pixels"):
+        decode_rgb(data, "huge.png")
+
+
 def test_check_jpeg_complete():
     good = _jpeg()
     check_jpeg_complete(good, "x.jpg")

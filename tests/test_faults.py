@@ -194,8 +194,90 @@ def test_resume_auto_on_a_finished_run_says_so_and_changes_nothing(toy, referenc
     before = files(run)
     best = load_checkpoint(run / "best.ckpt")
     train.main(run_args(toy, run, "--resume", "auto"))
-    assert f"already finished at epoch 2 (best mAP {best['map']:.2f} in {run / 'best.ckpt'})" in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"already finished at epoch 2 (best mAP {best['map']:.2f} in {run / 'best.ckpt'})" in out
+    assert "continuing at epoch" not in out
+    assert files(run) == before
+
+
+def test_resume_auto_never_restarts_a_run_whose_last_ckpt_was_deleted(toy, reference, tmp_path, capsys):
+    """Users delete last.ckpt to save space; --resume auto must not start the run again over its files."""
+    run = copy_run(reference, tmp_path / "run")
+    (run / "last.ckpt").unlink()
+    before = files(run)
+    line = error_line(capsys, train.main, run_args(toy, run, "--resume", "auto", stop=0))
+    assert f"{run} holds best.ckpt and metrics.jsonl but no last.ckpt" in line and "another --output" in line
+    assert files(run) == before
+
+
+def test_resuming_a_best_ckpt_says_to_resume_last_ckpt(toy, reference, tmp_path, capsys):
+    line = error_line(capsys, train.main, run_args(toy, tmp_path / "new", "--resume", str(reference / "best.ckpt"),
+                                                   stop=3))
+    assert f"{reference / 'best.ckpt'} is a best.ckpt" in line and "resume from last.ckpt" in line
+    assert "lacks" not in line
+
+
+def test_resume_with_a_changed_test_set_is_refused(toy, reference, tmp_path, capsys):
+    data = Path(shutil.copytree(toy, tmp_path / "toy"))
+    ann = data / "annotations" / "instances_val2014.json"
+    d = json.loads(ann.read_text())
+    gone = d["annotations"][0]["image_id"]
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] != gone]  # one test image fewer
+    ann.write_text(json.dumps(d))
+    run = copy_run(reference, tmp_path / "run")
+    before = files(run)
+    line = error_line(capsys, train.main, run_args(data, run, "--resume", "auto", stop=3))
+    assert "the test set" in line and f"{run / 'last.ckpt'}'s epochs were scored on" in line
+    assert "23 images, the run was scored on 24" in line
+    assert files(run) == before
+
+
+def test_a_run_that_fails_at_its_start_leaves_no_folder_it_created(toy, tmp_path, capsys):
+    missing = tmp_path / "nope.ckpt"
+    line = error_line(capsys, train.main, run_args(toy, tmp_path / "new", "--resume", str(missing)))
+    assert str(missing) in line and not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made is left as it was
+    error_line(capsys, train.main, run_args(toy, tmp_path / "mine", "--resume", str(missing)))
+    assert (tmp_path / "mine").is_dir()
+
+
+def _nan_weights(path: Path) -> None:
+    ckpt = load_checkpoint(path)
+    key = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][key].view(-1)[0] = float("nan")
+    torch.save(ckpt, path)
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+
+
+@pytest.mark.parametrize("damage, message", [("bit flipped", "is corrupt: its record"),
+                                             (_nan_weights, "holds non-finite weights"),
+                                             (_random_bytes, "is not a checkpoint")])
+@pytest.mark.parametrize("entry", ["validate", "infer", "resume", "pretrained"])
+def test_every_checkpoint_load_names_a_damaged_file(toy, reference, tmp_path, capsys, flip_a_bit, damage, message,
+                                                    entry):
+    """Bit-flipped (a CRC fails), diverged (NaN weights) or no checkpoint at all: each entry point stops with one
+    line naming the file, never torch's advice to load unsafely, and nothing is scored or trained."""
+    import infer
+
+    run = copy_run(reference, tmp_path / "run")
+    path = run / ("last.ckpt" if entry == "resume" else "best.ckpt")
+    (flip_a_bit if damage == "bit flipped" else damage)(path)
+    before = files(run)
+    if entry == "validate":
+        line = error_line(capsys, validate.main, ["--model-path", str(path), "--data", str(toy), "-j", "0"])
+    elif entry == "infer":
+        image = sorted((toy / "val2014").glob("*.jpg"))[0]
+        line = error_line(capsys, infer.main, ["--model-path", str(path), "-j", "0", str(image)])
+        assert "Traceback" not in capsys.readouterr().out
+    elif entry == "resume":
+        line = error_line(capsys, train.main, run_args(toy, run, "--resume", "auto", stop=3))
+    else:
+        line = error_line(capsys, train.main, run_args(toy, tmp_path / "new", "--pretrained", str(path)))
+        assert not (tmp_path / "new").exists()
+    assert str(path) in line and message in line and "weights_only` set to `False" not in line
     assert files(run) == before
 
 

@@ -250,6 +250,92 @@ def test_recursive_folder(run, toy_coco, tmp_path):
     assert result["images"] == [str(folder / "a" / "b" / "two.jpeg"), str(folder / "a" / "one.JPG")]
 
 
+def test_recursive_follows_symlinked_subfolders_and_ends_loops(run, toy_coco, tmp_path):
+    folder, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    images = val_images(toy_coco, 4)
+    shutil.copy(images[0], folder / "top.jpg")
+    for k, image in enumerate(images[1:]):
+        shutil.copy(image, elsewhere / f"linked{k}.jpg")
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "back").symlink_to(folder, target_is_directory=True)  # a loop
+    found = find_images([folder], recursive=True)
+    assert found == sorted([folder / "top.jpg", *[folder / "linked" / f"linked{k}.jpg" for k in range(3)]])
+    result = infer_main("--model-path", run / "best.ckpt", folder, "--recursive", "-j", "0")
+    assert len(result["images"]) == 4
+
+
+def test_an_output_flag_never_writes_onto_an_input_or_an_image(run, toy_coco, tmp_path, capsys):
+    photos = [Path(shutil.copy(p, tmp_path)) for p in val_images(toy_coco, 3)]
+    before = {p: p.read_bytes() for p in photos}
+    # the output name forgotten: `--json *.jpg` takes the first photo as the output
+    err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--json", *photos)
+    assert f"--json {photos[0]} is an existing image" in err and err.count("error:") == 1
+    # an input named as the output, and the model file as the output
+    err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--csv", photos[1], *photos[1:])
+    assert f"--csv {photos[1]} is one of the inputs" in err
+    err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--json", run / "best.ckpt", photos[2])
+    assert "is one of the inputs" in err
+    assert {p: p.read_bytes() for p in photos} == before
+    load_checkpoint(run / "best.ckpt")
+
+
+def test_lines_are_printed_as_their_batch_is_scored(run, toy_coco, capsys, monkeypatch):
+    """With one image per batch, the first image's line is out before the last image is even read."""
+    images = val_images(toy_coco, 5)
+    printed_when_read = {}
+    real = ImageFiles.__getitem__
+
+    def reading(self, index):
+        printed_when_read[index] = capsys.readouterr().out
+        return real(self, index)
+    monkeypatch.setattr(ImageFiles, "__getitem__", reading)
+    infer_main("--model-path", run / "best.ckpt", "-j", "0", "-b", "1", "--device", "cpu", *images)
+    so_far = "".join(printed_when_read[i] for i in range(len(images)))
+    assert f"{images[0]}: " in so_far  # printed before image 4 was read
+
+
+def test_asl_model_zoo_class_names_are_used(run, toy_coco, tmp_path, capsys):
+    """ASL's model-zoo files hold {'model': state dict, 'idx_to_class': {index: name}}."""
+    names = [f"zoo class {k}" for k in range(len(TOY_NAMES))]
+    asl = tmp_path / "asl_zoo.pth"
+    torch.save({"model": load_checkpoint(run / "best.ckpt")["model"],
+                "idx_to_class": {k: name for k, name in enumerate(names)}}, asl)
+    image = val_images(toy_coco, 1)[0]
+    result = infer_main("--model-path", asl, "--model-name", "resnet10t", "--image-size", "32", "-j", "0",
+                        "--top-k", "2", image)
+    assert result["class_names"] == names
+    assert all(name in names for name, _ in printed_labels(capsys.readouterr().out)[str(image)])
+    torch.save({"model": load_checkpoint(run / "best.ckpt")["model"], "idx_to_class": {1: "a", 2: "b"}}, asl)
+    assert "does not number the classes 0..1" in exit_message(capsys, "--model-path", asl, image)
+
+
+def test_model_file_mismatches_say_which_model_name_to_pass(run, toy_coco, tmp_path, capsys):
+    image = val_images(toy_coco, 1)[0]
+    nameless = tmp_path / "nameless.ckpt"
+    ckpt = load_checkpoint(run / "best.ckpt")
+    ckpt.pop("format")
+    ckpt.pop("model_name")
+    save_checkpoint(ckpt, nameless)
+    err = exit_message(capsys, "--model-path", nameless, "-j", "0", image)
+    assert f"{nameless} does not fit resnet50: the file records no model_name" in err and "--model-name" in err
+    assert err.count("\n") == 1  # no key dump
+    foreign = tmp_path / "resnet18.pth"  # another family's file under the default resnet50
+    from src.models import create_model
+    torch.save(create_model("resnet18", 24).state_dict(), foreign)
+    err = exit_message(capsys, "--model-path", foreign, "-j", "0", image)
+    assert f"{foreign} does not fit resnet50: its weights fit --model-name resnet18" in err
+
+
+def test_fitting_models_recognises_a_tresnet_file():
+    from src.inference import fitting_models
+    from src.models import create_model
+    with torch.device("meta"):  # shapes only: no memory
+        tresnet = create_model("tresnet_m", 80).state_dict()
+    assert fitting_models(tresnet, exclude="resnet50") == ["tresnet_m"]
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty", "text"])
 def test_bad_image_stops_naming_it_or_is_listed_and_skipped(run, toy_coco, tmp_path, capsys, damage):
     folder = tmp_path / "photos"

@@ -13,6 +13,7 @@ from src.metrics import (missing_label_ranking, roc_auc, top_k_precision,
     missing_label_counts,
     missing_label_stats,
     missing_label_stats_from_counts,
+    official_f_c,
     threshold_metrics,
 )
 
@@ -266,3 +267,14 @@ def test_missing_label_ranking_hand_case():
     assert all(math.isnan(v) for v in none_missing.values())
     with pytest.raises(ValueError, match="one shape"):
         missing_label_ranking(torch.tensor(FULL), torch.tensor(OBSERVED)[:1], torch.tensor(PROBS))
+
+
+def test_official_f_c_is_the_mean_of_per_class_f1_not_cf1():
+    """Class 0: P 1/2, R 1 (F1 2/3); class 1: P 1, R 1/2 (F1 2/3); class 2: never predicted (F1 0)."""
+    targets = np.array([[1, 1, 1], [0, 1, 0], [0, 0, 0]])
+    scores = np.array([[0.9, 0.9, 0.1], [0.9, 0.1, 0.1], [0.1, 0.1, 0.1]])
+    f_c = official_f_c(targets, scores, 0.5)
+    assert f_c == pytest.approx(100 * (2 / 3 + 2 / 3 + 0) / 3)
+    cp, cr = 100 * (1 / 2 + 1 + 0) / 3, 100 * (1 + 1 / 2 + 0) / 3
+    assert threshold_metrics(targets, scores, 0.5)["cf1"] == pytest.approx(2 * cp * cr / (cp + cr))
+    assert abs(f_c - 2 * cp * cr / (cp + cr)) > 1  # the two definitions differ here

@@ -334,6 +334,25 @@ def test_imagenet_weights_come_from_the_hub_cache(hub_cache):
     assert not torch.equal(same.fc.weight, reference["fc.weight"])
 
 
+def test_a_damaged_file_in_the_hub_cache_is_named(hub_cache):
+    name_tag = imagenet_weights(TINY)
+    file = _put_in_cache(hub_cache, name_tag, {"w": torch.zeros(2)})
+    file.write_bytes(b"\xff" * 64)  # a poisoned / half-written cache entry
+    with pytest.raises(ValueError) as err:
+        create_model_with_weights(TINY, 7, "imagenet")
+    assert str(file) in str(err.value) and "delete that file" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pretrained_weights_with_nan_are_named(tmp_path, tv_resnet18_state):
+    from src.checkpoint import CheckpointError
+    state = {k: v.clone() for k, v in tv_resnet18_state.items()}
+    state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"diverged.pth holds non-finite weights .*layer1.0.conv1.weight"):
+        load_pretrained(create_model("resnet18", num_classes=2), path)
+
+
 def test_offline_without_a_cached_copy_fails_fast_with_a_paragraph(hub_cache):
     start = time.perf_counter()
     with pytest.raises(PretrainedUnavailable) as err:

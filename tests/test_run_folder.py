@@ -8,7 +8,9 @@ import pytest
 
 from src.checkpoint import CheckpointError
 from src.errors import UserError
-from src.run_folder import check_output_folder, check_same_data, check_same_run, checkpoint_to_resume
+from src.data.labels import LabelEntry, list_fingerprint
+from src.run_folder import (check_output_folder, check_same_data, check_same_run, checkpoint_to_resume,
+                            remove_if_unused)
 from src.training_flags import RUN_DEFINING
 
 
@@ -36,11 +38,50 @@ def test_a_fresh_start_needs_a_folder_without_a_run(tmp_path):
 
 
 def test_auto_resume_after_a_first_epoch_kill_must_be_the_same_run(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    (tmp_path / "metrics.jsonl").write_text("")  # killed before its first epoch ended: no row yet
     (tmp_path / "args.json").write_text(json.dumps({"loss": "Hill", "lr": 1e-4}))
     check_output_folder(run_args(resume="auto"), tmp_path, None)  # same run: starts again
     with pytest.raises(UserError, match=r"--lr 0.0001 -> 0.001"):
         check_output_folder(run_args(resume="auto", lr=1e-3), tmp_path, None)
+
+
+@pytest.mark.parametrize("left", [["metrics.jsonl"], ["best.ckpt"], ["metrics.jsonl", "best.ckpt"]])
+def test_auto_resume_without_last_ckpt_never_restarts_over_recorded_epochs(tmp_path, left):
+    """A finished run whose last.ckpt was deleted (to save space) must not be started again over its files."""
+    for name in left:
+        (tmp_path / name).write_text('{"epoch": 0}\n')
+    (tmp_path / "args.json").write_text(json.dumps({"loss": "Hill", "lr": 1e-4}))
+    with pytest.raises(UserError) as e:
+        check_output_folder(run_args(resume="auto"), tmp_path, None)
+    message = str(e.value)
+    assert "\n" not in message and "no last.ckpt" in message and "another --output" in message
+    assert all(name in message for name in left)
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\udcff"])
+def test_a_corrupt_args_json_is_one_line_naming_it(tmp_path, text):
+    (tmp_path / "args.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(UserError) as e:
+        check_output_folder(run_args(resume="auto"), tmp_path, None)
+    assert str(tmp_path / "args.json") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_resume_of_another_file_of_the_same_folder_points_at_last_ckpt(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "best.ckpt").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"best.ckpt is not .*last.ckpt.*no optimizer state.*--resume auto"):
+        check_output_folder(run_args(resume=str(tmp_path / "best.ckpt")), tmp_path, tmp_path / "best.ckpt")
+
+
+def test_remove_if_unused_takes_only_a_folder_holding_just_its_lock(tmp_path):
+    empty, used = tmp_path / "empty", tmp_path / "used"
+    for folder in (empty, used):
+        folder.mkdir()
+        (folder / ".lock").write_text("1\n")
+    (used / "args.json").write_text("{}")
+    remove_if_unused(empty)
+    remove_if_unused(used)
+    assert not empty.exists() and (used / "args.json").exists() and (used / ".lock").exists()
 
 
 def test_a_resume_from_elsewhere_into_a_used_folder_is_refused(tmp_path):
@@ -75,3 +116,24 @@ def test_check_same_data_names_the_change(tmp_path):
         check_same_data(path, {"num_classes": 3}, identity)
     with pytest.raises(CheckpointError, match="class 1 was 'cow', is now 'dog'"):
         check_same_data(path, {"num_classes": 2, "class_names": ["cat", "cow"]}, identity)
+
+
+def test_check_same_data_refuses_another_test_set(tmp_path, capsys):
+    train_entries = [LabelEntry("a.jpg", (0,)), LabelEntry("b.jpg", (1,))]
+    test_entries = [LabelEntry("c.jpg", (0,)), LabelEntry("d.jpg", (1,))]
+    identity = {"num_classes": 2, "class_names": None, "train_list": "t.txt",
+                "train_fingerprint": list_fingerprint(train_entries), "test_source": "val.json",
+                "test_fingerprint": list_fingerprint(test_entries)}
+    ckpt = {"num_classes": 2, "train_fingerprint": identity["train_fingerprint"],
+            "test_fingerprint": identity["test_fingerprint"]}
+    path = tmp_path / "last.ckpt"
+    check_same_data(path, ckpt, identity)  # the same test set
+    grown = {**identity, "test_fingerprint": list_fingerprint([*test_entries, LabelEntry("e.jpg", (0,))])}
+    with pytest.raises(CheckpointError, match=r"test set val.json differs .*3 images, the run was scored on 2"):
+        check_same_data(path, ckpt, grown)
+    relabelled = {**identity, "test_fingerprint": list_fingerprint([test_entries[0], LabelEntry("d.jpg", (0,))])}
+    with pytest.raises(CheckpointError, match="other labels"):
+        check_same_data(path, ckpt, relabelled)
+    old = {k: v for k, v in ckpt.items() if k != "test_fingerprint"}  # written before test sets were recorded
+    check_same_data(path, old, grown)
+    assert "records no test-set fingerprint" in capsys.readouterr().err

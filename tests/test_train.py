@@ -136,10 +136,10 @@ def test_kill_and_resume_matches_uninterrupted_run(toy_coco, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(_train_cmd(toy_coco, run), env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run / "metrics.jsonl"
+    last = run / "last.ckpt"  # written atomically: once it exists, epoch 0 is complete
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+        if last.exists():
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"

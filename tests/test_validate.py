@@ -5,13 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import train
 import validate
 from src.checkpoint import load_checkpoint, save_checkpoint
 from src.data.datasets import coco_dataset
 from src.inference import THRESHOLD_GRID
-from src.metrics import mAP, threshold_metrics
+from src.metrics import mAP, official_f_c, threshold_metrics
 from src.toy.shapes import CLASSES
 
 TOY_NAMES = [c.name for c in CLASSES]
@@ -115,6 +116,32 @@ def test_names_that_disagree_with_the_data_are_an_error(run, toy_coco, tmp_path,
     other = rewritten(run, tmp_path, class_names=list(reversed(TOY_NAMES)))
     err = exit_message(capsys, "--model-path", other, "--data", toy_coco)
     assert "name the classes differently" in err and str(other) in err
+
+
+def test_a_class_count_that_differs_from_the_data_names_the_checkpoint_not_a_flag(run, toy_coco, tmp_path, capsys):
+    model = load_checkpoint(run / "best.ckpt")["model"]
+    model["fc.weight"] = torch.zeros(30, model["fc.weight"].shape[1])
+    model["fc.bias"] = torch.zeros(30)
+    other = rewritten(run, tmp_path, model=model, num_classes=30, class_names=None)
+    err = exit_message(capsys, "--model-path", other, "--data", toy_coco)
+    assert f"{other} has 30 classes, the data" in err and "has 24" in err and "--num-classes" not in err
+
+
+def test_cf1_and_the_official_f_c_are_printed_under_their_own_names(run, toy_coco, tmp_path, capsys):
+    npz = tmp_path / "s.npz"
+    result = validate_main("--model-path", run / "best.ckpt", "--data", toy_coco, "--save-scores", npz)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(" * P_C"))
+    saved = np.load(npz)
+    f_c = official_f_c(saved["targets"], saved["scores"], 0.5)
+    assert result["f_c_official"] == pytest.approx(f_c)
+    assert f"CF1 {result['cf1']:.2f} " in line and f"F_C {f_c:.2f} " in line
+
+
+def test_an_output_flag_never_writes_onto_the_model_file(run, toy_coco, capsys):
+    before = (run / "best.ckpt").read_bytes()
+    err = exit_message(capsys, "--model-path", run / "best.ckpt", "--data", toy_coco, "--json", run / "best.ckpt")
+    assert f"--json {run / 'best.ckpt'} is one of the inputs" in err
+    assert (run / "best.ckpt").read_bytes() == before
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -23,7 +23,7 @@ import torch
 
 from src.errors import UserError
 
-__all__ = ["BadImageError", "check_jpeg_complete", "decode_rgb"]
+__all__ = ["BadImageError", "check_jpeg_complete", "check_pixel_count", "decode_rgb", "max_pixels"]
 
 _log = logging.getLogger(__name__)
 
@@ -108,11 +108,49 @@ def _pil_rgb(data: torch.Tensor, path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
 
 
+def max_pixels() -> int:
+    """The most pixels an image may have: PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+    about 89 million: 268 MB as 8-bit RGB), applied to every decoder."""
+    from PIL import Image
+
+    return int(Image.MAX_IMAGE_PIXELS or 0)
+
+
+def check_pixel_count(data: torch.Tensor, path: str | os.PathLike) -> None:
+    """BadImageError naming ``path`` when its header declares more than ``max_pixels()`` pixels, read from the
+    header alone (PIL), before any decoder allocates them: a 432 KB PNG can declare 20000 x 20000. A file PIL
+    cannot identify is left to the decoders."""
+    import warnings
+
+    from PIL import Image
+
+    limit = max_pixels()
+    if not limit:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as e:  # more than twice the limit: PIL will not even open it
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{found.group(1)} pixels" if found else "its size"
+    except Exception:  # noqa: BLE001 - not identifiable by PIL: the decoders judge it
+        return
+    else:
+        if width * height <= limit:
+            return
+        size = f"{width} x {height} = {width * height} pixels"
+    raise BadImageError(path, f"{size}: above the limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS), decoding it "
+                              "would take gigabytes of memory; shrink the image, or leave it out")
+
+
 def decode_rgb(data: np.ndarray | torch.Tensor, path: str | os.PathLike) -> torch.Tensor:
     """File bytes -> uint8 RGB tensor (3, H, W): torchvision (JPEG, PNG, WebP, GIF), else PIL.
 
     16-bit images keep their top 8 bits; palette, alpha, CMYK and grey images become RGB (alpha dropped).
-    BadImageError names ``path`` for an empty file, a JPEG cut short (``check_jpeg_complete``), a file neither
+    BadImageError names ``path`` for an empty file, a JPEG cut short (``check_jpeg_complete``), an image of more
+    than ``max_pixels()`` pixels (``check_pixel_count``, before decoding), a file neither
     decoder reads, and a JPEG libjpeg reports corrupt data in (e.g. "Premature end of JPEG file" for a file cut
     short and closed with FF D9). The decoder's other messages are logged with the file name.
     """
@@ -121,6 +159,7 @@ def decode_rgb(data: np.ndarray | torch.Tensor, path: str | os.PathLike) -> torc
 
     data = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
     check_jpeg_complete(data, path)
+    check_pixel_count(data, path)
     messages: list[str] = []
     try:
         if data.numel() >= 2 and data[0] == 0xFF and data[1] == 0xD8:  # JPEG: listen for libjpeg's warnings

@@ -1,9 +1,10 @@
 """Unlabelled image files for inference: finding them on the command line, and a dataset that reports bad ones.
 
 ``find_images(paths, recursive)`` turns files and folders into a list of image files (a folder's images in
-sorted order, its subfolders too with ``recursive``). ``ImageFiles`` decodes with the training datasets'
-decoder (``MultiLabelImages``) and, instead of raising inside a DataLoader worker, hands an unreadable or
-corrupt file back as ``(path, reason)`` in the batch, so that the caller decides: stop naming it, or skip it.
+sorted order, its subfolders too with ``recursive``, symlinked ones included, each real folder once).
+``ImageFiles`` decodes with the training datasets' decoder (``MultiLabelImages``) and, instead of raising inside a
+DataLoader worker, hands an unreadable or corrupt file back as ``(path, reason)`` in the batch, so that the caller
+decides: stop naming it, or skip it.
 """
 from __future__ import annotations
 
@@ -33,8 +34,23 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
+def _walk(folder: Path) -> list[Path]:
+    """Every file under ``folder``, symlinked subfolders followed, each real folder visited once (a link back to
+    a folder above is not followed again, so loops end)."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        found += [Path(root) / name for name in files]
+    return found
+
+
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:
-    found = folder.rglob("*") if recursive else folder.iterdir()
+    found = _walk(folder) if recursive else folder.iterdir()
     images = sorted(p for p in found if _is_image(p))
     if not images:
         hint = ""

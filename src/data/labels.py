@@ -203,12 +203,13 @@ def list_fingerprint(entries: Iterable[LabelEntry]) -> dict:
             "name_set_sha256": name_set.hexdigest()}
 
 
-def describe_list_change(saved: dict, current: dict) -> str | None:
-    """How the list of fingerprint ``current`` differs from the one of ``saved``; None when it is the same."""
+def describe_list_change(saved: dict, current: dict, used: str = "trained on") -> str | None:
+    """How the list of fingerprint ``current`` differs from the one of ``saved`` (which the run was ``used``);
+    None when it is the same."""
     if saved.get("sha256") == current["sha256"]:
         return None
     if saved.get("images") != current["images"]:
-        return f"it has {current['images']} images, the run was trained on {saved.get('images')}"
+        return f"it has {current['images']} images, the run was {used} {saved.get('images')}"
     if saved.get("name_set_sha256") != current["name_set_sha256"]:
         return "it names other image files"
     if saved.get("names_sha256") != current["names_sha256"]:
