@@ -396,7 +396,7 @@ def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.E
         progress.overhead_s = time.perf_counter() - start - row["train_seconds"]  # evaluation and writing
     result = dict(state.best)
     if run.held_out and state.best["map"] >= 0:
-        result["test"] = _score_best_on_test(run)
+        result["test"] = _score_best_on_test(run, state.epoch)
     log(info, _closing_line(run, state.best))
     return result
 
@@ -615,12 +615,16 @@ def _closing_line(run: Run, best: dict) -> str:
             f"{run.out_dir / 'best.ckpt'}; every epoch's metrics: {run.out_dir / 'metrics.jsonl'}")
 
 
-def _score_best_on_test(run: Run) -> dict:
-    """Score best.ckpt once on the test set (every rank takes part in the pass; rank 0 writes)."""
+def _score_best_on_test(run: Run, last_epoch: int) -> dict:
+    """Score best.ckpt once on the test set, and the last epoch's model and EMA (still in memory) beside it:
+    test_metrics.json holds the best checkpoint's metrics and, under "last_epoch", {"epoch", "map",
+    "map_ema"}. Every rank takes part in the passes; rank 0 writes."""
+    last = run.evaluate(run.scored_models(), "test, last epoch", run.data.test).metrics
     path = run.out_dir / "best.ckpt"
     best = load_checkpoint(path)
     load_weights(run.model, best["model"], str(path))
     result = run.evaluate({"best": run.learner.plain}, "test", run.data.test).metrics  # frozen: the classifier
+    result["last_epoch"] = {"epoch": last_epoch, "map": last["map"], "map_ema": last["map_ema"]}
     if run.compute.info.is_main:
         atomic_write_text(run.out_dir / "test_metrics.json", json.dumps(result, indent=1) + "\n")
         print(f"test set, best checkpoint (epoch {best['epoch']}, {best['which']}): mAP {result['map']:.2f}",

@@ -102,6 +102,12 @@ def test_held_out_split_scores_best_on_test(toy_coco, tmp_path):
     # validate.py on the test set agrees with the reported test figure
     v = validate.main(["--model-path", str(run / "best.ckpt"), "--data", str(toy_coco), "-j", "0"])
     assert v["map"] == pytest.approx(test["map"], abs=1e-6)
+    # and the last epoch's model and EMA, scored beside it, are last.ckpt's
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert test["last_epoch"]["epoch"] == rows[-1]["epoch"]
+    for which, flags in (("map", []), ("map_ema", ["--ema"])):
+        v = validate.main(["--model-path", str(run / "last.ckpt"), "--data", str(toy_coco), "-j", "0", *flags])
+        assert v["map"] == pytest.approx(test["last_epoch"][which], abs=1e-6)
 
 
 def test_oracle_logs_missing_label_identification(toy_coco, tmp_path):
