@@ -28,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from src.io_utils import atomic_write_text
 from src.tools.experiments import Recipe, RunSpec, pretrain, prepare_toy_coco, run_is_complete, train_run

@@ -1,0 +1,245 @@
+"""The tables and figures of the pre-registered study, from its export alone (``preregistered --analyze``).
+
+For each protocol with an lr.json under EXPORT/<P>/, every complete exported run at that lr is read:
+EXPORT/<P>/lr<lr>/d<draw>/<setting>-<loss>-s<seed>/{metrics.jsonl, test_metrics.json}. Per run:
+
+- ``best``: the val-set mAP of the epoch picked on the held-out split (test_metrics.json "map");
+- ``last``: the val-set mAP of the last epoch's weights, model or EMA as the held-out split preferred them then;
+- ``auroc`` / ``topk`` at SPLC's first correcting epoch (``change_epoch``: its training-pass scores are the
+  ones SPLC thresholds) and at the last epoch (missing-label settings only).
+
+Pairs are (draw, seed): (a) loss − ASL on a missing-label setting; (b) the drop full − setting of a loss, and
+ASL's drop minus the loss's (> 0: the loss loses less). Each is reported as mean ± sample std with n, and the
+number of positive pairs. Writes EXPORT/analysis.md and PICS/prereg_<P>.png, PICS/prereg_<P>_auroc.png.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from src.io_utils import atomic_write_text
+from src.loss_functions.losses import loss_hyperparameters
+from src.tools.plot_metrics import display_name, loss_color
+from src.tools.preregistered import PROTOCOLS, Protocol, Run, is_exported, plan_runs
+
+__all__ = ["RunResult", "load_protocol", "report"]
+
+GAP_LOSSES = ("Hill", "SPLC")
+CHANGE_EPOCH = int(loss_hyperparameters("SPLC")["change_epoch"])
+
+
+@dataclass
+class RunResult:
+    loss: str
+    setting: str
+    draw: int
+    seed: int
+    best: float
+    last: float
+    rows: list[dict]
+
+    def at(self, key: str, epoch: int | None) -> float:
+        """``key`` of epoch ``epoch`` (None: the last); NaN where absent."""
+        row = self.rows[-1] if epoch is None else next((r for r in self.rows if r["epoch"] == epoch), {})
+        v = row.get(key)
+        return float(v) if isinstance(v, (int, float)) else float("nan")
+
+
+def _read(export: Path, run: Run) -> RunResult:
+    d = export / run.rel
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    test = json.loads((d / "test_metrics.json").read_text())
+    last_row = rows[-1]
+    which = "map_ema" if last_row.get("map_ema", -1.0) > last_row["map"] else "map"
+    s = run.spec
+    return RunResult(s.loss, s.setting, run.draw, s.seed, float(test["map"]), float(test["last_epoch"][which]), rows)
+
+
+def load_protocol(export: Path, p: Protocol) -> tuple[float, list[RunResult], int] | None:
+    """(lr, the complete runs, the planned run count) of protocol ``p``, or None before its lr is picked."""
+    lr_file = export / p.name / "lr.json"
+    if not lr_file.is_file():
+        return None
+    lr = float(json.loads(lr_file.read_text())["lr"])
+    planned = plan_runs(p, lr)
+    return lr, [_read(export, r) for r in planned if is_exported(export, r)], len(planned)
+
+
+def _stats(values: Sequence[float]) -> str:
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "-"
+    sd = f" ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else ""
+    return f"{statistics.fmean(vals):+.2f}{sd} (n={len(vals)}, {sum(v > 0 for v in vals)} > 0)"
+
+
+def _mean_sd(values: Sequence[float], digits: int = 2) -> str:
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "-"
+    sd = f" ± {statistics.stdev(vals):.{digits}f}" if len(vals) > 1 else ""
+    return f"{statistics.fmean(vals):.{digits}f}{sd}"
+
+
+def _by(results: Sequence[RunResult]) -> dict[tuple, RunResult]:
+    return {(r.loss, r.setting, r.draw, r.seed): r for r in results}
+
+
+def paired(results: Sequence[RunResult], loss: str, setting: str) -> list[float]:
+    """(a): loss − ASL best mAP, per (draw, seed) where both ran."""
+    by = _by(results)
+    return [r.best - by[("Asl", setting, r.draw, r.seed)].best for r in results
+            if r.loss == loss and r.setting == setting and ("Asl", setting, r.draw, r.seed) in by]
+
+
+def drops(results: Sequence[RunResult], loss: str, setting: str) -> list[float]:
+    """The drop full − setting of ``loss``'s best mAP, per (draw, seed)."""
+    by = _by(results)
+    return [by[(loss, "full", r.draw, r.seed)].best - r.best for r in results
+            if r.loss == loss and r.setting == setting and (loss, "full", r.draw, r.seed) in by]
+
+
+def drop_advantage(results: Sequence[RunResult], loss: str, setting: str) -> list[float]:
+    """(b): ASL's drop minus ``loss``'s, per (draw, seed) where all four runs exist (> 0: ``loss`` loses less)."""
+    by = _by(results)
+    out = []
+    for r in results:
+        if r.loss != loss or r.setting != setting:
+            continue
+        keys = [(x, s, r.draw, r.seed) for x in ("Asl", loss) for s in ("full", setting)]
+        if all(k in by for k in keys):
+            asl = by[keys[0]].best - by[keys[1]].best
+            own = by[keys[2]].best - by[keys[3]].best
+            out.append(asl - own)
+    return out
+
+
+def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], planned: int) -> str:
+    losses = [x for x in p.losses if any(r.loss == x for r in results)]
+    missing = [s for s in p.settings if s != "full"]
+    lines = [f"### Protocol {p.name}: {len(results)} of {planned} runs complete (lr {lr:g})", "",
+             "Val-set mAP (%), mean ± std over (draw, seed): the epoch picked on the held-out split / the last epoch.",
+             "", "| loss | " + " | ".join(p.settings) + " |", "| --- |" + " ---: |" * len(p.settings)]
+    for loss in losses:
+        cells = []
+        for s in p.settings:
+            rs = [r for r in results if r.loss == loss and r.setting == s]
+            cells.append(f"{_mean_sd([r.best for r in rs])} / {_mean_sd([r.last for r in rs])} (n={len(rs)})"
+                         if rs else "")
+        lines.append(f"| {display_name(loss)} | " + " | ".join(cells) + " |")
+    lines += ["", "(a) Paired loss − ASL, best-epoch val mAP; (b) ASL's drop from its own full-label mAP minus the "
+              "loss's drop (> 0: the loss loses less). Mean ± std (n pairs, how many > 0).", "",
+              "| question | setting | Hill | SPLC |", "| --- | --- | --- | --- |"]
+    for s in missing:
+        lines.append(f"| (a) loss − ASL | {s} | " + " | ".join(_stats(paired(results, x, s)) for x in GAP_LOSSES) + " |")
+    for s in missing:
+        lines.append(f"| (b) ASL drop − loss drop | {s} | "
+                     + " | ".join(_stats(drop_advantage(results, x, s)) for x in GAP_LOSSES) + " |")
+    lines += ["", "Drop from each loss's own full-label mAP (mean ± std over pairs):", "",
+              "| loss | " + " | ".join(missing) + " |", "| --- |" + " ---: |" * len(missing)]
+    for loss in losses:
+        lines.append(f"| {display_name(loss)} | " + " | ".join(_mean_sd(drops(results, loss, s)) for s in missing) + " |")
+    lines += ["", f"(c) Missing labels against true negatives on the training images (%), at epoch {CHANGE_EPOCH} "
+              "(SPLC's first correcting epoch) / the last epoch: AUROC, and precision among the top-k scored "
+              "unobserved entries (k = the number of missing positives).", "",
+              "| loss | setting | AUROC | top-k precision |", "| --- | --- | ---: | ---: |"]
+    for s in missing:
+        for loss in losses:
+            rs = [r for r in results if r.loss == loss and r.setting == s]
+            if rs:
+                au = f"{_mean_sd([r.at('missing_auroc', CHANGE_EPOCH) for r in rs], 1)} / " \
+                     f"{_mean_sd([r.at('missing_auroc', None) for r in rs], 1)}"
+                tk = f"{_mean_sd([r.at('missing_topk_precision', CHANGE_EPOCH) for r in rs], 1)} / " \
+                     f"{_mean_sd([r.at('missing_topk_precision', None) for r in rs], 1)}"
+                lines.append(f"| {display_name(loss)} | {s} | {au} | {tk} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure_questions(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    missing = [s for s in p.settings if s != "full"]
+    fig = Figure(figsize=(10, 4.2))
+    axes = fig.subplots(1, 2, sharey=False)
+    for ax, (title, fn) in zip(axes, (("(a) loss − ASL, best val mAP", paired),
+                                      ("(b) ASL's drop − the loss's drop", drop_advantage))):
+        for k, loss in enumerate(GAP_LOSSES):
+            for j, s in enumerate(missing):
+                vals = fn(results, loss, s)
+                if not vals:
+                    continue
+                x = j + (k - 0.5) * 0.3
+                ax.scatter([x] * len(vals), vals, color=loss_color(loss), alpha=0.35, s=14)
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                ax.errorbar([x], [statistics.fmean(vals)], yerr=[sd], color=loss_color(loss), marker="o", capsize=4,
+                            label=display_name(loss) if j == 0 else None)
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_xticks(range(len(missing)), missing)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("mAP points (> 0: the paper's claim)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Protocol {p.name}: one dot per (draw, seed) pair, bars: mean ± std", fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def _figure_auroc(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    missing = [s for s in p.settings if s != "full"]
+    fig = Figure(figsize=(5.2 * len(missing), 4.0))
+    axes = fig.subplots(1, len(missing), squeeze=False, sharey=True)[0]
+    for ax, s in zip(axes, missing):
+        for loss in p.losses:
+            curves = [[r.at("missing_auroc", e) for e in range(p.stop_epoch + 1)]
+                      for r in results if r.loss == loss and r.setting == s]
+            if not curves:
+                continue
+            a = np.array(curves, dtype=float)
+            mean, sd = np.nanmean(a, 0), np.nanstd(a, 0)
+            x = np.arange(a.shape[1])
+            ax.plot(x, mean, color=loss_color(loss), label=f"{display_name(loss)} (n={len(curves)})")
+            ax.fill_between(x, mean - sd, mean + sd, color=loss_color(loss), alpha=0.15)
+        ax.axvline(CHANGE_EPOCH, color="grey", ls=":", lw=1)
+        ax.set_title(f"{s}: missing labels vs true negatives", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("missing_auroc (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Protocol {p.name}: AUROC on the training images, mean ± std over runs", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def report(export: Path, pics: Path) -> str:
+    """Write EXPORT/analysis.md and the figures of every protocol with an lr.json; return the markdown."""
+    parts = []
+    for p in PROTOCOLS.values():
+        loaded = load_protocol(export, p)
+        if loaded is None:
+            parts.append(f"### Protocol {p.name}: its lr is not picked yet\n")
+            continue
+        lr, results, planned = loaded
+        parts.append(protocol_markdown(p, lr, results, planned))
+        if results:
+            figs = [_figure_questions(p, results, pics / f"prereg_{p.name}.png")]
+            if any(r.setting != "full" for r in results):
+                figs.append(_figure_auroc(p, results, pics / f"prereg_{p.name}_auroc.png"))
+            parts.append("Figures: " + ", ".join(str(f) for f in figs) + "\n")
+    text = "\n".join(parts)
+    atomic_write_text(export / "analysis.md", text)
+    return text

@@ -1,0 +1,71 @@
+"""The pre-registered study: its fixed plan, the lr pick, and the analysis of a hand-written export."""
+import json
+
+import pytest
+
+from src.tools.preregistered import PROTOCOLS, Run, ema_for_horizon, is_exported, pick_lr, plan_lr_pick, plan_runs
+from src.tools.preregistered_report import drop_advantage, drops, load_protocol, paired, report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_ema_horizon_matches_the_official_one_in_epochs():
+    assert ema_for_horizon(641) == pytest.approx(0.9997, abs=1e-5)  # the official recipe itself
+    d = ema_for_horizon(50)
+    assert 1 / (1 - d) / 50 == pytest.approx(1 / (1 - 0.9997) / 641, rel=1e-2)  # about 5.2 epochs either way
+
+
+def test_the_plans_are_the_issue_protocols():
+    L, E = PROTOCOLS["L"], PROTOCOLS["E"]
+    assert len(plan_runs(L, 1e-3)) == 5 * 3 * 10 and len(plan_runs(E, 1e-3)) == 4 * 2 * 2 * 2
+    assert (L.epochs, L.stop_epoch, L.freeze_backbone, L.ema_decay) == (200, 75, True, 0.0)
+    assert (E.epochs, E.stop_epoch, E.freeze_backbone, E.draws) == (40, 15, False, (0, 1))
+    assert {r.spec.loss for r in plan_lr_pick(L)} == {"BCE"} and {r.spec.setting for r in plan_lr_pick(E)} == {"full"}
+    assert all("--val-split" in r.spec.extra for r in plan_runs(E, 1e-3))
+    # seed-major: the first runs finished hold every (loss, setting) cell of seed 0, for every draw
+    first = plan_runs(E, 1e-3)[:16]
+    assert {r.spec.seed for r in first} == {0} and {r.draw for r in first} == {0, 1}
+
+
+def _write(export, run: Run, best: float, last: float, aurocs=None):
+    d = export / run.rel
+    d.mkdir(parents=True)
+    n = run.protocol.stop_epoch + 1
+    rows = [{"epoch": e, "map": best - 1, "map_ema": best - 2} for e in range(n)]
+    for e, a in enumerate(aurocs or []):
+        rows[e].update(missing_auroc=a, missing_topk_precision=a / 2)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "test_metrics.json").write_text(json.dumps({"map": best, "last_epoch": {"map": last, "map_ema": 0.0}}))
+
+
+def test_pick_lr_takes_the_best_mean_held_out_map_and_the_smaller_lr_on_ties(tmp_path):
+    L = PROTOCOLS["L"]
+    held = {1e-4: 50.0, 1e-3: 60.0, 1e-2: 60.0}  # written as best - 1 in every row
+    for run in plan_lr_pick(L):
+        _write(tmp_path, run, held[run.lr] + 1 + run.spec.seed, 0.0)
+        assert is_exported(tmp_path, run)
+    choice = pick_lr(L, tmp_path)
+    assert choice["lr"] == 1e-3 and choice["held_out_map_by_lr"]["0.001"] == pytest.approx(61.0)
+
+
+def test_the_analysis_pairs_by_draw_and_seed(tmp_path):
+    E = PROTOCOLS["E"]
+    (tmp_path / "E").mkdir()
+    (tmp_path / "E" / "lr.json").write_text(json.dumps({"lr": 3e-4}))
+    best = {("full", "Asl"): 70, ("full", "Hill"): 66, ("0.4left", "Asl"): 60, ("0.4left", "Hill"): 59}
+    for run in plan_runs(E, 3e-4):
+        key = (run.spec.setting, run.spec.loss)
+        if key in best and not (run.draw == 1 and run.spec.seed == 1):  # one pair left unfinished
+            shift = run.draw + 0.5 * run.spec.seed
+            _write(tmp_path, run, best[key] + shift, 10.0, aurocs=[50.0, 60.0 + shift] if key[0] != "full" else None)
+    lr, results, planned = load_protocol(tmp_path, E)
+    assert lr == 3e-4 and planned == 32 and len(results) == 4 * 3
+    assert paired(results, "Hill", "0.4left") == pytest.approx([-1.0] * 3)
+    assert drops(results, "Hill", "0.4left") == pytest.approx([7.0] * 3)
+    assert drop_advantage(results, "Hill", "0.4left") == pytest.approx([3.0] * 3)  # ASL drops 10, Hill 7
+    text = report(tmp_path, tmp_path / "pics")
+    assert "12 of 32 runs complete" in text and "+3.00 ± 0.00 (n=3, 3 > 0)" in text
+    assert "-1.00 ± 0.00 (n=3, 0 > 0)" in text
+    for name in ("prereg_E.png", "prereg_E_auroc.png"):
+        assert (tmp_path / "pics" / name).read_bytes()[:8] == PNG_MAGIC
+    assert "Protocol L: its lr is not picked yet" in text and (tmp_path / "analysis.md").read_text() == text
