@@ -21,8 +21,8 @@ def test_small_demo_trains_tables_and_plots(tmp_path, capsys):
     hill, full = (line.split("|") for line in lines[1:])
     assert hill[2].strip() == "0.4left" and full[2].strip() == "full"
     assert 0 <= float(hill[3]) <= 100
-    assert hill[7].strip() != "-" or hill[8].strip() != "-"  # the oracle logged missing labels
-    assert full[8].strip() == "-"                             # nothing is missing from the full list
+    assert hill[7].strip() != "-" and hill[9].strip() != "-"  # the oracle logged missing labels: AUROC, P / R
+    assert full[7].strip() == full[8].strip() == full[9].strip() == "-"  # nothing is missing from the full list
     for name in ("demo_map.png", "demo_missing_labels.png"):
         assert (tmp_path / "pics" / name).read_bytes()[:8] == PNG_MAGIC
     out = capsys.readouterr().out
