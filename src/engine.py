@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from timm.utils import unwrap_model as unwrap
@@ -355,9 +355,11 @@ def score_spread(scores: torch.Tensor) -> float:
 
 
 def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Tensor, compute: Compute,
-             threshold: float = 0.5, desc: str | None = "eval") -> Evaluation:
-    """Score ``models`` on ``batches`` (``targets``: N x C of the whole set) and compute the metrics."""
+             threshold: float = 0.5, desc: str | None = "eval", rows: Sequence[int] | None = None) -> Evaluation:
+    """Score ``models`` on ``batches`` (``targets``: N x C of the whole set) and compute the metrics. ``rows``:
+    the rows the batches should cover (default: all); those not scored (bad images) are counted as skipped."""
     scores, seen = predict(models, batches, tuple(targets.shape), compute, desc)
+    wanted = seen if rows is None else seen[torch.as_tensor(list(rows), dtype=torch.long)]
     targets = targets[seen]
     maps = {name: mAP(targets, s[seen]) for name, s in scores.items()}
     names = list(models)
@@ -366,5 +368,5 @@ def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Ten
     if len(names) > 1:
         metrics["selected"] = selected
     metrics.update(threshold_metrics(targets, scores[selected][seen], threshold))
-    return Evaluation(metrics, scores[selected][seen], targets, seen, skipped=int((~seen).sum()),
+    return Evaluation(metrics, scores[selected][seen], targets, seen, skipped=int((~wanted).sum()),
                       spread={name: score_spread(s[seen]) for name, s in scores.items()})

@@ -211,7 +211,8 @@ class Run:
                                      self.per_rank_batch)
         else:
             batches = self._eval_batches(dataset, indices)
-        return evaluate(models, batches, dataset.targets_matrix(), self.compute, self.args.thre, desc)
+        return evaluate(models, batches, dataset.targets_matrix(), self.compute, self.args.thre, desc,
+                        rows=indices)
 
     def _eval_batches(self, dataset: MultiLabelImages, indices) -> Prefetcher:
         """``dataset[indices]`` through the evaluation transform, this rank's shard, on the device."""

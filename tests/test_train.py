@@ -105,6 +105,7 @@ def test_held_out_split_scores_best_on_test(toy_coco, tmp_path):
     # and the last epoch's model and EMA, scored beside it, are last.ckpt's
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert test["last_epoch"]["epoch"] == rows[-1]["epoch"]
+    assert all(r["eval_skipped_images"] == 0 for r in rows), "the training rows outside the hold-out are no skips"
     for which, flags in (("map", []), ("map_ema", ["--ema"])):
         v = validate.main(["--model-path", str(run / "last.ckpt"), "--data", str(toy_coco), "-j", "0", *flags])
         assert v["map"] == pytest.approx(test["last_epoch"][which], abs=1e-6)
