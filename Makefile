@@ -17,7 +17,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m src.tools.demo
+	$(PY) -m src.experiments.demo
 
 figures: $(STAMP)
 	$(PY) -m src.tools.plot_gradients --out pics/gradients.png
@@ -26,18 +26,18 @@ clean:
 	rm -rf $(VENV) runs data/toy_coco
 
 # The prepared GPU check (docs/performance.md): `make gpu-check OUT=dir` on a GPU machine, which runs its own
-# python3 (no .venv there); `make gpu-check DEVICE=cpu` rehearses it at toy size. `make gpu-carry` fills the
-# git-ignored folders a GPU run carries: .whl (pycocotools, randaugment for python 3.12) and .devcarry (the baseline).
+# python3 (no .venv there); `make gpu-check DEVICE=cpu` rehearses it at toy size. `make gpu-carry` fills the one
+# git-ignored folder a GPU run carries, .carry: the pycocotools wheel for python 3.12, which those machines lack.
 DEVICE ?= cuda
 OUT ?= runs/gpu-check
+CARRY := .carry
 GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
 WHEEL_FLAGS := --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
 gpu-check:
-	$(GPU_PY) -m src.tools.gpu_check --device $(DEVICE) --out $(OUT)
+	$(GPU_PY) -m benchmarks.gpu_check --device $(DEVICE) --out $(OUT) --wheels $(CARRY)
 
 gpu-carry: $(STAMP)
-	mkdir -p .whl .devcarry
-	cp -f ../shared/bench/official_style_baseline.py .devcarry/
-	$(PY) -m pip download --quiet $(WHEEL_FLAGS) -d .whl pycocotools==2.0.11 randaugment==1.0.2
+	mkdir -p $(CARRY)
+	$(PY) -m pip download --quiet $(WHEEL_FLAGS) -d $(CARRY) pycocotools==2.0.11

@@ -23,13 +23,12 @@ from src.data.class_names import ClassNamesError, read_classes_flag
 from src.data.image_files import ImageFiles, collate_images, find_images
 from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo
-from src.engine import Compute, to_device
+from src.engine import Compute, resolve_amp, resolve_device, to_device
 from src.errors import UserError, report_user_errors
 from src.inference import (OFFICIAL, ModelFile, build_model, check_output_path, choose_class_names, coco_class_names,
                            head_classes, load_model_file, resolve, scores_json, write_scores)
 from src.io_utils import atomic_write_text
 from src.models import check_model_name
-from src.trainer import resolve_amp, resolve_device
 
 
 def probability(text: str) -> float:

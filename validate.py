@@ -21,14 +21,13 @@ from src.data.class_names import read_classes_flag
 from src.data.datasets import collate_multilabel, coco_dataset, coco_num_classes, label_list_dataset
 from src.distributed import DistInfo, ShardSampler
 from src.data.prefetch import Prefetcher
-from src.engine import Compute, evaluate, to_device
+from src.engine import Compute, evaluate, resolve_amp, resolve_device, to_device
 from src.errors import UserError, report_user_errors
 from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, check_output_path,
                            choose_class_names, head_classes, load_model_file, resolve, write_scores)
 from src.io_utils import atomic_write_text
 from src.metrics import official_f_c
 from src.models import check_model_name
-from src.trainer import resolve_amp, resolve_device
 
 DEFAULT_THRESHOLD = 0.5
 

@@ -20,10 +20,11 @@ from torch import nn
 from tqdm import tqdm
 
 from src.distributed import DistInfo, all_reduce_max, all_reduce_sum
+from src.errors import UserError
 from src.metrics import (mAP, missing_label_counts, missing_label_ranking, missing_label_stats_from_counts,
                          threshold_metrics)
 
-__all__ = ["Preprocess", "NonFiniteLossError", "Compute", "MissingLabelOracle", "Learner", "Progress",
+__all__ = ["Preprocess", "NonFiniteLossError", "Compute", "resolve_device", "resolve_amp", "MissingLabelOracle", "Learner", "Progress",
            "Evaluation", "score_spread", "autocast", "unwrap", "to_device", "train_one_epoch", "predict", "evaluate"]
 
 Preprocess = Callable[[object], torch.Tensor]
@@ -58,6 +59,29 @@ class Compute:
 
     def autocast(self):
         return autocast(self.device, self.amp_dtype)
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """--device to a torch.device: 'auto' is CUDA when present; under torchrun, CUDA is this process's local GPU.
+    UserError when CUDA is asked for and missing."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
+        if info.enabled:
+            device = torch.device("cuda", info.local_rank)
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """--amp to an autocast dtype (None = full precision)."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -16,11 +15,11 @@ from src.data.builders import Datasets
 from src.data.labels import describe_list_change
 from src.distributed import DistInfo, log
 from src.errors import UserError
-from src.io_utils import LOCK_NAME, RunFolderLock, WriteError, atomic_write, remove_stale_temporaries
+from src.io_utils import LOCK_NAME, RunFolderLock, atomic_write, remove_stale_temporaries
 from src.training_flags import RUN_DEFINING, RUN_DEFINING_BEFORE
 
 __all__ = ["run_folder", "open_run_folder", "checkpoint_to_resume", "check_same_data", "check_same_test_set",
-           "check_same_run", "adopt_best", "append_line", "read_saved_args", "remove_if_unused"]
+           "check_same_run", "adopt_best", "read_saved_args", "remove_if_unused"]
 
 
 def run_folder(args: argparse.Namespace, data: Datasets) -> Path:
@@ -190,11 +189,3 @@ def adopt_best(resume_path: Path, out_dir: Path, best: dict, info: DistInfo) -> 
                   "written by the first epoch that beats its mAP")
 
 
-def append_line(path: Path, line: str) -> None:
-    try:
-        with open(path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise WriteError(f"cannot append to {path}: {e.strerror or e}") from e

@@ -9,7 +9,7 @@ summed loss, model and EMA evaluated after every epoch.
 
 ``build_run`` makes everything a run trains with (model, EMA, optimizer, schedule, scaler, loss, loaders,
 label store, input pipeline, device) as one ``Run``; ``run_training`` is DeiT's main over it (build, maybe
-restore, then per epoch ``train_one_epoch`` + ``evaluate`` + write). ``src.tools.bench_throughput`` times the
+restore, then per epoch ``train_one_epoch`` + ``evaluate`` + write). ``benchmarks.bench_throughput`` times the
 same ``Run``.
 """
 from __future__ import annotations
@@ -40,13 +40,14 @@ from src.data.prefetch import Prefetcher
 from src.distributed import (DistInfo, EpochShuffleSampler, ShardSampler, all_reduce_max, barrier, cleanup,
                              init_distributed, log)
 from src.engine import (Compute, Evaluation, Learner, MissingLabelOracle, NonFiniteLossError, Preprocess, Progress,
-                        evaluate, to_device, train_one_epoch)
+                        evaluate, resolve_amp, resolve_device, to_device, train_one_epoch)
 from src.errors import UserError, report_user_errors
 from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import build_loss, loss_hyperparameters
 from src.models import PretrainedUnavailable, create_model, create_model_with_weights
-from src.run_folder import adopt_best, append_line, check_same_data, check_same_run, open_run_folder, run_folder
+from src.run_folder import adopt_best, check_same_data, check_same_run, open_run_folder, run_folder
+from src.run_metrics import append_row, write_rows
 from src.training_flags import check_args, loss_kwargs
 
 # What a last.ckpt must hold for a resume.
@@ -58,27 +59,6 @@ BuildDatasets = Callable[[argparse.Namespace, Callable | None, Callable | None, 
 
 
 # ----------------------------------------------------------------------------- device and input pipeline
-
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine")
-        if info.enabled:
-            device = torch.device("cuda", info.local_rank)
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """--amp to an autocast dtype (None = full precision)."""
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
-
 
 def resolve_compute(args: argparse.Namespace, info: DistInfo) -> Compute:
     """--device and --amp for this process (under torchrun: its local GPU)."""
@@ -446,7 +426,7 @@ def _stop_if_diverged(run: Run, state: RunState, row: dict) -> None:
         return
     row["diverged"] = reason or "on another process"
     if run.compute.info.is_main:
-        append_line(run.out_dir / "metrics.jsonl", json.dumps(row) + "\n")
+        append_row(run.out_dir, row)
         print(_epoch_line(row, state.best, run.last_epoch), flush=True)
     kept = f"last.ckpt (epoch {state.epoch}) and best.ckpt are left as they were" if state.epoch >= 0 else \
         "no checkpoint was written"
@@ -485,7 +465,7 @@ def _begin(run: Run, state: RunState, resume_path: Path | None) -> None:
         if resume_path is not None:
             adopt_best(resume_path, out_dir, state.best, info)
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+        write_rows(out_dir, state.history)
         atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=1, default=str) + "\n")
     if run.weights:
         log(info, run.weights)
@@ -577,7 +557,7 @@ def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
     args, learner, identity, out_dir = run.args, run.learner, run.identity, run.out_dir
     meta = {"model_name": args.model_name, "num_classes": identity["num_classes"], "image_size": args.image_size,
             "class_names": identity["class_names"], "args": plain(vars(args))}
-    append_line(out_dir / "metrics.jsonl", json.dumps(row) + "\n")
+    append_row(out_dir, row)
     if improved:
         which = state.best["which"]
         weights = run.ema_state_dict() if which == "ema" else run.model.state_dict()

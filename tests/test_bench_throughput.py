@@ -1,11 +1,11 @@
-"""Smoke test of src/tools/bench_throughput.py at toy size on the CPU: every figure is produced, finite and positive.
+"""Smoke test of benchmarks/bench_throughput.py at toy size on the CPU: every figure is produced, finite and positive.
 Nothing about speed is asserted."""
 import json
 import math
 
 import pytest
 
-from src.tools import bench_throughput as bt
+from benchmarks import bench_throughput as bt
 
 FIGURES = ("a_train_img_s", "a_serial_img_s", "b_step_img_s", "data_img_s", "eval_img_s", "eval_40137_s",
            "c_reference_img_s", "ratio_a_b", "ratio_a_serial_b", "ratio_a_c", "c_data_img_s", "make_images_s",

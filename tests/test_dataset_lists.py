@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from src.tools.make_missing_labels import PAPER_SCHEMES
+from src.data.missing_labels import PAPER_SCHEMES
 
 DATASET = Path(__file__).resolve().parents[1] / "dataset"
 COCO_LISTS = ["coco_train_full.txt", "coco_train_0.75left.txt", "coco_train_0.4left.txt",

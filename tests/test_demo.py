@@ -1,7 +1,7 @@
 """A shrunken `make demo` end to end: toy data, pretraining, train.py runs, table and figures."""
 import json
 
-from src.tools import demo
+from src.experiments import demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import train
-from src.tools import experiments as E
+from src.experiments import experiments as E
 
 
 def test_every_flag_a_run_passes_is_a_documented_train_py_flag():

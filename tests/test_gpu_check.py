@@ -1,27 +1,26 @@
-"""src/tools/gpu_check.py: the CPU rehearsal of `make gpu-check` end to end (so the GPU script cannot rot), and its
-parts: process kill on cue and time limit, the baseline's child, the table's ratios and verdicts, failure status."""
+"""benchmarks/gpu_check.py: the CPU rehearsal of `make gpu-check` end to end (so the GPU script cannot rot), and its
+parts: process kill on cue and time limit, the table's ratios and verdicts, failure status."""
 import json
 import sys
 
 import pytest
 
-from src.tools import gpu_check as gc
+from benchmarks import gpu_check as gc
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def test_cpu_rehearsal_runs_every_step(tmp_path, capsys):
     """Toy size: data, train.py killed after epoch 1 and resumed for epoch 2, validate.py agreeing with the run's
-    best mAP, the benchmark, the baseline script (when ../shared holds it). Compile and CUDA-only steps are skipped."""
+    best mAP, the benchmark, the official-style baseline (float32 on the CPU). Compile and CUDA-only steps are
+    skipped."""
     out = tmp_path / "out"
     rc = gc.main(["--device", "cpu", "--out", str(out), "--wheels", str(tmp_path / "no-wheels")])
     report = json.loads((out / "table.json").read_text())
     status = {s["name"]: s["status"] for s in report["steps"]}
     assert rc == 0, f"steps: {report['steps']}"
-    has_baseline = gc.SHARED_BASELINE.is_file() or gc.CARRIED_BASELINE.is_file()
     assert status == {"setup": "ok", "data": "ok", "sync": "skipped", "decode": "ok", "train": "ok", "bench": "ok",
-                      "baseline": "ok" if has_baseline else "skipped",
-                      "bench-compile": "skipped", "train-compile": "skipped"}
+                      "baseline": "ok", "bench-compile": "skipped", "train-compile": "skipped"}
     decode = report["raw"]["decode"]  # the CPU decoder turns libjpeg's warning into an error naming the file
     assert decode["outcome"] == "raised ImageDecodeError" and "(cut): bad image" in decode["message"]
     train = report["raw"]["train"]
@@ -33,10 +32,9 @@ def test_cpu_rehearsal_runs_every_step(tmp_path, capsys):
     bench = report["raw"]["bench"]
     for key in ("a_train_img_s", "a_serial_img_s", "b_step_img_s", "data_img_s", "eval_img_s"):
         assert bench[key] > 0, key
-    if has_baseline:
-        base = report["raw"]["baseline"]
-        assert base["loader_v2_img_s"] > 0
-        assert "loader_official_img_s" in base or "randaugment" in base["loader_official_err"]
+    base = report["raw"]["baseline"]
+    assert base["loader_official_img_s"] > 0 and base["model_official_img_s"] > 0
+    assert (base["model"], base["image_size"], base["batch_size"]) == (gc.TOY.model, gc.TOY.image_size, gc.TOY.batch)
     assert all(r["met"] is None for r in report["rows"]), "targets are not judged on the CPU"
     table = (out / "table.md").read_text()
     assert "| what | measured | unit | target | met |" in table and "exit status 0" in table
@@ -69,18 +67,6 @@ def test_runner_kills_on_cue_and_at_its_time_limit(tmp_path):
     with pytest.raises(gc.CheckError, match=r"killed after its \d+ s limit"):
         runner.run("t", [sys.executable, "-c", "import time; time.sleep(30)"], 1.5)
     assert "line 3" in (tmp_path / "log").read_text()
-
-
-def test_baseline_child_runs_the_scripts_parts(tmp_path, monkeypatch):
-    """A stand-in with the baseline script's interface (make_images, bench_loaders, model_rate, results)."""
-    stub = tmp_path / "baseline.py"
-    stub.write_text("results = {'res': 32}\n"
-                    "def make_images():\n    results['made'] = True\n"
-                    "def bench_loaders():\n    results['loader_official_img_s'] = 5.0\n"
-                    "def model_rate(tuned, compile_=False):\n    raise AssertionError('CUDA only')\n")
-    result = tmp_path / "r.json"
-    gc.run_baseline_child(stub, result, "cpu")
-    assert json.loads(result.read_text()) == {"res": 32, "made": True, "loader_official_img_s": 5.0}
 
 
 def test_table_computes_ratios_and_verdicts():
@@ -117,8 +103,7 @@ def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path, monkeypatch
         return {}
 
     monkeypatch.setattr(gc, "_run_step", fake_step)
-    rc = gc.main(["--device", "cpu", "--out", str(tmp_path), "--wheels", str(tmp_path / "none"),
-                  "--baseline", __file__])
+    rc = gc.main(["--device", "cpu", "--out", str(tmp_path), "--wheels", str(tmp_path / "none")])
     report = json.loads((tmp_path / "table.json").read_text())
     assert rc == 1 and report["failed"] == ["bench"]
     assert ran == ["setup", "data", "decode", "train", "bench", "baseline"]
@@ -127,7 +112,7 @@ def test_a_failing_step_is_reported_and_the_rest_still_run(tmp_path, monkeypatch
 
 def test_bad_flags_are_rejected(tmp_path):
     with pytest.raises(SystemExit) as e:
-        gc.parse_args(["--baseline", str(tmp_path / "missing.py")])
+        gc.parse_args(["--device", "cpu", "--budget", "0"])
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         gc.parse_args(["--device", "tpu"])
@@ -141,11 +126,10 @@ def test_bad_flags_are_rejected(tmp_path):
 
 def test_setup_fails_plainly_when_a_needed_package_has_no_wheel(tmp_path, monkeypatch):
     monkeypatch.setattr(gc, "WHEEL_MODULES", ("pycocotools", "no_such_module_xyz"))
-    ctx = gc.Context(gc.Runner(tmp_path / "log", 60, {}), tmp_path, gc.TOY, "cuda", None, tmp_path / "none")
-    with pytest.raises(gc.CheckError, match="lacks no_such_module_xyz.*make gpu-carry"):
-        gc.setup(ctx)
-    cpu = gc.Context(gc.Runner(tmp_path / "log", 60, {}), tmp_path, gc.TOY, "cpu", None, tmp_path / "none")
-    assert gc.setup(cpu)["missing"] == ["no_such_module_xyz"]  # the CPU rehearsal needs only pycocotools
+    for device in ("cuda", "cpu"):
+        ctx = gc.Context(gc.Runner(tmp_path / "log", 60, {}), tmp_path, gc.TOY, device, tmp_path / "none")
+        with pytest.raises(gc.CheckError, match="lacks no_such_module_xyz.*make gpu-carry.*carry .carry"):
+            gc.setup(ctx)
 
 
 def test_the_closing_line_counts_passed_skipped_failed_and_names_missed_targets():

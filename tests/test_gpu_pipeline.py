@@ -192,7 +192,7 @@ def test_batched_draws_follow_the_policy(device):
 def test_train_augmentation_never_reads_the_device():
     """GpuTrainPreprocess's augmentation on 'meta' images (no data: any host read of a device value, e.g. .tolist()
     or .item(), raises) with its CPU generator runs through every op; with draws on the images' device it fails at
-    the grouping, which shows the check can fail. (On CUDA, src.tools.gpu_check also runs it under
+    the grouping, which shows the check can fail. (On CUDA, benchmarks.gpu_check also runs it under
     torch.cuda.set_sync_debug_mode("error").)"""
     pre = G.GpuTrainPreprocess(SIZE, "cpu")
     pre.augment.to("meta")

@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 
 from src.data.labels import LabelEntry, read_label_list, write_label_list
-from src.tools.make_missing_labels import (
-    PAPER_SCHEMES,
-    bernoulli_keep,
-    drop_labels,
-    format_table,
-    main,
-    missing_label_lists,
-    write_missing_label_lists,
-)
+from src.data.missing_labels import (PAPER_SCHEMES, bernoulli_keep, drop_labels, missing_label_lists,
+                                     write_missing_label_lists)
+from src.tools.make_missing_labels import format_table, main
 
 PAPER_TOTALS = {"full": 241035, "0.75left": 181422, "0.4left": 96251, "singlelabel": 82081}
 

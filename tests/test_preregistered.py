@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from src.tools.preregistered import PROTOCOLS, Run, ema_for_horizon, is_exported, pick_lr, plan_lr_pick, plan_runs
-from src.tools.preregistered_report import drop_advantage, drops, load_protocol, paired, report
+from src.experiments.preregistered import PROTOCOLS, Run, ema_for_horizon, is_exported, pick_lr, plan_lr_pick, plan_runs
+from src.experiments.preregistered_report import drop_advantage, drops, load_protocol, paired, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from src.tools import reproduce
-from src.tools.experiments import RunSpec
-from src.tools.plot_metrics import RunMetrics
+from src.experiments import reproduce
+from src.experiments.experiments import RunSpec
+from src.run_metrics import RunMetrics
 
 
 def tiny_grid(tmp_path, *extra):

@@ -1,4 +1,4 @@
-"""src/tools/run_pool.py: the order of a strength study's runs, the children's flags, the scheduling (with stand-in
+"""src/experiments/run_pool.py: the order of a strength study's runs, the children's flags, the scheduling (with stand-in
 children), and reproduce --jobs end to end on a tiny toy study."""
 import json
 import subprocess
@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from src.tools import reproduce, run_pool
-from src.tools.experiments import RunSpec
-from src.tools.run_pool import PoolRun, child_argv, order_runs, priority
+from src.experiments import reproduce, run_pool
+from src.experiments.experiments import RunSpec
+from src.experiments.run_pool import PoolRun, child_argv, order_runs, priority
 
 
 def pool_run(strength, setting, loss, seed, group=None):
@@ -117,7 +117,7 @@ TINY = ["--settings", "full,0.4left", "--losses", "Asl,Hill", "--seeds", "0", "-
 
 
 def _reproduce(argv):
-    out = subprocess.run([sys.executable, "-m", "src.tools.reproduce", *argv], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "src.experiments.reproduce", *argv], capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return out.stdout

@@ -1,11 +1,11 @@
-"""src/tools/strength_study.py: reading a strength study's export back, the paired per-seed gaps, the tables and
+"""src/experiments/strength_study.py: reading a strength study's export back, the paired per-seed gaps, the tables and
 the figure (through reproduce --analyze); no training."""
 import csv
 
 import pytest
 
-from src.tools import reproduce
-from src.tools.strength_study import analyze_study, load_study
+from src.experiments import reproduce
+from src.experiments.strength_study import analyze_study, load_study
 
 
 def test_analysis_pairs_seeds_and_reads_last_epoch(tmp_path, synthetic_study, write_exported):

@@ -4,7 +4,7 @@ The official train.py (xinyu1205/robust-loss-mlml) augments with ``CutoutPIL(0.5
 ``randaugment.RandAugment()`` (PyPI ``randaugment`` 1.0.2, which no longer imports on numpy >= 1.24). This
 module writes their PIL calls out again from the facts listed in ``src/data/augment.py``'s docstring (nothing
 is copied from those packages): tests/test_augment.py checks ``src.data.augment``'s tensor ops against
-``pil_op``, and ``src.tools.bench_throughput`` times ``official_train_transform`` as the official-style
+``pil_op``, and ``benchmarks.bench_throughput`` times ``official_train_transform`` as the official-style
 pipeline. Random draws use python's ``random``, as the packages do.
 """
 from __future__ import annotations

@@ -31,94 +31,22 @@ No output may be a list shipped in dataset/ (named in dataset/SHA256SUMS): the t
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from src.data.class_names import read_classes_flag, write_class_names
 from src.data.converters import Converted, read_cub, read_label_csv, read_voc
 from src.data.labels import LabelEntry, label_stats, read_label_list, write_label_list
+from src.data.missing_labels import bernoulli_keep, drop_labels, missing_label_lists, write_lists
 from src.data.shipped import refuse_shipped
 from src.errors import report_user_errors
 
-__all__ = [
-    "PAPER_SCHEMES",
-    "drop_labels",
-    "bernoulli_keep",
-    "missing_label_lists",
-    "write_missing_label_lists",
-    "format_table",
-    "main",
-]
+__all__ = ["format_table", "main"]  # the lists themselves: src.data.missing_labels
 
-# list key -> number of labels kept out of n (before min(., n))
-PAPER_SCHEMES: dict[str, Callable[[int], int]] = {
-    "0.75left": lambda n: n // 2 + 1,
-    "0.4left": lambda n: n // 5 + 1,
-    "singlelabel": lambda n: 1,
-}
 _ROW_NAMES = {"full": "full", "0.75left": "75% left", "0.4left": "40% left", "singlelabel": "single"}
 _DEFAULT_PREFIX = {"nus_release": "nus", "voc": None, "cub": "cub", "csv": "own"}  # voc: the folder's name
-
-
-def drop_labels(
-    entries: Sequence[LabelEntry], keep: Callable[[int], int], rng: np.random.Generator
-) -> list[LabelEntry]:
-    """Keep min(keep(n), n) of each entry's n labels, a uniform random subset (without replacement).
-
-    The kept labels stay in their original order. ``keep`` is called once per entry, in order.
-    """
-    ns = [len(e.labels) for e in entries]
-    ks_list = [keep(n) for n in ns]
-    if any(k < 0 for k in ks_list):
-        raise ValueError(f"keep(n) is negative: {min(ks_list)}")
-    counts = np.array(ns, dtype=np.int64)
-    ks = np.minimum(np.array(ks_list, dtype=np.int64), counts)
-    # A uniform k-subset of n items = the k items with the smallest i.i.d. uniform keys.
-    total = int(counts.sum())
-    owner = np.repeat(np.arange(len(counts)), counts)
-    order = np.lexsort((rng.random(total), owner))  # by owner, then by key
-    starts = np.cumsum(counts) - counts
-    rank = np.arange(total) - np.repeat(starts, counts)  # rank of order[p] within its owner
-    kept = np.zeros(total, dtype=bool)
-    kept[order[rank < np.repeat(ks, counts)]] = True
-    kept_iter = iter(kept.tolist())
-    return [LabelEntry(e.name, tuple(i for i in e.labels if next(kept_iter))) for e in entries]
-
-
-def bernoulli_keep(ratio: float, rng: np.random.Generator) -> Callable[[int], int]:
-    """keep(n) ~ max(1, Binomial(n, ratio)): with drop_labels, each positive is kept independently
-    with probability ratio, and an image left with none keeps one at random."""
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"keep ratio must be in (0, 1], got {ratio}")
-    return lambda n: max(1, int(rng.binomial(n, ratio)))
-
-
-def missing_label_lists(full: Sequence[LabelEntry], seed: int = 0) -> dict[str, list[LabelEntry]]:
-    """{'full', '0.75left', '0.4left', 'singlelabel'} -> entries; each scheme draws from its own
-    stream of numpy.random.SeedSequence(seed), so the lists do not depend on each other."""
-    streams = np.random.SeedSequence(seed).spawn(len(PAPER_SCHEMES))
-    lists = {"full": list(full)}
-    for (key, keep), ss in zip(PAPER_SCHEMES.items(), streams):
-        lists[key] = drop_labels(full, keep, np.random.default_rng(ss))
-    return lists
-
-
-def _write_lists(lists: dict[str, Sequence[LabelEntry]], out_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
-    """Write {out_dir}/{prefix}_train_{key}.txt for each list; refuse (before writing any) a shipped list."""
-    paths = {key: Path(out_dir) / f"{prefix}_train_{key}.txt" for key in lists}
-    refuse_shipped(paths.values())
-    return {key: write_label_list(paths[key], e) for key, e in lists.items()}
-
-
-def write_missing_label_lists(
-    full: Sequence[LabelEntry], out_dir: str | os.PathLike, prefix: str = "coco", seed: int = 0
-) -> dict[str, Path]:
-    """Write {out_dir}/{prefix}_train_{full,0.75left,0.4left,singlelabel}.txt atomically; return the
-    paths by key ('full', '0.75left', '0.4left', 'singlelabel')."""
-    return _write_lists(missing_label_lists(full, seed), out_dir, prefix)
 
 
 def format_table(lists: dict[str, Sequence[LabelEntry]], num_classes: int) -> str:
@@ -291,7 +219,7 @@ def _make(args: argparse.Namespace) -> dict[str, Path]:
         num_classes = args.num_classes or label_stats(full)["max_index"] + 1
 
     lists = _paper_lists(args, full)
-    paths = _write_lists(lists, args.out_dir, args.prefix)
+    paths = write_lists(lists, args.out_dir, args.prefix)
     for path in paths.values():
         print(f"wrote {path}")
     print(format_table(lists, num_classes))

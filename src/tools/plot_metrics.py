@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from src.io_utils import atomic_write
 from src.loss_functions.losses import LOSS_NAMES, canonical_loss_name
+from src.run_metrics import MetricsError, RunMetrics, read_run
 
 __all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "loss_color", "display_name", "is_full_label",
            "panel_keys", "draw_runs", "plot_runs", "plot_strength_gap", "main"]
 
-MISSING_KEYS = ("missing_precision", "missing_recall")
-RANKING_KEYS = ("missing_auroc", "missing_topk_precision")
 
 # One colour per loss in every figure, in the registry's order (BCE, Focal, ASL, Hill, SPLC: matplotlib's
 # first five; src.tools.plot_gradients uses the same); runs of no known loss take OTHER_COLORS in turn.
@@ -57,78 +54,6 @@ def display_name(loss: str) -> str:
     """The loss's name as the README writes it ('Asl' -> 'ASL'); an unknown name unchanged."""
     known = _known_loss(loss)
     return DISPLAY_NAMES.get(known, known) if known else loss
-
-
-class MetricsError(ValueError):
-    """A run folder without a readable metrics.jsonl; the message names the folder (and the line)."""
-
-
-@dataclass
-class RunMetrics:
-    """One run's epoch rows and the args it was trained with ({} when RUN_DIR/args.json is absent)."""
-    path: Path
-    rows: list[dict]
-    args: dict = field(default_factory=dict)
-
-    def column(self, key: str) -> list[float]:
-        """Values of ``key`` per epoch (NaN where a row lacks it or holds null)."""
-        out = []
-        for r in self.rows:
-            v = r.get(key)
-            out.append(float(v) if isinstance(v, (int, float)) else math.nan)
-        return out
-
-    @property
-    def epochs(self) -> list[int]:
-        return [int(r["epoch"]) for r in self.rows]
-
-    @property
-    def best_map(self) -> list[float]:
-        """max(model mAP, EMA mAP) per epoch (what train.py selects)."""
-        return [max(a, b) for a, b in zip(self.column("map"), self.column("map_ema"))]
-
-    @property
-    def has_missing(self) -> bool:
-        return self._has(MISSING_KEYS)
-
-    @property
-    def has_ranking(self) -> bool:
-        """The run logged the threshold-free missing-label figures (runs before them did not)."""
-        return self._has(RANKING_KEYS)
-
-    def _has(self, keys: Sequence[str]) -> bool:
-        return any(isinstance(r.get(k), (int, float)) for r in self.rows for k in keys)
-
-
-def read_run(run_dir: str | os.PathLike) -> RunMetrics:
-    """Read RUN_DIR/metrics.jsonl (and args.json if present); MetricsError naming the folder if unusable."""
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
-    if not run_dir.is_dir():
-        raise MetricsError(f"{run_dir}: no such run folder")
-    if not path.is_file():
-        raise MetricsError(f"{run_dir}: no metrics.jsonl (is it a train.py --output folder?)")
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)  # train.py writes NaN for an undefined precision; json reads it back
-        except ValueError as e:
-            raise MetricsError(f"{path}:{lineno}: not a JSON row ({e})") from None
-        if not isinstance(row, dict) or not all(k in row for k in ("epoch", "map", "map_ema")):
-            raise MetricsError(f"{path}:{lineno}: a row needs 'epoch', 'map' and 'map_ema'")
-        rows.append(row)
-    if not rows:
-        raise MetricsError(f"{run_dir}: metrics.jsonl has no epoch rows yet")
-    args = {}
-    args_path = run_dir / "args.json"
-    if args_path.is_file():
-        try:
-            args = json.loads(args_path.read_text())
-        except ValueError as e:
-            raise MetricsError(f"{args_path}: not JSON ({e})") from None
-    return RunMetrics(run_dir, rows, args)
 
 
 def is_full_label(run: RunMetrics) -> bool:
@@ -270,7 +195,7 @@ def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
     """'Loss - ASL' mAP gap against full-label BCE mAP, one point per strength, one panel per setting.
 
     ``gaps``: dicts with strength, setting, loss, mean, std (None: no error bar), ref_mean, ref_std, n, as
-    src.tools.strength_study.analyze_study makes them; a gap without a reference mAP is left out.
+    src.experiments.strength_study.analyze_study makes them; a gap without a reference mAP is left out.
     """
     import matplotlib
 

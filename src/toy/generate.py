@@ -35,8 +35,8 @@ import numpy as np
 from PIL import Image
 
 from src.data.labels import LabelEntry, read_label_list
+from src.data.missing_labels import write_missing_label_lists
 from src.io_utils import atomic_write, atomic_write_text
-from src.tools.make_missing_labels import write_missing_label_lists
 from src.toy.label_structure import format_structure_table, read_label_structure
 from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES, render_scene, render_single
 

@@ -1,8 +1,8 @@
-"""Run a grid's runs several at a time, each in its own ``python -m src.tools.reproduce`` process.
+"""Run a grid's runs several at a time, each in its own ``python -m src.experiments.reproduce`` process.
 
 One toy run leaves a GPU mostly idle, so ``reproduce ... --jobs N`` hands its runs to this pool:
 
-    python -m src.tools.reproduce --strengths S1=48/2000/6,S2=64/4000/8,S3=96/4000/8 --jobs 10 \\
+    python -m src.experiments.reproduce --strengths S1=48/2000/6,S2=64/4000/8,S3=96/4000/8 --jobs 10 \\
         --export results/strength [--stop-after 600]
 
 Each child is the same command restricted to one run (``[--strengths NAME] --settings S --losses L --seeds K``).
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from src.tools.experiments import RunSpec
+from src.experiments.experiments import RunSpec
 
 __all__ = ["PoolRun", "priority", "order_runs", "child_argv", "run_pool"]
 
@@ -72,7 +72,7 @@ def _start(run: PoolRun, base: Sequence[str], log_dir: Path, t0: float) -> None:
     log = log_dir / f"{run.strength}-{run.spec.name}.log"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as f:
-        run.proc = subprocess.Popen([sys.executable, "-m", "src.tools.reproduce", *child_argv(base, run)],
+        run.proc = subprocess.Popen([sys.executable, "-m", "src.experiments.reproduce", *child_argv(base, run)],
                                     stdout=f, stderr=subprocess.STDOUT, env=env)
     run.started = time.monotonic()
     print(f"[{run.started - t0:5.0f} s] start {run.label}  (log {log})", flush=True)

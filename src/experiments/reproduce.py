@@ -1,8 +1,8 @@
 """The paper's grid (losses x missing-label settings x seeds) through train.py, with a mean ± std table.
 
-    python -m src.tools.reproduce --settings full,0.75left,0.4left,singlelabel --losses BCE,Focal,Asl,Hill,SPLC
-        --seeds 0,1,2 [--full-losses BCE] [--out-dir runs/grid] [size flags of src.tools.demo]
-    python -m src.tools.reproduce --data /home/MSCOCO_2014 --lists-dir dataset --pretrained resnet50.pth
+    python -m src.experiments.reproduce --settings full,0.75left,0.4left,singlelabel --losses BCE,Focal,Asl,Hill,SPLC
+        --seeds 0,1,2 [--full-losses BCE] [--out-dir runs/grid] [size flags of src.experiments.demo]
+    python -m src.experiments.reproduce --data /home/MSCOCO_2014 --lists-dir dataset --pretrained resnet50.pth
         --model-name resnet50 --image-size 448 --epochs 80 ...   # a real COCO 2014 root
 
 Every run goes to OUT_DIR/<setting>-<loss>-s<seed>. A run whose metrics.jsonl already holds every planned
@@ -21,7 +21,7 @@ complete there is not trained again, so a later session resumes from the committ
 --analyze DIR (no training) writes DIR/analysis.md and .csv: per strength and setting each loss's mAP
 (mean ± std over seeds), the paired per-seed gaps Hill - ASL and SPLC - ASL, the last-epoch missing-label
 precision / recall; and draws PICS/strength_gap.png (the gaps against full-label BCE mAP).
---jobs N trains N runs at once, each in its own process (src/tools/run_pool.py), then writes the tables.
+--jobs N trains N runs at once, each in its own process (src/experiments/run_pool.py), then writes the tables.
 
 An official-shaped schedule: --epochs 80 --stop-epoch 30 plans OneCycle over 80 epochs and trains epochs 0..30
 (a run is complete with those); --freeze-backbone trains only the classifier (train.py's flag); --ema-decay is
@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Sequence
 
 from src.io_utils import atomic_write_text
-from src.tools.experiments import (RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, run_is_complete,
+from src.experiments.experiments import (RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, run_is_complete,
                                    train_run)
-from src.tools.plot_metrics import RunMetrics
-from src.tools.run_pool import PoolRun, order_runs, run_pool
-from src.tools.strength_study import export_run, exported_run, load_study, report_study
+from src.run_metrics import RunMetrics
+from src.experiments.run_pool import PoolRun, order_runs, run_pool
+from src.experiments.strength_study import export_run, exported_run, load_study, report_study
 
 __all__ = ["SETTINGS", "Strength", "parse_strengths", "plan_grid", "summarize", "markdown_table", "csv_table",
            "run_grid", "train_in_pool", "main"]
@@ -174,7 +174,7 @@ def _csv_list(kind, choices=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m src.tools.reproduce", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m src.experiments.reproduce", description=__doc__.split("\n\n")[0])
     p.add_argument("--settings", type=_csv_list(str, SETTINGS), default=list(SETTINGS),
                    help="comma-separated subset of " + ",".join(SETTINGS))
     p.add_argument("--losses", type=parse_losses, default=["BCE", "Focal", "Asl", "Hill", "SPLC"])
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "EXPORT/analysis.md, .csv and PICS/strength_gap.png")
     p.add_argument("--pics", type=Path, default=Path("pics"), help="figure folder for --analyze (default: pics)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at once, each in its own process (src/tools/run_pool.py; default: 1)")
+                   help="runs at once, each in its own process (src/experiments/run_pool.py; default: 1)")
     p.add_argument("--stop-after", type=float, default=None, metavar="S",
                    help="with --jobs: start no run after S seconds; running ones finish")
     p.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)  # a pool child's
@@ -343,7 +343,7 @@ def _pool_runs(a: argparse.Namespace) -> tuple[list[PoolRun], list[str]]:
 
 
 def train_in_pool(a: argparse.Namespace, argv: Sequence[str]) -> bool:
-    """--jobs N: train every run not yet exported, N at a time, each in its own process (src/tools/run_pool.py).
+    """--jobs N: train every run not yet exported, N at a time, each in its own process (src/experiments/run_pool.py).
     True when every run is now complete; False when --stop-after left some unstarted (what is finished of a
     strength study is analysed then). A failed run is an error that names the logs."""
     runs, order = _pool_runs(a)

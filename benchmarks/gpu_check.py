@@ -3,11 +3,11 @@ one run, one table with the targets beside the measured values, exit status 1 if
 
     make gpu-check OUT=DIR              # on a GPU machine: 448 px, resnet50, batch 128 (a 460 s budget)
     make gpu-check DEVICE=cpu OUT=DIR   # the CPU rehearsal: the same steps at toy size (tests/test_gpu_check.py)
-    python -m src.tools.gpu_check --device cuda --out DIR --baseline .devcarry/official_style_baseline.py
+    python -m benchmarks.gpu_check --device cuda --out DIR --wheels .carry
 
 Steps, each in its own process with a time limit; a failure is recorded and the next step still runs:
-  setup         pycocotools (train.py, validate.py) and randaugment (the baseline's pipeline) from --wheels
-                (default .whl) into the scratch folder, where python cannot import them (the GPU machines lack both)
+  setup         pycocotools (train.py, validate.py) from --wheels (default .carry, filled by `make gpu-carry`)
+                into the scratch folder, where python cannot import it (the GPU machines lack it)
   data          the benchmark's synthetic COCO-sized JPEGs in the COCO 2014 layout (train2014/, val2014/,
                 annotations/instances_val2014.json with 80 categories, a training label list; random labels)
   sync          (CUDA) GpuTrainPreprocess's augmentation and the Prefetcher's handover under
@@ -18,12 +18,12 @@ Steps, each in its own process with a time limit; a failure is recorded and the 
                 killed with SIGKILL once epoch 1 is written, resumed with --resume auto for epoch 2, then
                 validate.py on best.ckpt must give the run's best mAP
   bench         bench_throughput: (a), (a) without the overlap, (b), data alone, eval
-  baseline      the official-style baseline script (../shared/bench/official_style_baseline.py, or --baseline):
-                its CPU pipeline's loader rate and its step's rate, and the step's peak GPU memory
+  baseline      benchmarks.official_style_baseline on the data step's images: its CPU pipeline's loader rate and
+                its step's rate, and the step's peak GPU memory
   bench-compile, train-compile: bench (a), (b) and the train step under --compile
 On the CPU (the rehearsal) images, model, batch and step counts are toy-sized, --compile is skipped (inductor's C++
-build takes minutes on a small CPU) and so are the GPU-only parts (sync, the baseline's step); the figures there say
-nothing about speed.
+build takes minutes on a small CPU) and so is the sync step (CUDA only); the baseline's step runs in float32; the
+figures there say nothing about speed.
 
 OUT receives table.md, table.json (the table, every step's status and the raw figures) and gpu_check.log (every
 step's output); runs and images go to a scratch folder (--work-dir, removed at the end unless given). The 460 s
@@ -47,11 +47,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED_BASELINE = ROOT.parent / "shared" / "bench" / "official_style_baseline.py"
-CARRIED_BASELINE = ROOT / ".devcarry" / "official_style_baseline.py"
+ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 80
-WHEEL_MODULES = ("pycocotools", "randaugment")  # import names = wheel names here
+WHEEL_MODULES = ("pycocotools",)  # import names = wheel names here
+CARRY_DIR = ".carry"  # what `make gpu-carry` fills: the wheels a GPU machine lacks
 TARGETS = {"a_over_b": 0.95, "a_over_baseline": 1.5, "a_over_baseline_compiled": 2.2, "eval_s_h200": 25.0}
 H100_EVAL_ALLOWANCE = 1.1  # an assumption, not a measurement: see docs/performance.md
 
@@ -182,7 +181,7 @@ def install_missing_wheels(wheels: Path | None, site: Path, runner: Runner) -> d
 def make_coco_layout(root: Path, size: Size) -> dict:
     """Synthetic JPEGs (bench_throughput.make_images, COCO sizes x image_scale) as a COCO 2014 folder."""
     from src.data.labels import LabelEntry, write_label_list
-    from src.tools.bench_throughput import make_images, random_entries
+    from benchmarks.bench_throughput import make_images, random_entries
 
     pool = root / "pool"
     n = size.train_images + size.val_images
@@ -277,7 +276,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 def bench(runner: Runner, pool: Path, size: Size, device: str, work: Path, compile_: bool, tag: str) -> dict:
     out = work / f"{tag}.json"
     parts = "a,b" if compile_ else "a,a-serial,b,data,eval"
-    argv = [sys.executable, "-m", "src.tools.bench_throughput", "--device", device, "--image-dir", str(pool),
+    argv = [sys.executable, "-m", "benchmarks.bench_throughput", "--device", device, "--image-dir", str(pool),
             "--num-images", str(size.train_images + size.val_images), "--image-size", str(size.image_size),
             "--batch-size", str(size.batch), "--model-name", size.model, "--steps", str(size.bench_steps),
             "--warmup", str(size.bench_warmup), "--workers", str(size.workers), "--parts", parts,
@@ -288,43 +287,21 @@ def bench(runner: Runner, pool: Path, size: Size, device: str, work: Path, compi
     return json.loads(out.read_text())
 
 
-def baseline(runner: Runner, script: Path, size: Size, device: str, work: Path) -> dict:
-    """The official-style baseline script, in its own process (it reads its settings from the environment)."""
+def baseline(runner: Runner, pool: Path, size: Size, device: str, work: Path) -> dict:
+    """benchmarks.official_style_baseline in its own process, on the data step's images."""
     out = work / "baseline.json"
-    env = {"N_IMG": size.baseline_images, "RES": size.image_size, "BATCH": size.batch, "WORKERS": size.workers,
-           "STEPS": size.baseline_steps, "IMGDIR": work / "baseline_images", "OUT": work / "baseline_out"}
-    rc, lines, _ = runner.run("baseline", [sys.executable, "-m", "src.tools.gpu_check", "--run-baseline",
-                                           str(script), "--result", str(out), "--device", device], 240,
-                              env={k: str(v) for k, v in env.items()})
+    argv = [sys.executable, "-m", "benchmarks.official_style_baseline", "--image-dir", str(pool),
+            "--num-images", str(size.baseline_images), "--image-size", str(size.image_size),
+            "--batch-size", str(size.batch), "--workers", str(size.workers), "--steps", str(size.baseline_steps),
+            "--model-name", size.model, "--device", device, "--json", str(out)]
+    rc, lines, _ = runner.run("baseline", argv, 240)
     if rc != 0 or not out.is_file():
-        raise CheckError(f"the baseline script failed (exit {rc}): {_tail(lines)}")
-    r = json.loads(out.read_text())
-    if device == "cuda" and ("loader_official_img_s" not in r or "model_official_img_s" not in r):
-        raise CheckError(f"the baseline measured no {'loader' if 'model_official_img_s' in r else 'step'} rate: "
-                         f"{r.get('loader_official_err', '')}", data=r)
-    return r
-
-
-def run_baseline_child(script: Path, result: Path, device: str) -> None:
-    """In the baseline's process: import the script by path, run its image, loader and official-step parts."""
-    import torch
-
-    spec = importlib.util.spec_from_file_location("official_style_baseline", script)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = mod  # type: ignore[union-attr]  # its Pool and DataLoader workers pickle by name
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    mod.make_images()
-    mod.bench_loaders()  # the official pipeline (randaugment package) and a torchvision-v2 one, on CPU workers
-    if device == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.reset_peak_memory_stats()
-        mod.results["model_official_img_s"] = mod.model_rate(False)
-        mod.results["model_official_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    result.write_text(json.dumps(mod.results, indent=1) + "\n")
+        raise CheckError(f"the baseline failed (exit {rc}): {_tail(lines)}")
+    return json.loads(out.read_text())
 
 
 def sync_check(runner: Runner, pool: Path, size: Size) -> dict:
-    rc, lines, _ = runner.run("sync", [sys.executable, "-m", "src.tools.gpu_check", "--run-sync-check", str(pool),
+    rc, lines, _ = runner.run("sync", [sys.executable, "-m", "benchmarks.gpu_check", "--run-sync-check", str(pool),
                                        "--image-size", str(size.image_size), "--batch", str(size.batch)], 120)
     if rc != 0:
         raise CheckError(f"host sync in the input path: {_tail(lines)}")
@@ -377,7 +354,7 @@ def closed_truncated_jpeg(data: bytes) -> bytes:
 
 
 def decode_check(runner: Runner, pool: Path, device: str) -> dict:
-    rc, lines, _ = runner.run("decode", [sys.executable, "-m", "src.tools.gpu_check", "--run-decode-check", str(pool),
+    rc, lines, _ = runner.run("decode", [sys.executable, "-m", "benchmarks.gpu_check", "--run-decode-check", str(pool),
                                          "--device", device], 60)
     if rc != 0:
         raise CheckError(f"the decode check did not run: {_tail(lines)}")
@@ -516,7 +493,6 @@ class Context:
     work: Path  # scratch: data, runs, site-packages
     size: Size
     device: str
-    baseline_script: Path | None
     wheels: Path | None
 
     @property
@@ -534,7 +510,7 @@ def plan(ctx: Context) -> list[tuple[str, str | None]]:
             ("decode", None),
             ("train", None),
             ("bench", None),
-            ("baseline", "no baseline script (--baseline PATH)" if on_cpu and not ctx.baseline_script else None),
+            ("baseline", None),
             ("bench-compile", no_compile),
             ("train-compile", no_compile)]
 
@@ -556,19 +532,15 @@ def _run_step(name: str, ctx: Context) -> dict:
                                 name == "train-compile", name)
     if name in ("bench", "bench-compile"):
         return bench(ctx.runner, pool, ctx.size, ctx.device, ctx.work, name == "bench-compile", name)
-    if ctx.baseline_script is None:
-        raise CheckError("no baseline script: copy ../shared/bench/official_style_baseline.py to .devcarry/ "
-                         "(make gpu-carry) or pass --baseline PATH")
-    return baseline(ctx.runner, ctx.baseline_script, ctx.size, ctx.device, ctx.work)
+    return baseline(ctx.runner, pool, ctx.size, ctx.device, ctx.work)
 
 
 def setup(ctx: Context) -> dict:
-    """Install missing wheels; pycocotools is needed everywhere, randaugment by the baseline on CUDA."""
+    """Install missing wheels (pycocotools: train.py and validate.py need it)."""
     result = install_missing_wheels(ctx.wheels, ctx.work / "site", ctx.runner)
-    needed = [m for m in result["missing"] if m == "pycocotools" or ctx.device == "cuda"]
-    if needed:
-        raise CheckError(f"python lacks {', '.join(needed)} and {ctx.wheels} holds no wheel for it: run "
-                         "`make gpu-carry` where pip reaches PyPI and carry .whl", data=result)
+    if result["missing"]:
+        raise CheckError(f"python lacks {', '.join(result['missing'])} and {ctx.wheels} holds no wheel for it: run "
+                         f"`make gpu-carry` where pip reaches PyPI and carry {CARRY_DIR}", data=result)
     return result
 
 
@@ -608,13 +580,10 @@ def run_check(args) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work / "site"), env.get("PYTHONPATH", "")) if p)
     (out / "gpu_check.log").write_text("")
     runner = Runner(out / "gpu_check.log", args.budget or size.budget_s, env)
-    baseline_script = Path(args.baseline) if args.baseline else next(
-        (p for p in (SHARED_BASELINE, CARRIED_BASELINE) if p.is_file()), None)
-    ctx = Context(runner, work, size, device, baseline_script, Path(args.wheels) if args.wheels else None)
+    ctx = Context(runner, work, size, device, Path(args.wheels) if args.wheels else None)
     report = {"device_type": device, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
               "size_name": "toy" if size is TOY else "full", "size": asdict(size),
-              "python": platform.python_version(), "cpus": os.cpu_count(),
-              "baseline_script": str(baseline_script) if baseline_script else None}
+              "python": platform.python_version(), "cpus": os.cpu_count()}
     runner.say(f"gpu-check ({device}), torch {torch.__version__}, {report['size_name']} size, "
                f"budget {runner.left():.0f} s, scratch {work}")
     try:
@@ -641,32 +610,25 @@ def run_check(args) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m src.tools.gpu_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="cuda: the check at full size; cpu: the rehearsal at toy size (default: cuda)")
     p.add_argument("--out", default="runs/gpu-check", help="folder for table.md, table.json, gpu_check.log")
-    p.add_argument("--baseline", default=None, metavar="PATH",
-                   help=f"the official-style baseline script (default: {SHARED_BASELINE.relative_to(ROOT.parent)} "
-                        f"beside the checkout, else .devcarry/{CARRIED_BASELINE.name})")
-    p.add_argument("--wheels", default=".whl", metavar="DIR",
-                   help="wheels of pycocotools / randaugment for a python that lacks them (default: .whl)")
+    p.add_argument("--wheels", default=CARRY_DIR, metavar="DIR",
+                   help=f"wheels of pycocotools for a python that lacks it (default: {CARRY_DIR})")
     p.add_argument("--work-dir", default=None, help="scratch folder for images and runs, kept (default: a temp "
                                                     "folder, removed at the end)")
     p.add_argument("--budget", default=None, type=float, metavar="S",
                    help=f"seconds for the whole check (default: {FULL.budget_s} full, {TOY.budget_s} toy)")
     p.add_argument("--toy", action="store_true", help="toy size on CUDA too (a quick look, not the measurement)")
-    p.add_argument("--run-baseline", default=None, help=argparse.SUPPRESS)  # the baseline step's own process
     p.add_argument("--run-sync-check", default=None, help=argparse.SUPPRESS)  # the sync step's own process
     p.add_argument("--run-decode-check", default=None, help=argparse.SUPPRESS)  # the decode step's own process
-    p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     p.add_argument("--image-size", default=None, type=int, help=argparse.SUPPRESS)
     p.add_argument("--batch", default=None, type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.baseline and not Path(args.baseline).is_file() and not args.run_baseline:
-        p.error(f"--baseline {args.baseline}: no such file")
     if args.budget is not None and args.budget <= 0:
         p.error("--budget must be positive")
-    if args.device == "cuda" and not (args.run_baseline or args.run_sync_check or args.run_decode_check):
+    if args.device == "cuda" and not (args.run_sync_check or args.run_decode_check):
         import torch
 
         if not torch.cuda.is_available():
@@ -676,9 +638,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.run_baseline:
-        run_baseline_child(Path(args.run_baseline), Path(args.result), args.device)
-        return 0
     if args.run_sync_check:
         run_sync_check_child(Path(args.run_sync_check), args.image_size, args.batch)
         return 0

@@ -1,6 +1,6 @@
 """`make demo`: the paper's comparison on the toy COCO, end to end with train.py's trainer, in minutes on a CPU.
 
-    python -m src.tools.demo [--losses BCE,Focal,Asl,Hill,SPLC] [--epochs N] [--train-images N]
+    python -m src.experiments.demo [--losses BCE,Focal,Asl,Hill,SPLC] [--epochs N] [--train-images N]
         [--image-size N] [--max-steps-per-epoch N] [--out-dir runs/demo] [--pretrain-epochs N]
 
 1. makes the toy COCO under data/ (once; cached by its manifest);
@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from src.tools.experiments import RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, train_run
-from src.tools.plot_metrics import RunMetrics, display_name, plot_runs
+from src.experiments.experiments import RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, train_run
+from src.run_metrics import RunMetrics
+from src.tools.plot_metrics import display_name, plot_runs
 
 __all__ = ["DEFAULT_LOSSES", "results_table", "main"]
 
@@ -57,7 +58,7 @@ def results_table(runs: Sequence[tuple[RunSpec, RunMetrics]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> str:
-    p = argparse.ArgumentParser(prog="python -m src.tools.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m src.experiments.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--losses", type=parse_losses, default=list(DEFAULT_LOSSES),
                    help=f"losses on the 40%%-left list (default: {','.join(DEFAULT_LOSSES)})")
     p.add_argument("--setting", default="0.4left", choices=["0.75left", "0.4left", "singlelabel"],

@@ -1,4 +1,4 @@
-"""The run planning of the toy experiments, shared by ``src.tools.demo`` and ``src.tools.reproduce``.
+"""The run planning of the toy experiments, shared by ``src.experiments.demo`` and ``src.experiments.reproduce``.
 
 A ``Recipe`` (model, image size, batch, epochs, lr, EMA, ...) is shared by every run of a comparison; a
 ``RunSpec`` names one run (loss, training list, seed, extra flags). ``prepare`` makes the toy COCO and, once per
@@ -23,7 +23,7 @@ from src.data.datasets import label_list_dataset
 from src.data.labels import LabelEntry, write_label_list
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import canonical_loss_name
-from src.tools.plot_metrics import RunMetrics, read_run
+from src.run_metrics import RunMetrics, read_run
 from src.toy.generate import make_toy_coco, make_toy_imagenet
 from src.toy.shapes import NUM_CLASSES as NUM_TOY_CLASSES
 from src.trainer import run_training
@@ -218,7 +218,7 @@ def parse_losses(text: str) -> list[str]:
 
 
 def add_size_args(p: argparse.ArgumentParser, defaults: Recipe = Recipe()) -> None:
-    """Flags that size the experiment (those of the demo and of src.tools.reproduce)."""
+    """Flags that size the experiment (those of the demo and of src.experiments.reproduce)."""
     p.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs per run (default: {defaults.epochs})")
     p.add_argument("--train-images", type=int, default=TRAIN_IMAGES,
                    help=f"toy COCO train images (default: {TRAIN_IMAGES})")

@@ -1,7 +1,7 @@
 """Training and evaluation throughput (images/s) on synthetic COCO-sized JPEGs, all parts in one run.
 
-    python -m src.tools.bench_throughput                       # 448 px, batch 128, resnet50, on cuda if present
-    python -m src.tools.bench_throughput --device cpu --num-images 32 --image-size 64 --batch-size 8 \
+    python -m benchmarks.bench_throughput                       # 448 px, batch 128, resnet50, on cuda if present
+    python -m benchmarks.bench_throughput --device cpu --num-images 32 --image-size 64 --batch-size 8 \
         --steps 2 --model-name resnet18                        # smoke test, seconds
 
 Parts (each timed after ``--warmup`` untimed steps; rates are images of data per second):
@@ -19,8 +19,8 @@ Parts (each timed after ``--warmup`` untimed steps; rates are images of data per
   (c) an official-style reference: PIL decode and ``src.data.official_reference.official_train_transform``
       (Resize((S, S)), CutoutPIL, the ``randaugment`` package's policy written with PIL, ToTensor) on the CPU
       workers; fp16 autocast + GradScaler, NCHW, plain Adam, an EMA looping over the state_dict
-      (e = d e + (1 - d) v), defined here. It runs in the same ``train_one_epoch`` harness, so only pipeline and
-      step differ. On the CPU it runs in float32 like (a). Also timed: its data pipeline alone.
+      (e = d e + (1 - d) v): the pieces of ``benchmarks.official_style_baseline``. It runs in the same
+      ``train_one_epoch`` harness, so only pipeline and step differ. On the CPU it runs in float32 like (a). Also timed: its data pipeline alone.
 
 Each rate is a long epoch's steady state, taken by ``TimedLoader`` around the batches that ``train_one_epoch`` /
 ``predict`` iterate (prepared by the same ``Prefetcher`` the trainer uses, placed before the timer): the device is
@@ -50,14 +50,14 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch import nn
+
+from benchmarks.official_style_baseline import EMA_DECAY, PilReferenceImages, StateDictEma
 
 if TYPE_CHECKING:
     from src.engine import Learner
     from src.trainer import Run
 
 NUM_CLASSES = 80
-EMA_DECAY = 0.9997
 COCO_TRAIN_IMAGES = 82_081
 COCO_VAL_IMAGES = 40_137
 PAPER_EPOCHS = 31
@@ -75,7 +75,7 @@ MIN_IMAGE_SCALE = 0.1  # the smallest COCO size (640 x 360) times this keeps roo
 
 def make_image(index: int, path: str, scale: float = 1.0) -> None:
     """Write one natural-looking JPEG: two octaves of smooth random colour, 3-9 random shapes, pixel noise.
-    ``scale`` shrinks the COCO size (the CPU rehearsal of src.tools.gpu_check uses 0.1)."""
+    ``scale`` shrinks the COCO size (the CPU rehearsal of benchmarks.gpu_check uses 0.1)."""
     if scale < MIN_IMAGE_SCALE:
         raise ValueError(f"image scale {scale} is below {MIN_IMAGE_SCALE}")
     rng = np.random.default_rng(index)
@@ -133,43 +133,6 @@ def random_entries(n: int, seed: int = 0):
 
 
 # --------------------------------------------------------------------------------------- official-style reference
-
-class PilReferenceImages(torch.utils.data.Dataset):
-    """The official pipeline on CPU workers: PIL open + convert('RGB'), then
-    ``src.data.official_reference.official_train_transform``. Samples are (image, target, index) like
-    ``MultiLabelImages``."""
-
-    def __init__(self, image_dir: Path, entries, image_size: int):
-        from src.data.official_reference import official_train_transform
-
-        self.image_dir, self.entries = image_dir, entries
-        self.tf = official_train_transform(image_size)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, index: int):
-        entry = self.entries[index]
-        img = Image.open(self.image_dir / entry.name).convert("RGB")
-        target = torch.zeros(NUM_CLASSES)
-        target[list(entry.labels)] = 1.0
-        return self.tf(img), target, index
-
-
-class StateDictEma:
-    """The official EMA: for every state_dict entry, e <- decay * e + (1 - decay) * v, one tensor at a time."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        import copy
-
-        self.module = copy.deepcopy(model).eval()
-        self.decay = decay
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for e, v in zip(self.module.state_dict().values(), model.state_dict().values()):
-            e.copy_(self.decay * e + (1.0 - self.decay) * v)
-
 
 def reference_learner(model_name: str, device: torch.device, label_store: torch.Tensor,
                       total_steps: int) -> "Learner":
@@ -394,7 +357,8 @@ def reference_parts(args, image_dir: Path, entries, label_store: torch.Tensor, r
     device = label_store.device
     ref = reference_learner(args.model_name, device, label_store, scheduled_steps(args, {"c"}))
     reset_peak(device)
-    ref_loader = cycling(PilReferenceImages(image_dir, entries, args.image_size), args, device)
+    ref_images = PilReferenceImages(image_dir, [e.name for e in entries], [e.labels for e in entries], args.image_size)
+    ref_loader = cycling(ref_images, args, device)
     ref_pre = lambda t: t.to(device, non_blocking=True)  # noqa: E731 (NCHW, as the official code)
     r["c_reference_img_s"] = measure(lambda L: train_steps(ref, L), ref_loader, args, device, ref_pre, 0)
     r["c_peak_gib"] = peak_gib(device)

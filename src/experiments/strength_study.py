@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from src.io_utils import atomic_write_text
-from src.tools.experiments import RunSpec
-from src.tools.plot_metrics import MetricsError, RunMetrics, read_run
+from src.experiments.experiments import RunSpec
+from src.run_metrics import MetricsError, RunMetrics, read_run
 
 __all__ = ["EXPORTED_FILES", "export_run", "exported_run", "load_study", "analyze_study", "study_markdown",
            "study_csv", "report_study"]

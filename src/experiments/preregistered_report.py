@@ -23,7 +23,7 @@ from typing import Sequence
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import loss_hyperparameters
 from src.tools.plot_metrics import display_name, loss_color
-from src.tools.preregistered import PROTOCOLS, Protocol, Run, is_exported, plan_runs
+from src.experiments.preregistered_plan import PROTOCOLS, Protocol, Run, is_exported, plan_runs
 
 __all__ = ["RunResult", "load_protocol", "report"]
 
