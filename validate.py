@@ -110,7 +110,7 @@ def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bo
 def input_pipeline(gpu_pipeline: str, image_size: int, device: torch.device):
     """(dataset transform, raw bytes?, batch preprocess): decode on the device (--gpu-pipeline) or in the workers."""
     if gpu_pipeline == "on" or (gpu_pipeline == "auto" and device.type == "cuda"):
-        from src.data.gpu_pipeline import GpuEvalPreprocess
+        from src.data.gpu_pipeline import GpuEvalPreprocess  # lazy: loads the GPU decode
         return None, True, GpuEvalPreprocess(image_size, device)
     return val_transform(image_size), False, to_device(device)
 

@@ -36,6 +36,7 @@ cycle over them for as many steps as asked.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import multiprocessing
@@ -45,17 +46,28 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torchvision
 from PIL import Image, ImageDraw
 
 from benchmarks.official_style_baseline import EMA_DECAY, PilReferenceImages, StateDictEma
+from src.data.builders import Datasets
+from src.data.datasets import MultiLabelImages, collate_multilabel
+from src.data.gpu_pipeline import GpuTrainPreprocess
+from src.data.labels import LabelEntry
+from src.data.prefetch import Prefetcher
+from src.distributed import DistInfo
+from src.engine import Compute, Learner, predict, train_one_epoch
+from src.errors import report_user_errors
+from src.io_utils import atomic_write_text
+from src.loss_functions.losses import build_loss
+from src.models import check_model_name, create_model
+from src.trainer import Run, build_run, input_pipeline, resolve_compute
+from src.training_flags import add_training_args
 
-if TYPE_CHECKING:
-    from src.engine import Learner
-    from src.trainer import Run
 
 NUM_CLASSES = 80
 COCO_TRAIN_IMAGES = 82_081
@@ -124,8 +136,6 @@ def make_images(image_dir: Path, n: int, processes: int, scale: float = 1.0) -> 
 
 def random_entries(n: int, seed: int = 0):
     """1-4 random positive classes per image (COCO averages 2.9)."""
-    from src.data.labels import LabelEntry
-
     rng = np.random.default_rng(seed)
     return [LabelEntry(name, tuple(sorted(int(c) for c in rng.choice(NUM_CLASSES, int(rng.integers(1, 5)),
                                                                         replace=False))))
@@ -135,14 +145,10 @@ def random_entries(n: int, seed: int = 0):
 # --------------------------------------------------------------------------------------- official-style reference
 
 def reference_learner(model_name: str, device: torch.device, label_store: torch.Tensor,
-                      total_steps: int) -> "Learner":
+                      total_steps: int) -> Learner:
     """The official-style step: the model in NCHW from seed 0 (as the project's run), plain Adam (lr 1e-4) over
     every parameter, ``StateDictEma``, OneCycle over ``total_steps``, Hill loss; fp16 autocast + GradScaler on
     CUDA, float32 on the CPU."""
-    from src.engine import Compute, Learner
-    from src.loss_functions.losses import build_loss
-    from src.models import create_model
-
     torch.manual_seed(0)
     model = create_model(model_name, NUM_CLASSES).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -169,8 +175,6 @@ class CycleSampler(torch.utils.data.Sampler[int]):
 
 
 def make_loader(dataset, sampler: CycleSampler, args, device: torch.device):
-    from src.data.datasets import collate_multilabel
-
     return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                                        num_workers=args.workers, collate_fn=collate_multilabel, drop_last=True,
                                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
@@ -222,8 +226,6 @@ def measure(epoch: Callable[[object], object], loader_of: Callable[[int], object
     ``train_one_epoch`` and ``predict`` would wrap them, but outside the timer: the clock reads when the step takes
     a batch, not when the prefetch thread fetches it (which runs up to ``prefetch`` batches earlier).
     """
-    from src.data.prefetch import Prefetcher
-
     def batches(n: int):
         loader = loader_of(n)
         return loader if preprocess is None else Prefetcher(loader, preprocess, device, prefetch)
@@ -234,10 +236,8 @@ def measure(epoch: Callable[[object], object], loader_of: Callable[[int], object
     return timed.rate
 
 
-def train_steps(learner: "Learner", batches) -> dict:
+def train_steps(learner: Learner, batches) -> dict:
     """``src.engine.train_one_epoch`` over batches that ``measure`` has prepared (silent: no progress)."""
-    from src.engine import train_one_epoch
-
     return train_one_epoch(learner, batches, 0)
 
 
@@ -247,8 +247,6 @@ def peak_gib(device: torch.device) -> float | None:
 
 def reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
-        import gc
-
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -266,16 +264,10 @@ def scheduled_steps(args, parts: set[str]) -> int:
     return (args.warmup + args.steps) * max(len(parts), 1) + 8
 
 
-def training_run(args, image_dir: Path, entries) -> "Run":
+def training_run(args, image_dir: Path, entries) -> Run:
     """What train.py builds for these images, through ``src.trainer.build_run``: the recipe's defaults, Hill loss,
     random initial weights, at the benchmark's model, size, batch and device; its schedule long enough for every
     training part."""
-    from src.data.builders import Datasets
-    from src.data.datasets import MultiLabelImages
-    from src.distributed import DistInfo
-    from src.trainer import build_run, input_pipeline, resolve_compute
-    from src.training_flags import add_training_args
-
     per_epoch = math.ceil(args.num_images / args.batch_size)  # the run's own DataLoader: its schedule counts these
     epochs = math.ceil(scheduled_steps(args, set(args.parts) & set(TRAINING_PARTS)) / per_epoch)
     flags = ["--model-name", args.model_name, "--image-size", str(args.image_size), "-b", str(args.batch_size),
@@ -286,16 +278,13 @@ def training_run(args, image_dir: Path, entries) -> "Run":
     compute = resolve_compute(train_args, DistInfo())
     pipeline = input_pipeline(train_args, compute.device)
     if args.sync_free_augment and pipeline.raw:
-        from src.data.gpu_pipeline import GpuTrainPreprocess
         pipeline.train_pre = GpuTrainPreprocess(args.image_size, compute.device, sync_free=True)
     train, test = (MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=tf, raw=pipeline.raw)
                    for tf in (pipeline.train_tf, pipeline.val_tf))
     return build_run(train_args, Datasets(train, test, NUM_CLASSES, str(image_dir)), compute, pipeline)
 
 
-def describe(args, run: "Run") -> dict:
-    import torchvision
-
+def describe(args, run: Run) -> dict:
     device = run.compute.device
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "torchvision": torchvision.__version__,
@@ -317,10 +306,8 @@ def cycling(dataset, args, device: torch.device) -> Callable[[int], object]:
     return loader_of
 
 
-def project_parts(args, run: "Run", r: dict) -> None:
+def project_parts(args, run: Run, r: dict) -> None:
     """(a), (a) without the overlap, (b), the data pipeline alone, evaluation: figures into ``r``."""
-    from src.engine import predict
-
     device, parts, learner = run.compute.device, set(args.parts), run.learner
     train_loader = cycling(run.data.train, args, device) if parts & {"a", "a-serial", "data"} else None
     if "a" in parts:
@@ -485,8 +472,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--prefetch must be >= 0")
     if args.threads is not None and args.threads <= 0:
         p.error("--threads must be positive")
-    from src.models import check_model_name
-
     try:
         args.model_name = check_model_name(args.model_name)
     except argparse.ArgumentTypeError as e:
@@ -495,8 +480,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from src.errors import report_user_errors
-
     args = parse_args(argv)
     threads, cudnn_benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:
@@ -515,8 +498,6 @@ def main(argv: list[str] | None = None) -> dict:
     line = json.dumps(r)
     print(line, flush=True)
     if args.json:
-        from src.io_utils import atomic_write_text
-
         atomic_write_text(args.json, line + "\n")
     return r
 

@@ -47,6 +47,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+from PIL import Image
+
+from benchmarks.bench_throughput import make_images, random_entries
+from src.data.augment import BatchAugment
+from src.data.gpu_pipeline import GpuTrainPreprocess, decode_images, decode_resize
+from src.data.labels import LabelEntry, write_label_list
+from src.data.prefetch import Prefetcher
+
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 80
 WHEEL_MODULES = ("pycocotools",)  # import names = wheel names here
@@ -180,9 +189,6 @@ def install_missing_wheels(wheels: Path | None, site: Path, runner: Runner) -> d
 
 def make_coco_layout(root: Path, size: Size) -> dict:
     """Synthetic JPEGs (bench_throughput.make_images, COCO sizes x image_scale) as a COCO 2014 folder."""
-    from src.data.labels import LabelEntry, write_label_list
-    from benchmarks.bench_throughput import make_images, random_entries
-
     pool = root / "pool"
     n = size.train_images + size.val_images
     seconds = make_images(pool, n, os.cpu_count() or 1, scale=size.image_scale)
@@ -202,8 +208,6 @@ def make_coco_layout(root: Path, size: Size) -> dict:
 
 def _instances(entries, image_dir: Path) -> dict:
     """A minimal COCO instances dict: one whole-image box per positive label, categories 1..80."""
-    from PIL import Image
-
     images, anns = [], []
     for i, e in enumerate(entries, start=1):
         w, h = Image.open(image_dir / e.name).size
@@ -311,12 +315,6 @@ def sync_check(runner: Runner, pool: Path, size: Size) -> dict:
 def run_sync_check_child(pool: Path, image_size: int, batch: int) -> None:
     """GpuTrainPreprocess's augmentation (after its decode, which waits for its own stream by design) and the
     Prefetcher's handover under set_sync_debug_mode('error'), after one warm-up batch."""
-    import torch
-
-    from src.data.augment import BatchAugment
-    from src.data.gpu_pipeline import GpuTrainPreprocess, decode_resize
-    from src.data.prefetch import Prefetcher
-
     files = sorted(pool.glob("*.jpg"))[:batch]
     raw = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
     pre = GpuTrainPreprocess(image_size, "cuda")
@@ -364,10 +362,6 @@ def decode_check(runner: Runner, pool: Path, device: str) -> dict:
 def run_decode_check_child(pool: Path, device: str) -> None:
     """What the training pipeline's decoder does with a JPEG cut short and closed with FF D9: an error naming the
     file (the CPU decoder's libjpeg warning is turned into one), or pixels, compared with the intact file's."""
-    import torch
-
-    from src.data.gpu_pipeline import decode_images
-
     path = sorted(pool.glob("*.jpg"))[0]
     data = path.read_bytes()
     as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8)  # noqa: E731
@@ -568,8 +562,6 @@ def run_steps(ctx: Context) -> tuple[list[StepResult], dict]:
 
 
 def run_check(args) -> int:
-    import torch
-
     device = args.device
     size = TOY if (device == "cpu" or args.toy) else FULL
     out = Path(args.out)
@@ -629,8 +621,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.budget is not None and args.budget <= 0:
         p.error("--budget must be positive")
     if args.device == "cuda" and not (args.run_sync_check or args.run_decode_check):
-        import torch
-
         if not torch.cuda.is_available():
             p.error("--device cuda: CUDA is not available here (the CPU rehearsal is --device cpu)")
     return args

@@ -26,10 +26,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from timm.models import get_pretrained_cfg
 from torch import nn
 
 from src.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_finite_weights, load_file, load_weights
 from src.data.class_names import ClassNamesError, check_class_names, index_names
+from src.data.datasets import coco_category_names
 from src.data.image_files import IMAGE_SUFFIXES
 from src.errors import UserError
 from src.io_utils import atomic_write
@@ -104,8 +106,6 @@ def resolve(flag: str, given, meta: dict, fallback, parser: argparse.ArgumentPar
 
 def head_classes(model_name: str, state_dict: dict[str, torch.Tensor]) -> int | None:
     """Rows of the classifier weight of ``model_name`` in a foreign state dict, None when it is not there."""
-    from timm.models import get_pretrained_cfg
-
     cfg = get_pretrained_cfg(model_name)
     classifier = getattr(cfg, "classifier", None) if cfg is not None else None
     if not classifier:
@@ -174,8 +174,6 @@ def check_output_path(flag: str, output: str | os.PathLike | None, inputs: Seque
 
 def coco_class_names(data: str | os.PathLike) -> list[str]:
     """Category names (sorted by id) of a COCO root's annotations/instances_val2014.json, or of a .json file."""
-    from src.data.datasets import coco_category_names
-
     path = Path(data)
     ann = path if path.suffix == ".json" else path / "annotations" / "instances_val2014.json"
     try:

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
 
+import torch
+
 from src.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -90,8 +92,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
-    import torch
-
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 

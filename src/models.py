@@ -31,7 +31,12 @@ from urllib.request import getproxies
 import timm
 import torch
 import torch.nn as nn
+from huggingface_hub import constants, try_to_load_from_cache
+from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.file_download import repo_folder_name
+from safetensors.torch import load_file as load_safetensors
 from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_model_name_tag
+from timm.utils import unwrap_model
 
 from src.checkpoint import check_finite_weights
 from src.checkpoint import load_file as load_torch_file
@@ -140,8 +145,6 @@ class HubWeights:
 
     def cached_file(self) -> Path | None:
         """The weights file already on this machine: the hub cache, else torch.hub's checkpoint folder."""
-        from huggingface_hub import try_to_load_from_cache
-
         if self.repo_id:
             repo, _, revision = self.repo_id.partition("@")
             for filename in self.filenames:
@@ -156,8 +159,6 @@ class HubWeights:
 
     def download_url(self) -> str:
         if self.repo_id:
-            from huggingface_hub import constants
-
             repo, _, revision = self.repo_id.partition("@")
             return f"{constants.ENDPOINT}/{repo}/resolve/{revision or 'main'}/{self.filenames[0]}"
         return self.url or "?"
@@ -170,8 +171,6 @@ def _download_blocker(weights: HubWeights) -> str | None:
     proxy the environment names, no retries and no redirect followed. Any HTTP status counts as an answer; a
     refused connection, a failed TLS handshake or silence does not (a proxy that accepts the connection but
     never completes TLS would otherwise cost the downloader's minute of retries)."""
-    from huggingface_hub import constants
-
     if weights.repo_id and constants.is_offline_mode():
         return "HF_HUB_OFFLINE is set"
     url = weights.download_url() if weights.repo_id else weights.url or ""
@@ -200,7 +199,7 @@ def _head_request_problem(url: str) -> str | None:
     """Why a HEAD request to ``url`` gets no HTTP answer, or None (any status, redirects included)."""
     context = ssl.create_default_context()
     try:
-        import certifi  # the bundle the downloader verifies with, where installed
+        import certifi  # lazy: optional; the bundle the downloader verifies with, where installed
 
         context.load_verify_locations(certifi.where())
     except (ImportError, OSError):
@@ -219,9 +218,6 @@ def _head_request_problem(url: str) -> str | None:
 
 
 def _unavailable_message(weights: HubWeights, reason: str) -> str:
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
     if weights.repo_id:
         repo = weights.repo_id.partition("@")[0]
         folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
@@ -264,8 +260,6 @@ def _imagenet_model(name: str, num_classes: int, image_size: int) -> tuple[nn.Mo
                              f"{str(e).splitlines()[0] if str(e) else ''}): delete that file to download it again, "
                              "or pass --pretrained PATH or none") from None
     else:
-        from huggingface_hub.errors import EntryNotFoundError
-
         try:
             model = timm.create_model(weights.name, pretrained=True, num_classes=num_classes)
         except (OSError, EntryNotFoundError) as e:
@@ -417,8 +411,6 @@ def _share_present(model: nn.Module, state_dict: Mapping[str, Any]) -> float:
 def _timm_checkpoint_filter(model: nn.Module) -> Callable | None:
     """timm's ``checkpoint_filter_fn(state_dict, model)`` of the module defining the model's class, if any:
     the function timm's own pretrained loading applies to that architecture's foreign checkpoints."""
-    from timm.utils import unwrap_model
-
     module = sys.modules.get(type(unwrap_model(model)).__module__)
     fn = getattr(module, "checkpoint_filter_fn", None)
     return fn if callable(fn) else None
@@ -431,8 +423,6 @@ def convert_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     whether the result fits is for the caller's load to decide. BatchNorm step counters (num_batches_tracked)
     that the file lacks (old torchvision files, ASL's in-place-ABN) are taken from the model, so that a strict
     load of a complete file succeeds."""
-    from timm.utils import unwrap_model
-
     converted = dict(state_dict)
     stripped = True
     while stripped:
@@ -455,9 +445,7 @@ def _read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"pretrained weights not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(path, device="cpu")
+            obj = load_safetensors(path, device="cpu")
         else:  # the project's loader: CRC check, torch.load(weights_only=True), a CheckpointError naming the file
             obj = load_torch_file(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from timm.utils import random_seed
+from timm.optim import param_groups_weight_decay
+from timm.utils import ModelEmaV3, random_seed
 from torch import nn
 
 from src.checkpoint import (CheckpointError, load_checkpoint, load_weights, plain, rng_state, save_checkpoint,
                             set_rng_state)
 from src.cli import torchrun_hint
+from src.data.augment import train_transform, val_transform
 from src.data.builders import Datasets
 from src.data.datasets import MultiLabelImages, collate_multilabel, split_holdout
 from src.data.labels import list_fingerprint, read_label_list
@@ -84,10 +86,9 @@ def input_pipeline(args: argparse.Namespace, device: torch.device) -> InputPipel
     if args.gpu_pipeline == "on" or (args.gpu_pipeline == "auto" and device.type == "cuda"):
         if args.skip_bad_images:
             raise UserError("--skip-bad-images needs the CPU input pipeline: add --gpu-pipeline off")
-        from src.data.gpu_pipeline import GpuEvalPreprocess, GpuTrainPreprocess
+        from src.data.gpu_pipeline import GpuEvalPreprocess, GpuTrainPreprocess  # lazy: loads the GPU decode
         return InputPipeline(None, None, True, GpuTrainPreprocess(args.image_size, device),
                              GpuEvalPreprocess(args.image_size, device))
-    from src.data.augment import train_transform, val_transform
     return InputPipeline(train_transform(args.image_size), val_transform(args.image_size), False,
                          to_device(device), to_device(device))
 
@@ -280,9 +281,6 @@ def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compu
     """The model on the device, its EMA, Adam with weight decay on weights only, OneCycle stepped per batch, the
     GradScaler (fp16 only), the loss, the DDP / compile wrappers, the label store and the oracle. With
     --freeze-backbone all of these but the label store and the oracle are the classifier's alone."""
-    from timm.optim import param_groups_weight_decay
-    from timm.utils import ModelEmaV3
-
     device = compute.device
     model.to(device)
     if device.type == "cuda":

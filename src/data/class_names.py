@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from src.data.shipped import refuse_shipped
 from src.errors import UserError
+from src.io_utils import atomic_write_text
 
 __all__ = ["COCO_2014_CATEGORIES", "NUS_WIDE_CLASSES", "ClassNamesError", "read_class_names", "read_classes_flag",
            "index_names", "check_class_names", "write_class_names"]
@@ -113,9 +115,6 @@ def check_class_names(names: list[str], num_classes: int, source: str) -> list[s
 
 def write_class_names(path: str | os.PathLike, names: list[str]) -> Path:
     """Write ``names`` one per line (the ``--classes`` format), atomically; each must read back as itself."""
-    from src.data.shipped import refuse_shipped
-    from src.io_utils import atomic_write_text
-
     refuse_shipped([path])
     seen: set[str] = set()
     for k, name in enumerate(names):

@@ -228,7 +228,7 @@ def label_list_dataset(
 
 def _load_coco(ann_file: str | os.PathLike):
     try:
-        from pycocotools.coco import COCO
+        from pycocotools.coco import COCO  # lazy: optional, only COCO instances files need it
     except ImportError as e:
         raise ImportError("reading COCO instances files needs pycocotools (pip install pycocotools)") from e
     if not Path(ann_file).is_file():

@@ -15,11 +15,15 @@ import re
 import sys
 import tempfile
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
 import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import to_dtype
 
 from src.errors import UserError
 
@@ -94,8 +98,6 @@ def _native_messages() -> Iterator[list[str]]:
 
 def _pil_rgb(data: torch.Tensor, path) -> torch.Tensor:
     """PIL's decode of the formats torchvision does not read (BMP, TIFF, ...), as uint8 RGB (3, H, W)."""
-    from PIL import Image
-
     with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
         im.load()
         if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: keep the top 8 bits
@@ -111,8 +113,6 @@ def _pil_rgb(data: torch.Tensor, path) -> torch.Tensor:
 def max_pixels() -> int:
     """The most pixels an image may have: PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
     about 89 million: 268 MB as 8-bit RGB), applied to every decoder."""
-    from PIL import Image
-
     return int(Image.MAX_IMAGE_PIXELS or 0)
 
 
@@ -120,10 +120,6 @@ def check_pixel_count(data: torch.Tensor, path: str | os.PathLike) -> None:
     """BadImageError naming ``path`` when its header declares more than ``max_pixels()`` pixels, read from the
     header alone (PIL), before any decoder allocates them: a 432 KB PNG can declare 20000 x 20000. A file PIL
     cannot identify is left to the decoders."""
-    import warnings
-
-    from PIL import Image
-
     limit = max_pixels()
     if not limit:
         return
@@ -154,9 +150,6 @@ def decode_rgb(data: np.ndarray | torch.Tensor, path: str | os.PathLike) -> torc
     decoder reads, and a JPEG libjpeg reports corrupt data in (e.g. "Premature end of JPEG file" for a file cut
     short and closed with FF D9). The decoder's other messages are logged with the file name.
     """
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import to_dtype
-
     data = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
     check_jpeg_complete(data, path)
     check_pixel_count(data, path)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from src.data.shipped import refuse_shipped
 from src.errors import UserError
 from src.io_utils import atomic_write_text
 
@@ -153,8 +154,6 @@ def format_label_line(entry: LabelEntry) -> str:
 def write_label_list(path: str | os.PathLike, entries: Iterable[LabelEntry]) -> Path:
     """Write ``entries`` as ``name,i j k`` lines, atomically; validate them first so the file reads back.
     A list shipped in dataset/ (named in its SHA256SUMS) is never overwritten (``src.data.shipped``)."""
-    from src.data.shipped import refuse_shipped
-
     refuse_shipped([path])
     lines = []
     seen: set[str] = set()

@@ -13,6 +13,9 @@ import random
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from torchvision import transforms as T
+
+from src.data.augment import OPS, magnitude_value
 
 __all__ = ["FILL", "CUTOUT_OP_FILL", "pil_cutout", "pil_op", "pil_randaugment", "official_train_transform"]
 
@@ -79,8 +82,6 @@ def pil_op(img: Image.Image, op: str, v, sign: float = 1.0, center: tuple[int, i
 
 def pil_randaugment(img: Image.Image) -> Image.Image:
     """Two uniform draws from the (op, magnitude 1..9) list, each applied with probability 0.5, sign +-1."""
-    from src.data.augment import OPS, magnitude_value
-
     for _ in range(2):
         op, m = random.choice(OPS), random.randint(1, 9)
         if random.random() < 0.5:
@@ -90,6 +91,4 @@ def pil_randaugment(img: Image.Image) -> Image.Image:
 
 def official_train_transform(image_size: int):
     """The official training transform on a PIL RGB image: Resize((S, S)), CutoutPIL(0.5), RandAugment, ToTensor."""
-    from torchvision import transforms as T
-
     return T.Compose([T.Resize((image_size, image_size)), pil_cutout, pil_randaugment, T.ToTensor()])

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from src.experiments.preregistered_plan import PROTOCOLS, Protocol, Run, is_exported, plan_runs
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import loss_hyperparameters
 from src.tools.plot_metrics import display_name, loss_color
-from src.experiments.preregistered_plan import PROTOCOLS, Protocol, Run, is_exported, plan_runs
 
 __all__ = ["RunResult", "load_protocol", "report"]
 
@@ -159,7 +161,7 @@ def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], plan
 
 
 def _figure_questions(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
-    import matplotlib
+    import matplotlib  # lazy: heavy, and only the figures need it
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -193,10 +195,9 @@ def _figure_questions(p: Protocol, results: Sequence[RunResult], out: Path) -> P
 
 
 def _figure_auroc(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
-    import matplotlib
+    import matplotlib  # lazy: heavy, and only the figures need it
 
     matplotlib.use("Agg")
-    import numpy as np
     from matplotlib.figure import Figure
 
     missing = [s for s in p.settings if s != "full"]

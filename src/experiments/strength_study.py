@@ -19,6 +19,7 @@ from typing import Sequence
 from src.io_utils import atomic_write_text
 from src.experiments.experiments import RunSpec
 from src.run_metrics import MetricsError, RunMetrics, read_run
+from src.tools.plot_metrics import plot_strength_gap
 
 __all__ = ["EXPORTED_FILES", "export_run", "exported_run", "load_study", "analyze_study", "study_markdown",
            "study_csv", "report_study"]
@@ -199,8 +200,6 @@ def study_csv(study: dict) -> str:
 def report_study(export_root: Path, pics: Path, losses: Sequence[str], settings: Sequence[str],
                  expected_seeds: int) -> dict:
     """Analyse the exported study: EXPORT_ROOT/analysis.{md,csv} and PICS/strength_gap.png."""
-    from src.tools.plot_metrics import plot_strength_gap
-
     study = analyze_study(load_study(export_root))
     if not study["cells"]:
         raise SystemExit(f"{export_root}: no finished runs to analyse")

@@ -38,8 +38,10 @@ import numpy as np
 
 from src.data.class_names import read_classes_flag, write_class_names
 from src.data.converters import Converted, read_cub, read_label_csv, read_voc
+from src.data.datasets import coco_entries_from_instances
 from src.data.labels import LabelEntry, label_stats, read_label_list, write_label_list
 from src.data.missing_labels import bernoulli_keep, drop_labels, missing_label_lists, write_lists
+from src.data.nus_release import read_nus_release
 from src.data.shipped import refuse_shipped
 from src.errors import report_user_errors
 
@@ -132,8 +134,6 @@ def _add_converter_args(g) -> None:
 
 def _nus_full_list(args: argparse.Namespace) -> tuple[list[LabelEntry], int]:
     """The full list from the NUS-WIDE release files, saying what was left out and why."""
-    from src.data.nus_release import read_nus_release
-
     read = read_nus_release(args.nus_release, args.nus_images)
     if args.num_classes is not None and args.num_classes != len(read.concepts):
         raise SystemExit(f"--num-classes {args.num_classes} but {args.nus_release} lists {len(read.concepts)} concepts")
@@ -208,8 +208,6 @@ def _make(args: argparse.Namespace) -> dict[str, Path]:
     if args.nus_release is not None:
         full, num_classes = _nus_full_list(args)
     elif args.instances is not None:
-        from src.data.datasets import coco_entries_from_instances
-
         full, names = coco_entries_from_instances(args.instances)
         if args.num_classes is not None and args.num_classes != len(names):
             raise SystemExit(f"--num-classes {args.num_classes} but {args.instances} has {len(names)} categories")

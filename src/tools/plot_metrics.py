@@ -108,7 +108,7 @@ def draw_runs(runs: Sequence[RunMetrics], map_style: str = "max", labels: Sequen
     A full-label run (``is_full_label``) is drawn in the mAP panel as a dashed horizontal line at its best
     mAP, labelled as the upper bound, not as one more curve. Each loss has its colour (``loss_color``).
     """
-    import matplotlib
+    import matplotlib  # lazy: heavy, and only the figures need it
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -197,7 +197,7 @@ def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
     ``gaps``: dicts with strength, setting, loss, mean, std (None: no error bar), ref_mean, ref_std, n, as
     src.experiments.strength_study.analyze_study makes them; a gap without a reference mAP is left out.
     """
-    import matplotlib
+    import matplotlib  # lazy: heavy, and only the figures need it
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure

@@ -288,7 +288,7 @@ def _check_sizes(**sizes: int) -> None:
 
 def write_preview(root: str | os.PathLike, png: str | os.PathLike, n: int = 8, max_labels: int = 4) -> Path:
     """A grid of the first ``n`` train images with at most ``max_labels`` labels, boxes and class names."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: heavy, and only the preview needs it
     from matplotlib.patches import Rectangle
 
     root = Path(root)
