@@ -69,7 +69,7 @@ def test_validate_reads_dataparallel_state_dict(toy_coco, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--loss", "Nope"], "unknown loss 'Nope'; known losses: BCE"),
     (["--model-name", "resnet5O"], "resnet50"),
-    (["--num-classes", "80"], "disagrees with the data"),
+    (["--num-classes", "24"], "disagrees with the data"),
     (["--tau", "0.7"], "tau"),                      # Hill takes no tau
     (["--stop-epoch", "5"], "--stop-epoch"),
     (["--val-split", "1.5"], "--val-split"),

@@ -124,7 +124,7 @@ def test_a_class_count_that_differs_from_the_data_names_the_checkpoint_not_a_fla
     model["fc.bias"] = torch.zeros(30)
     other = rewritten(run, tmp_path, model=model, num_classes=30, class_names=None)
     err = exit_message(capsys, "--model-path", other, "--data", toy_coco)
-    assert f"{other} has 30 classes, the data" in err and "has 24" in err and "--num-classes" not in err
+    assert f"{other} has 30 classes, the data" in err and "has 80" in err and "--num-classes" not in err
 
 
 def test_cf1_and_the_official_f_c_are_printed_under_their_own_names(run, toy_coco, tmp_path, capsys):
