@@ -443,7 +443,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", default=3, type=int, help="untimed steps before each part (default: 3)")
     p.add_argument("--workers", default=min(16, os.cpu_count() or 1), type=int,
                    help="DataLoader workers (default: min(16, CPU count))")
-    p.add_argument("--model-name", default="resnet50", help="timm model name (default: resnet50)")
+    p.add_argument("--model-name", default="resnet50", type=check_model_name,
+                   help="timm model name (default: resnet50)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model for (a) and (b)")
     p.add_argument("--cpu-pipeline", action="store_true", help="(a) and eval decode and augment on CPU workers")
     p.add_argument("--threads", default=None, type=int,
@@ -472,10 +473,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--prefetch must be >= 0")
     if args.threads is not None and args.threads <= 0:
         p.error("--threads must be positive")
-    try:
-        args.model_name = check_model_name(args.model_name)
-    except argparse.ArgumentTypeError as e:
-        p.error(f"--model-name: {e}")
     return args
 
 

@@ -186,7 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", default=16, type=int, help="DataLoader workers (default: 16)")
     p.add_argument("--steps", default=20, type=int, help="timed training steps (default: 20)")
     p.add_argument("--warmup", default=5, type=int, help="untimed steps before them (default: 5)")
-    p.add_argument("--model-name", default="resnet50", help="timm model name (default: resnet50)")
+    p.add_argument("--model-name", default="resnet50", type=check_model_name,
+                   help="timm model name (default: resnet50)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cuda, cpu, cuda:1, ... (default: cuda if present)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
@@ -198,10 +199,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--workers and --warmup must be >= 0")
     if not Path(args.image_dir).is_dir():
         p.error(f"--image-dir {args.image_dir}: no such folder")
-    try:
-        args.model_name = check_model_name(args.model_name)
-    except argparse.ArgumentTypeError as e:
-        p.error(f"--model-name: {e}")
     return args
 
 

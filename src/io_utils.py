@@ -5,6 +5,8 @@
 * ``RunFolderLock``: an exclusive lock on ``FOLDER/.lock``, held by one process for a whole run; a
   second process is refused at once with the holder's pid.
 * ``remove_stale_temporaries``: the ``.NAME.*.tmp`` files a writer killed mid-write leaves behind.
+* ``read_text_lines``: the lines of a user's text file (a label list, class names), read the same whichever
+  editor wrote it; a file that cannot be read is an error naming it.
 """
 from __future__ import annotations
 
@@ -155,3 +157,24 @@ class RunFolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def read_text_lines(path: str | os.PathLike, error: type[Exception]) -> list[str]:
+    """The lines of a UTF-8 text file, without a byte-order mark, ``\r`` line ends or trailing blank lines.
+
+    Lines split at ``\n`` only (``str.splitlines`` would also split at form feeds and other rare characters
+    inside a name). A missing, unreadable or non-UTF-8 file raises ``error`` with a message naming ``path``.
+    """
+    path = Path(path)
+    try:  # utf-8-sig: a byte-order mark, as some editors write one, is not part of the first line
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:  # a folder, no permission, an I/O error
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines

@@ -18,9 +18,9 @@ def dataset_dir() -> Path:
 @pytest.fixture(scope="session")
 def toy_coco(tmp_path_factory) -> Path:
     """A tiny toy COCO (48 train + 24 val images, 40 px, seed 0) in the real layout, made once per session."""
-    from src.toy.generate import make_toy_coco
+    from src.toy.generate import ToyCoco, make_toy_coco
 
-    return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), seed=0, train=48, val=24, image_size=40,
+    return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), ToyCoco(seed=0, train=48, val=24, image_size=40),
                          workers=1, verbose=False)
 
 

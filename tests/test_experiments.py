@@ -68,8 +68,8 @@ def _fake_pretraining(monkeypatch, tmp_path):
     """pretrain() with the toy ImageNet and the training replaced: returns the calls it made."""
     calls = []
 
-    def fake_imagenet(out, seed, **kw):
-        calls.append(("imagenet", Path(out).name, seed))
+    def fake_imagenet(out, spec, **kw):
+        calls.append(("imagenet", Path(out).name, spec.seed))
         return Path(out)
 
     def fake_train(argv, run_dir, epochs, parser, build):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from src.io_utils import (FolderInUseError, RunFolderLock, WriteError, atomic_torch_save, atomic_write,
-                          remove_stale_temporaries)
+                          read_text_lines, remove_stale_temporaries)
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = "import sys, time; from src.io_utils import RunFolderLock; RunFolderLock(sys.argv[1]).acquire(); " \
@@ -95,3 +95,20 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
         (tmp_path / name).write_text("x")
     assert sorted(p.name for p in remove_stale_temporaries(tmp_path)) == sorted(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_read_text_lines_reads_what_common_editors_write(tmp_path):
+    f = tmp_path / "names.txt"
+    f.write_bytes("\ufeffperson\r\nbicycle\x0ccar\r\n\r\n\n".encode("utf-8"))  # BOM, CRLF, a form feed in a name
+    assert read_text_lines(f, ValueError) == ["person", "bicycle\x0ccar"]
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such file"), (b"\xff\xfe", "not UTF-8 text")])
+def test_read_text_lines_names_the_file_it_cannot_read(tmp_path, content, message):
+    f = tmp_path / "list.txt"
+    if content is not None:
+        f.write_bytes(content)
+    with pytest.raises(ValueError, match=f"list.txt: {message}"):
+        read_text_lines(f, ValueError)
+    with pytest.raises(ValueError, match="cannot read"):
+        read_text_lines(tmp_path, ValueError)  # a folder

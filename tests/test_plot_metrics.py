@@ -125,8 +125,8 @@ def test_the_full_label_run_is_a_dashed_upper_bound_line(tmp_path):
     assert is_full_label(full) and not is_full_label(bce40)
     fig = draw_runs([bce40, full], panels=("map", "missing"))
     lines = _lines(fig.axes[0])
-    assert set(lines) == {"BCE (0.4left)", "BCE (full): upper bound (best 45.0)"}
-    ref = lines["BCE (full): upper bound (best 45.0)"]
+    assert set(lines) == {"BCE (0.4left)", "BCE (full): full-label reference (best 45.0)"}
+    ref = lines["BCE (full): full-label reference (best 45.0)"]
     assert ref.get_linestyle() == "--" and ref.get_color() == REFERENCE_COLOR
     assert set(ref.get_ydata()) == {45.0}  # max(model, EMA) per epoch (EMA = model - 1 here), best epoch
     assert all("full" not in label for ax in fig.axes[1:] for label in _lines(ax)), "no missing labels to find"

@@ -13,7 +13,12 @@ from src.toy import generate as gen
 from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES, max_objects
 
 LISTS = ("full", "0.75left", "0.4left", "singlelabel")
-SMALL = dict(train=10, val=5, image_size=32, workers=1, verbose=False)
+SMALL = dict(train=10, val=5, image_size=32)
+QUIET = dict(workers=1, verbose=False)
+
+
+def small(seed: int = 0, **change) -> gen.ToyCoco:
+    return gen.ToyCoco(**{**SMALL, "seed": seed, **change})
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -114,7 +119,7 @@ def test_source_lines_are_seeded_disjoint_and_nested():
 def test_too_many_images_for_the_official_list_is_refused_before_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "official_label_sets", lambda: ((0,), (1, 2), (3,)))
     with pytest.raises(gen.ToySizeError, match="train \\+ val = 4 images"):
-        gen.make_toy_coco(tmp_path / "d", train=2, val=2, image_size=32, verbose=False)
+        gen.make_toy_coco(tmp_path / "d", gen.ToyCoco(train=2, val=2, image_size=32), verbose=False)
     assert not (tmp_path / "d").exists()
 
 
@@ -131,9 +136,9 @@ def test_label_lists_parse_and_match_annotations(toy_coco):
 
 
 def test_deterministic_and_seed_dependent(tmp_path):
-    a = _files(gen.make_toy_coco(tmp_path / "a", seed=3, **SMALL))
-    b = _files(gen.make_toy_coco(tmp_path / "b", seed=3, **SMALL))
-    c = _files(gen.make_toy_coco(tmp_path / "c", seed=4, **SMALL))
+    a = _files(gen.make_toy_coco(tmp_path / "a", small(3), **QUIET))
+    b = _files(gen.make_toy_coco(tmp_path / "b", small(3), **QUIET))
+    c = _files(gen.make_toy_coco(tmp_path / "c", small(4), **QUIET))
     assert a == b
     assert a.keys() == c.keys()
     differ = [k for k in a if a[k] != c[k]]
@@ -147,7 +152,7 @@ def test_process_pool_gives_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(gen.multiprocessing, "get_context", lambda m: contexts.append(m) or real(m))
     for d in ("one", "two"):
         (tmp_path / d / "train2014").mkdir(parents=True)
-    tasks = gen._coco_tasks(tmp_path / "one", 0, 8, 0, 32)
+    tasks = gen._coco_tasks(tmp_path / "one", gen.ToyCoco(seed=0, train=8, val=0, image_size=32))
     one = gen._run(gen._coco_image, tasks, workers=1)
     two = gen._run(gen._coco_image, [(str(tmp_path / "two"), *t[1:]) for t in tasks], workers=2, min_per_worker=1)
     assert contexts == ["spawn"]  # the second run really used a pool
@@ -156,28 +161,28 @@ def test_process_pool_gives_the_same_bytes(tmp_path, monkeypatch):
 
 
 def test_cache_skip_force_and_stale_images(tmp_path, capsys):
-    out = gen.make_toy_coco(tmp_path / "d", seed=0, **{**SMALL, "verbose": True})
+    out = gen.make_toy_coco(tmp_path / "d", small(), workers=1)
     assert "10 train + 5 val images" in capsys.readouterr().out
     ann = out / "annotations" / "instances_train2014.json"
     stamp = ann.stat().st_mtime_ns
-    gen.make_toy_coco(out, seed=0, **{**SMALL, "verbose": True})
+    gen.make_toy_coco(out, small(), workers=1)
     assert "cached" in capsys.readouterr().out
     assert ann.stat().st_mtime_ns == stamp
-    gen.make_toy_coco(out, seed=0, force=True, **SMALL)
+    gen.make_toy_coco(out, small(), force=True, **QUIET)
     assert ann.stat().st_mtime_ns != stamp
     # other arguments regenerate, and images of the old run do not linger
-    gen.make_toy_coco(out, seed=0, **{**SMALL, "train": 4})
+    gen.make_toy_coco(out, small(train=4), **QUIET)
     assert len(list((out / "train2014").glob("*.jpg"))) == 4
     assert json.loads((out / "toy_coco.json").read_text())["train"] == 4
     assert len(read_label_list(out / "coco_train_full.txt")) == 4
 
 
 def test_incomplete_run_is_not_cached(tmp_path):
-    out = gen.make_toy_coco(tmp_path / "d", seed=0, **SMALL)
+    out = gen.make_toy_coco(tmp_path / "d", small(), **QUIET)
     manifest = json.loads((out / "toy_coco.json").read_text())
     (out / "toy_coco.json").write_text(json.dumps({**manifest, "complete": False}))
     before = (out / "annotations" / "instances_val2014.json").stat().st_mtime_ns
-    gen.make_toy_coco(out, seed=0, **SMALL)
+    gen.make_toy_coco(out, small(), **QUIET)
     assert (out / "annotations" / "instances_val2014.json").stat().st_mtime_ns != before
     assert json.loads((out / "toy_coco.json").read_text())["complete"] is True
 
@@ -186,29 +191,37 @@ def test_refuses_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "train2014").mkdir()
     (tmp_path / "train2014" / "real.jpg").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="toy_coco.json"):
-        gen.make_toy_coco(tmp_path, **SMALL)
+        gen.make_toy_coco(tmp_path, small(), **QUIET)
     assert (tmp_path / "train2014" / "real.jpg").exists()
 
 
 def test_bad_sizes_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="train"):
-        gen.make_toy_coco(tmp_path, train=0, val=1)
+        gen.make_toy_coco(tmp_path, gen.ToyCoco(train=0, val=1))
     with pytest.raises(ValueError, match="image_size"):
-        gen.make_toy_coco(tmp_path, train=1, val=1, image_size=8)
+        gen.make_toy_coco(tmp_path, gen.ToyCoco(train=1, val=1, image_size=8))
 
 
 def test_toy_imagenet_layout_and_separate_stream(tmp_path):
     from torchvision.datasets import ImageFolder
 
-    root = gen.make_toy_imagenet(tmp_path / "inet", seed=0, n_per_class=2, val_per_class=1, image_size=32,
-                                 workers=1, verbose=False)
+    spec = gen.ToyImageNet(seed=0, per_class=2, val_per_class=1, image_size=32)
+    root = gen.make_toy_imagenet(tmp_path / "inet", spec, **QUIET)
     train = ImageFolder(str(root / "train"))
     assert len(train.classes) == NUM_CLASSES and len(train) == 2 * NUM_CLASSES
     assert [c.split("_", 1)[1].replace("_", " ") for c in train.classes] == [c.name for c in CLASSES]
     assert len(ImageFolder(str(root / "val"))) == NUM_CLASSES
-    again = gen.make_toy_imagenet(tmp_path / "inet2", seed=0, n_per_class=2, val_per_class=1, image_size=32,
-                                  workers=1, verbose=False)
+    again = gen.make_toy_imagenet(tmp_path / "inet2", spec, **QUIET)
     assert _files(root) == _files(again)
     # a different stream from the toy COCO: no toy COCO image of the same seed is reused
-    coco = _files(gen.make_toy_coco(tmp_path / "coco", seed=0, **SMALL))
+    coco = _files(gen.make_toy_coco(tmp_path / "coco", small(), **QUIET))
     assert not set(coco.values()) & set(_files(root).values())
+
+
+def test_the_manifest_is_the_spec_with_kind_and_version():
+    """Caches written before the specs existed (the same keys) stay valid."""
+    assert gen.ToyCoco().manifest() == {"kind": "toy_coco", "version": gen.GENERATOR_VERSION, "seed": 0,
+                                        "train": 4000, "val": 1000, "image_size": 64}
+    assert gen.ToyImageNet(seed=1, per_class=60).manifest() == {
+        "kind": "toy_imagenet", "version": gen.GENERATOR_VERSION, "seed": 1, "per_class": 60, "val_per_class": 50,
+        "image_size": 64}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from src.data.shipped import refuse_shipped
 from src.errors import UserError
-from src.io_utils import atomic_write_text
+from src.io_utils import atomic_write_text, read_text_lines
 
 __all__ = ["COCO_2014_CATEGORIES", "NUS_WIDE_CLASSES", "ClassNamesError", "read_class_names", "read_classes_flag",
            "index_names", "check_class_names", "write_class_names"]
@@ -61,17 +61,7 @@ class ClassNamesError(UserError, ValueError):
 def read_class_names(path: str | os.PathLike, num_classes: int | None = None) -> list[str]:
     """The names in ``path``, one per line; with ``num_classes``, their count must equal it."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ClassNamesError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise ClassNamesError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ClassNamesError(f"{path}: cannot read ({e.strerror or e})") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():  # trailing blank lines are not names
-        lines.pop()
+    lines = read_text_lines(path, ClassNamesError)  # trailing blank lines are not names
     names: list[str] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(lines, 1):

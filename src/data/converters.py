@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 
 from src.data.labels import LabelEntry, name_problem
 from src.errors import UserError
+from src.io_utils import read_text_lines
 
 __all__ = ["VOC_CLASSES", "VOC_SPLITS", "CUB_CERTAINTIES", "ConverterError", "Converted", "read_voc", "read_cub",
            "read_label_csv", "csv_class_names"]
@@ -64,21 +65,6 @@ class Converted:
     splits: dict[str, list[LabelEntry]]
     train_split: str
     left_out: list[str] = field(default_factory=list)
-
-
-def _read_lines(path: Path) -> list[str]:
-    """The lines of a text file (UTF-8), trailing blank lines dropped; ConverterError naming it otherwise."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConverterError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise ConverterError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ConverterError(f"{path}: cannot read ({e.strerror or e})") from None
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
 
 
 def _entry(name: str, labels: Sequence[int], where: str, kept: list[LabelEntry], left_out: list[str]) -> None:
@@ -132,7 +118,7 @@ def read_voc(root: str | os.PathLike, difficult: str = "positive", train_split: 
     for split in present:
         path = sets / f"{split}.txt"
         entries: list[LabelEntry] = []
-        for number, line in enumerate(_read_lines(path), 1):
+        for number, line in enumerate(read_text_lines(path, ConverterError), 1):
             image_id = line.strip()
             if not image_id or len(image_id.split()) != 1 or name_problem(image_id + ".jpg"):
                 raise ConverterError(f"{path}:{number}: expected one image id per line: {line!r}")
@@ -148,7 +134,7 @@ def read_voc(root: str | os.PathLike, difficult: str = "positive", train_split: 
 def _cub_table(path: Path, fields: int) -> list[tuple[int, list[str]]]:
     """(line number, its first ``fields`` whitespace-separated fields) for each line of ``path``."""
     rows = []
-    for number, line in enumerate(_read_lines(path), 1):
+    for number, line in enumerate(read_text_lines(path, ConverterError), 1):
         parts = line.split(None, fields - 1) if fields == 2 else line.split()
         if len(parts) < fields:
             raise ConverterError(f"{path}:{number}: expected {fields} fields: {line!r}")

@@ -23,7 +23,7 @@ from typing import Iterable
 
 from src.data.shipped import refuse_shipped
 from src.errors import UserError
-from src.io_utils import atomic_write_text
+from src.io_utils import atomic_write_text, read_text_lines
 
 __all__ = [
     "LabelListError",
@@ -120,16 +120,7 @@ def read_label_list(path: str | os.PathLike, num_classes: int | None = None) -> 
     Errors are LabelListError naming ``path:line`` and quoting the line.
     """
     path = Path(path)
-    try:  # utf-8-sig: a byte-order mark, as some editors write one, is not part of the first name
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LabelListError(f"{path}: not UTF-8 text ({e})") from None
-    except OSError as e:
-        raise LabelListError(f"{path}: cannot read the label list: {e.strerror or e}") from None
-    # split on '\n' only: str.splitlines() would also break at form feeds and other odd characters
-    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
-    while lines and not lines[-1].strip():
-        lines.pop()  # trailing blank lines are fine
+    lines = read_text_lines(path, LabelListError)
     entries: list[LabelEntry] = []
     first_line: dict[str, int] = {}
     for lineno, line in enumerate(lines, start=1):

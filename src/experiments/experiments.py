@@ -24,7 +24,7 @@ from src.data.labels import LabelEntry, write_label_list
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import canonical_loss_name
 from src.run_metrics import RunMetrics, read_run
-from src.toy.generate import make_toy_coco, make_toy_imagenet
+from src.toy.generate import ToyCoco, ToyImageNet, make_toy_coco, make_toy_imagenet
 from src.toy.shapes import NUM_CLASSES as NUM_TOY_CLASSES
 from src.trainer import run_training
 from src.training_flags import add_training_args
@@ -96,8 +96,7 @@ def toy_coco_dir(data_root: Path, train: int, val: int, image_size: int) -> Path
 
 
 def prepare_toy_coco(data_root: Path, train: int, val: int, image_size: int, seed: int = 0) -> Path:
-    return make_toy_coco(toy_coco_dir(data_root, train, val, image_size), seed=seed, train=train, val=val,
-                         image_size=image_size)
+    return make_toy_coco(toy_coco_dir(data_root, train, val, image_size), ToyCoco(seed, train, val, image_size))
 
 
 def toy_imagenet_lists(root: Path) -> tuple[Path, Path]:
@@ -187,9 +186,8 @@ def pretrain(data_root: Path, recipe: Recipe, epochs: int, per_class: int = 200,
     the hash of every setting that names the pretraining).
     """
     suffix = f"-seed{seed}" if seed else ""  # seed 0 keeps the folder names made before --pretrain-seed
-    root = make_toy_imagenet(data_root / f"toy_imagenet-{per_class}-{recipe.image_size}px{suffix}", seed=seed,
-                             n_per_class=per_class, val_per_class=max(2, per_class // 20),
-                             image_size=recipe.image_size)
+    spec = ToyImageNet(seed, per_class, val_per_class=max(2, per_class // 20), image_size=recipe.image_size)
+    root = make_toy_imagenet(data_root / f"toy_imagenet-{per_class}-{recipe.image_size}px{suffix}", spec)
     train_list, val_list = toy_imagenet_lists(root)
     pre = replace(recipe, epochs=epochs, stop_epoch=None, freeze_backbone=False)
     fields = {k: v for k, v in asdict(pre).items() if k not in ("stop_epoch", "freeze_backbone")}  # as before them

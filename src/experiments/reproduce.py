@@ -7,7 +7,7 @@
 
 Every run goes to OUT_DIR/<setting>-<loss>-s<seed>. A run whose metrics.jsonl already holds every planned
 epoch is skipped and an interrupted one resumed, so the command can be re-run until the grid is done.
-The setting 'full' is the upper bound: only --full-losses (default BCE; 'all' = every --losses) run on it.
+The setting 'full' is the reference: only --full-losses (default BCE; 'all' = every --losses) run on it.
 SPLC on 0.75left uses tau = 0.65, as the official README prescribes; every other hyperparameter is the
 loss's default. Writes OUT_DIR/results.md and OUT_DIR/results.csv: the best val mAP (max over epochs of
 model and EMA) per loss and setting, mean ± sample std over the seeds (std '-' with one seed), the seed
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of " + ",".join(SETTINGS))
     p.add_argument("--losses", type=parse_losses, default=["BCE", "Focal", "Asl", "Hill", "SPLC"])
     p.add_argument("--full-losses", default="BCE",
-                   help="losses run on the full list (the upper bound); 'all' = every --losses (default: BCE)")
+                   help="losses run on the full list (the reference); 'all' = every --losses (default: BCE)")
     p.add_argument("--seeds", type=_csv_list(int), default=[0, 1, 2])
     p.add_argument("--out-dir", type=Path, default=Path("runs/grid"))
     p.add_argument("--data", type=Path, default=None,

@@ -6,7 +6,7 @@
 
 writes DIR/train2014/*.jpg, DIR/val2014/*.jpg, DIR/annotations/instances_{train,val}2014.json and
 the official label lists DIR/coco_train_{full,0.75left,0.4left,singlelabel}.txt; a complete dataset made with
-the same arguments is reused (``--force`` regenerates). Every image takes the label set of its own line of the
+the same arguments (seed, sizes) is reused (``--force`` regenerates). Every image takes the label set of its own line of the
 official dataset/coco_train_full.txt (train and val from disjoint lines); after writing, the command prints the
 label structure of the toy's train lists beside the official ones (a markdown table). ``--imagenet`` makes the single-object "toy ImageNet"
 instead, in an ImageFolder layout (DIR/{train,val}/NN_class_name/*.jpg). The generators are ``src.toy.generate``;
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from src.toy.generate import (DEFAULT_IMAGE_SIZE, DEFAULT_PER_CLASS, DEFAULT_TRAIN, DEFAULT_VAL,
-                              DEFAULT_VAL_PER_CLASS, ToySizeError, make_toy_coco, make_toy_imagenet,
+                              DEFAULT_VAL_PER_CLASS, ToyCoco, ToyImageNet, ToySizeError, make_toy_coco,
+                              make_toy_imagenet,
                               write_preview)
 
 
@@ -49,11 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"{flag} must be >= {low}, got {v}")
     try:
         if a.imagenet:
-            make_toy_imagenet(a.out, seed=a.seed, n_per_class=a.per_class, val_per_class=a.val_per_class,
-                              image_size=a.image_size, force=a.force, workers=a.workers)
+            make_toy_imagenet(a.out, ToyImageNet(a.seed, a.per_class, a.val_per_class, a.image_size),
+                              force=a.force, workers=a.workers)
         else:
-            make_toy_coco(a.out, seed=a.seed, train=a.train, val=a.val, image_size=a.image_size,
-                          force=a.force, workers=a.workers)
+            make_toy_coco(a.out, ToyCoco(a.seed, a.train, a.val, a.image_size), force=a.force, workers=a.workers)
     except FileExistsError as e:
         p.error(f"--out: {e}")
     except ToySizeError as e:

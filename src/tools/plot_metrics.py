@@ -33,7 +33,7 @@ LOSS_COLORS = dict(zip(LOSS_NAMES, ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C
 OTHER_COLORS = ("#8c6d31", "#843c39", "#7b4173", "#637939", "#5254a3")
 # How the README and the paper spell a loss where the registry's name differs.
 DISPLAY_NAMES = {"Asl": "ASL"}
-# The full-label run (the upper bound) is a reference line in this colour, not one more loss.
+# The full-label run is a reference line in this colour, not one more loss.
 REFERENCE_COLOR = "black"
 
 
@@ -57,7 +57,7 @@ def display_name(loss: str) -> str:
 
 
 def is_full_label(run: RunMetrics) -> bool:
-    """Whether the run trained on a full-label list (``*full.txt``: the upper bound of a missing-label study)."""
+    """Whether the run trained on a full-label list (``*full.txt``: the reference of a missing-label study)."""
     listed = run.args.get("dataset") or run.args.get("train_dataset")
     return bool(listed) and Path(str(listed)).stem.endswith("full")
 
@@ -106,7 +106,7 @@ def draw_runs(runs: Sequence[RunMetrics], map_style: str = "max", labels: Sequen
     panels: 'map' (mAP per epoch), 'missing' (missing-label precision and recall, two panels; left out
     when no run logged them). map_style: 'max' = max(model, EMA) per epoch; 'both' = model solid, EMA dashed.
     A full-label run (``is_full_label``) is drawn in the mAP panel as a dashed horizontal line at its best
-    mAP, labelled as the upper bound, not as one more curve. Each loss has its colour (``loss_color``).
+    mAP, labelled as the full-label reference, not as one more curve. Each loss has its colour (``loss_color``).
     """
     import matplotlib  # lazy: heavy, and only the figures need it
 
@@ -140,7 +140,7 @@ def draw_runs(runs: Sequence[RunMetrics], map_style: str = "max", labels: Sequen
             elif key == "map" and is_full_label(run):
                 best = max(v for v in run.best_map if not math.isnan(v))
                 ax.axhline(best, color=REFERENCE_COLOR, ls="--", lw=1.2,
-                           label=f"{name}: upper bound (best {best:.1f})")
+                           label=f"{name}: full-label reference (best {best:.1f})")
             elif key == "map" and map_style == "max":
                 ax.plot(x, run.best_map, color=color, marker="o", ms=3, label=name)
             elif key == "map":

@@ -1,6 +1,6 @@
 """Write the toy COCO and the toy ImageNet: small datasets of coloured shapes (``src.toy.shapes``) on disk.
 
-``make_toy_coco(out, seed, train, val, image_size)`` writes the toy COCO in the real MS-COCO 2014 layout:
+``make_toy_coco(out, ToyCoco(seed, train, val, image_size))`` writes the toy COCO in the real MS-COCO 2014 layout:
 OUT/train2014/*.jpg, OUT/val2014/*.jpg, OUT/annotations/instances_{train,val}2014.json and the official label
 lists OUT/coco_train_{full,0.75left,0.4left,singlelabel}.txt. The 80 classes are COCO's categories, with
 COCO's names and ids (class index = rank of the id, as in the official lists).
@@ -13,10 +13,10 @@ record of the annotations carries its ``source_line`` (1-based line number in th
 lists are then made from the toy's own full list by ``write_missing_label_lists`` (the paper's formulas).
 With ``verbose`` the writer prints the label-structure table (``src.toy.label_structure``) of the lists it
 wrote beside the official ones. The output is a pure function of the arguments (per-image seeds, fixed
-JPEG settings), so the worker count does not matter. OUT/toy_coco.json records the arguments and is written
-last: a complete dataset made with the same arguments is reused (``force`` regenerates).
+JPEG settings), so the worker count does not matter. OUT/toy_coco.json records the spec and is written
+last: a complete dataset made from the same spec is reused (``force`` regenerates).
 
-``make_toy_imagenet(out, seed, n_per_class, val_per_class, image_size)`` writes the "toy ImageNet":
+``make_toy_imagenet(out, ToyImageNet(seed, per_class, val_per_class, image_size))`` writes the "toy ImageNet":
 single-object images of each class, from seed streams the toy COCO never uses, in an ImageFolder layout
 (OUT/{train,val}/NN_class_name/*.jpg). ``write_preview`` draws a grid of toy COCO train images with their boxes.
 The command line is ``python -m src.tools.make_toy_coco``.
@@ -28,6 +28,7 @@ import json
 import multiprocessing
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,7 +41,7 @@ from src.io_utils import atomic_write, atomic_write_text
 from src.toy.label_structure import format_structure_table, read_label_structure
 from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES, render_scene, render_single
 
-__all__ = ["make_toy_coco", "make_toy_imagenet", "write_preview", "coco_json", "categories", "source_lines",
+__all__ = ["ToyCoco", "ToyImageNet", "make_toy_coco", "make_toy_imagenet", "write_preview", "coco_json", "categories", "source_lines",
            "official_label_sets", "structure_table", "ToySizeError"]
 
 GENERATOR_VERSION = 2
@@ -58,6 +59,30 @@ VAL_ID_OFFSET = 500_000  # val image ids never collide with train ids, as in COC
 MIN_IMAGES_PER_WORKER = 256  # below this, a process pool costs more than it saves
 COCO_MANIFEST = "toy_coco.json"
 IMAGENET_MANIFEST = "toy_imagenet.json"
+
+
+@dataclass(frozen=True)
+class ToyCoco:
+    """What a toy COCO is: its images are a pure function of these fields, which its manifest records."""
+    seed: int = 0
+    train: int = DEFAULT_TRAIN
+    val: int = DEFAULT_VAL
+    image_size: int = DEFAULT_IMAGE_SIZE
+
+    def manifest(self) -> dict[str, Any]:
+        return {"kind": "toy_coco", "version": GENERATOR_VERSION, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class ToyImageNet:
+    """What a toy ImageNet is: ``per_class`` train and ``val_per_class`` val images of each class."""
+    seed: int = 0
+    per_class: int = DEFAULT_PER_CLASS
+    val_per_class: int = DEFAULT_VAL_PER_CLASS
+    image_size: int = DEFAULT_IMAGE_SIZE
+
+    def manifest(self) -> dict[str, Any]:
+        return {"kind": "toy_imagenet", "version": GENERATOR_VERSION, **asdict(self)}
 
 
 def image_rng(seed: int, stream: int, *index: int) -> np.random.Generator:
@@ -180,14 +205,12 @@ def _finish(out: Path, manifest: str, args: dict[str, Any]) -> None:
     atomic_write_text(out / manifest, json.dumps({**args, "complete": True}, indent=1) + "\n")
 
 
-def make_toy_coco(out: str | os.PathLike, seed: int = 0, train: int = DEFAULT_TRAIN, val: int = DEFAULT_VAL,
-                  image_size: int = DEFAULT_IMAGE_SIZE, force: bool = False, workers: int | None = None,
-                  verbose: bool = True) -> Path:
-    """Write the toy COCO to ``out`` (see module docstring) unless it is there already; return ``out``."""
-    _check_sizes(train=train, val=val, image_size=image_size)
+def make_toy_coco(out: str | os.PathLike, spec: ToyCoco = ToyCoco(), *, force: bool = False,
+                  workers: int | None = None, verbose: bool = True) -> Path:
+    """Write the toy COCO ``spec`` to ``out`` (see module docstring) unless it is there already; return ``out``."""
+    _check_sizes(train=spec.train, val=spec.val, image_size=spec.image_size)
     out = Path(out)
-    args = {"kind": "toy_coco", "version": GENERATOR_VERSION, "seed": seed, "train": train, "val": val,
-            "image_size": image_size}
+    args = spec.manifest()
     needed = ["annotations/instances_train2014.json", "annotations/instances_val2014.json",
               "coco_train_full.txt"]
     if not force and _is_cached(out, COCO_MANIFEST, args, needed):
@@ -195,12 +218,12 @@ def make_toy_coco(out: str | os.PathLike, seed: int = 0, train: int = DEFAULT_TR
             print(f"toy COCO: cached at {out} (made with the same arguments; --force regenerates)")
         return out
     t0 = time.perf_counter()
-    tasks = _coco_tasks(out, seed, train, val, image_size)  # before _prepare: a ToySizeError deletes nothing
+    tasks = _coco_tasks(out, spec)  # before _prepare: a ToySizeError deletes nothing
     _prepare(out, COCO_MANIFEST, args, ["train2014", "val2014", "annotations"])
     for d in ("train2014", "val2014", "annotations"):
         (out / d).mkdir(parents=True, exist_ok=True)
     records = _run(_coco_image, tasks, workers)
-    train_recs, val_recs = records[:train], records[train:]
+    train_recs, val_recs = records[:spec.train], records[spec.train:]
     train_json = coco_json(train_recs)
     val_json = coco_json(val_recs, first_ann_id=len(train_json["annotations"]) + 1)
     for name, data in (("train", train_json), ("val", val_json)):
@@ -208,22 +231,23 @@ def make_toy_coco(out: str | os.PathLike, seed: int = 0, train: int = DEFAULT_TR
         atomic_write_text(out / "annotations" / f"instances_{name}2014.json", text)
     entries = [LabelEntry(r["image"]["file_name"], tuple(sorted({o[0] for o in r["objects"]})))
                for r in train_recs]
-    write_missing_label_lists(entries, out, prefix="coco", seed=seed)
+    write_missing_label_lists(entries, out, prefix="coco", seed=spec.seed)
     _finish(out, COCO_MANIFEST, args)
     if verbose:
         n_labels = sum(len({o[0] for o in r["objects"]}) for r in records)
         n_objects = sum(len(r["objects"]) for r in records)
-        print(f"toy COCO: {train} train + {val} val images, {NUM_CLASSES} classes, "
+        print(f"toy COCO: {spec.train} train + {spec.val} val images, {NUM_CLASSES} classes, "
               f"{n_labels / len(records):.2f} labels/image, {n_objects / len(records):.2f} objects/image, "
-              f"{image_size}px -> {out} ({time.perf_counter() - t0:.1f} s)")
+              f"{spec.image_size}px -> {out} ({time.perf_counter() - t0:.1f} s)")
         print(structure_table(out))
     return out
 
 
-def _coco_tasks(out: Path, seed: int, train: int, val: int, size: int) -> list[tuple]:
+def _coco_tasks(out: Path, spec: ToyCoco) -> list[tuple]:
     """One task per image: (root, split, index, image id, seed, size, source line, label set)."""
     sets = official_label_sets()
-    train_lines, val_lines = source_lines(seed, len(sets), train, val)
+    train_lines, val_lines = source_lines(spec.seed, len(sets), spec.train, spec.val)
+    seed, size = spec.seed, spec.image_size
     tasks = [(str(out), "train2014", i, i + 1, seed, size, int(n), sets[n]) for i, n in enumerate(train_lines)]
     tasks += [(str(out), "val2014", i, VAL_ID_OFFSET + i + 1, seed, size, int(n), sets[n])
               for i, n in enumerate(val_lines)]
@@ -243,21 +267,19 @@ def _class_dir(class_index: int) -> str:
     return f"{class_index:02d}_{CLASSES[class_index].name.replace(' ', '_')}"
 
 
-def make_toy_imagenet(out: str | os.PathLike, seed: int = 0, n_per_class: int = DEFAULT_PER_CLASS,
-                      val_per_class: int = DEFAULT_VAL_PER_CLASS, image_size: int = DEFAULT_IMAGE_SIZE,
-                      force: bool = False, workers: int | None = None, verbose: bool = True) -> Path:
+def make_toy_imagenet(out: str | os.PathLike, spec: ToyImageNet = ToyImageNet(), *, force: bool = False,
+                      workers: int | None = None, verbose: bool = True) -> Path:
     """Single-object images, ``out/{train,val}/NN_class_name/*.jpg`` (torchvision ImageFolder layout).
 
     Same classes as the toy COCO, but seed streams it never uses, so no image (or scene) is shared
     with the multi-label data. Cached like :func:`make_toy_coco` (manifest ``toy_imagenet.json``).
     """
-    _check_sizes(per_class=n_per_class, image_size=image_size)
-    if val_per_class < 0:
-        raise ValueError(f"val_per_class must be >= 0, got {val_per_class}")
+    _check_sizes(per_class=spec.per_class, image_size=spec.image_size)
+    if spec.val_per_class < 0:
+        raise ValueError(f"val_per_class must be >= 0, got {spec.val_per_class}")
     out = Path(out)
-    args = {"kind": "toy_imagenet", "version": GENERATOR_VERSION, "seed": seed, "per_class": n_per_class,
-            "val_per_class": val_per_class, "image_size": image_size}
-    splits = {"train": n_per_class, "val": val_per_class}
+    args = spec.manifest()
+    splits = {"train": spec.per_class, "val": spec.val_per_class}
     needed = [f"{s}/{_class_dir(c)}" for s, n in splits.items() if n for c in range(NUM_CLASSES)]
     if not force and _is_cached(out, IMAGENET_MANIFEST, args, needed):
         if verbose:
@@ -270,12 +292,12 @@ def make_toy_imagenet(out: str | os.PathLike, seed: int = 0, n_per_class: int = 
         for c in range(NUM_CLASSES):
             if n:
                 (out / split / _class_dir(c)).mkdir(parents=True, exist_ok=True)
-            tasks += [(str(out), split, c, i, seed, image_size) for i in range(n)]
+            tasks += [(str(out), split, c, i, spec.seed, spec.image_size) for i in range(n)]
     _run(_imagenet_image, tasks, workers)
     _finish(out, IMAGENET_MANIFEST, args)
     if verbose:
-        print(f"toy ImageNet: {n_per_class} train + {val_per_class} val images x {NUM_CLASSES} classes, "
-              f"{image_size}px -> {out} ({time.perf_counter() - t0:.1f} s)")
+        print(f"toy ImageNet: {spec.per_class} train + {spec.val_per_class} val images x {NUM_CLASSES} classes, "
+              f"{spec.image_size}px -> {out} ({time.perf_counter() - t0:.1f} s)")
     return out
 
 
