@@ -168,3 +168,26 @@ def test_runnable_commands_run_as_written(tmp_path):
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (f"{doc.relative_to(ROOT)}:{line}: block failed ({proc.returncode}):\n"
                                       f"{body}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
+
+
+def test_the_demo_outputs_the_docs_name_are_those_make_demo_writes():
+    """A command the docs check cannot run reads make demo's files: their names must be the ones the demo, with
+    its defaults, writes, so that run after `make demo` it finds them."""
+    import argparse
+
+    from src.experiments.demo import DEFAULT_LOSSES
+    from src.experiments.experiments import RunSpec, add_size_args, toy_coco_dir
+
+    parser = argparse.ArgumentParser()
+    add_size_args(parser)
+    a = parser.parse_args([])
+    data = toy_coco_dir(Path("data"), a.train_images, a.val_images, a.image_size).as_posix()
+    runs = {f"runs/demo/{RunSpec(loss, '0.4left').name}" for loss in DEFAULT_LOSSES} | {"runs/demo/full-BCE-s0"}
+    named = set()
+    for doc in DOCS:
+        text = doc.read_text()
+        # a run folder (runs/demo/NAME/...), not a file the docs' own commands write into runs/demo
+        named |= {(doc.name, f"runs/demo/{m}") for m in re.findall(r"\bruns/demo/([\w.-]+)/", text)}
+        named |= {(doc.name, m) for m in re.findall(r"\bdata/toy_coco-[\w-]+", text)}
+    assert named, "no doc names make demo's outputs: this check checks nothing"
+    assert sorted(n for n in named if n[1] not in runs | {data}) == []
