@@ -4,7 +4,7 @@ import json
 import pytest
 
 from src.experiments.preregistered import PROTOCOLS, Run, ema_for_horizon, is_exported, pick_lr, plan_lr_pick, plan_runs
-from src.experiments.preregistered_report import drop_advantage, drops, load_protocol, paired, report
+from src.experiments.preregistered_report import drop_advantage, drops, load_protocol, lr_pick_line, paired, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -51,7 +51,8 @@ def test_pick_lr_takes_the_best_mean_held_out_map_and_the_smaller_lr_on_ties(tmp
 def test_the_analysis_pairs_by_draw_and_seed(tmp_path):
     E = PROTOCOLS["E"]
     (tmp_path / "E").mkdir()
-    (tmp_path / "E" / "lr.json").write_text(json.dumps({"lr": 3e-4}))
+    (tmp_path / "E" / "lr.json").write_text(json.dumps(
+        {"lr": 3e-4, "held_out_map_by_lr": {"0.0001": 40.0, "0.0003": 45.5, "0.001": 44.0}, "lr_seeds": [0]}))
     best = {("full", "Asl"): 70, ("full", "Hill"): 66, ("0.4left", "Asl"): 60, ("0.4left", "Hill"): 59}
     for run in plan_runs(E, 3e-4):
         key = (run.spec.setting, run.spec.loss)
@@ -66,6 +67,15 @@ def test_the_analysis_pairs_by_draw_and_seed(tmp_path):
     text = report(tmp_path, tmp_path / "pics")
     assert "12 of 32 runs complete" in text and "+3.00 ± 0.00 (n=3, 3 > 0)" in text
     assert "-1.00 ± 0.00 (n=3, 0 > 0)" in text
+    assert "by lr (seeds [0], draw 0): 0.0001 40.00, 0.0003 45.50, 0.001 44.00; picked 0.0003." in text
     for name in ("prereg_E.png", "prereg_E_auroc.png"):
         assert (tmp_path / "pics" / name).read_bytes()[:8] == PNG_MAGIC
     assert "Protocol L: its lr is not picked yet" in text and (tmp_path / "analysis.md").read_text() == text
+
+
+def test_the_lr_pick_line_says_when_the_pick_is_the_top_of_the_grid(tmp_path):
+    E = PROTOCOLS["E"]
+    (tmp_path / "E").mkdir()
+    (tmp_path / "E" / "lr.json").write_text(json.dumps(
+        {"lr": 1e-3, "held_out_map_by_lr": {"0.0001": 27.8, "0.0003": 39.3, "0.001": 47.4}, "lr_seeds": [0]}))
+    assert lr_pick_line(tmp_path, E).endswith("picked 0.001 (the top of the grid).\n")

@@ -226,6 +226,15 @@ def _figure_auroc(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
     return out
 
 
+def lr_pick_line(export: Path, p: Protocol) -> str:
+    """How the lr was picked: the mean best held-out mAP of full-label BCE at each lr of the grid."""
+    choice = json.loads((export / p.name / "lr.json").read_text())
+    by_lr = ", ".join(f"{lr} {v:.2f}" for lr, v in choice["held_out_map_by_lr"].items())
+    edge = " (the top of the grid)" if float(choice["lr"]) == max(p.lrs) else ""
+    return (f"The lr pick, full-label BCE, mean best held-out mAP by lr (seeds {choice['lr_seeds']}, draw 0): "
+            f"{by_lr}; picked {float(choice['lr']):g}{edge}.\n")
+
+
 def report(export: Path, pics: Path) -> str:
     """Write EXPORT/analysis.md and the figures of every protocol with an lr.json; return the markdown."""
     parts = []
@@ -236,6 +245,7 @@ def report(export: Path, pics: Path) -> str:
             continue
         lr, results, planned = loaded
         parts.append(protocol_markdown(p, lr, results, planned))
+        parts.append(lr_pick_line(export, p))
         if results:
             figs = [_figure_questions(p, results, pics / f"prereg_{p.name}.png")]
             if any(r.setting != "full" for r in results):
