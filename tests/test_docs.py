@@ -11,6 +11,7 @@ check) cannot be run here; the prose right before its block must then name the c
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -18,6 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from src.experiments.demo import DEFAULT_LOSSES
+from src.experiments.experiments import RunSpec, add_size_args, toy_coco_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -173,11 +177,6 @@ def test_runnable_commands_run_as_written(tmp_path):
 def test_the_demo_outputs_the_docs_name_are_those_make_demo_writes():
     """A command the docs check cannot run reads make demo's files: their names must be the ones the demo, with
     its defaults, writes, so that run after `make demo` it finds them."""
-    import argparse
-
-    from src.experiments.demo import DEFAULT_LOSSES
-    from src.experiments.experiments import RunSpec, add_size_args, toy_coco_dir
-
     parser = argparse.ArgumentParser()
     add_size_args(parser)
     a = parser.parse_args([])

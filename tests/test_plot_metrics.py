@@ -118,7 +118,7 @@ def test_a_loss_keeps_its_colour_whatever_the_other_runs(tmp_path):
     assert "ASL" in _lines(together), "ASL is spelt as the README does"
 
 
-def test_the_full_label_run_is_a_dashed_upper_bound_line(tmp_path):
+def test_the_full_label_run_is_a_dashed_reference_line(tmp_path):
     bce40 = read_run(write_run(tmp_path / "b40", "BCE", [10.0, 30.0]))
     full = read_run(write_run(tmp_path / "full", "BCE", [20.0, 45.0, 40.0], missing=False,
                               dataset="d/coco_train_full.txt"))

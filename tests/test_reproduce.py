@@ -32,7 +32,7 @@ def test_tiny_grid_writes_tables_and_resumes(tmp_path, capsys):
         "0.4left-BCE-s0", "0.4left-BCE-s1", "0.4left-Hill-s0", "0.4left-Hill-s1"]
     capsys.readouterr()
 
-    # Re-running skips every finished run; adding the 'full' upper bound trains only BCE on it.
+    # Re-running skips every finished run; adding the 'full' reference trains only BCE on it.
     reproduce.main(tiny_grid(tmp_path, "--settings", "full,0.4left", "--seeds", "0"))
     out = capsys.readouterr().out
     assert out.count("done, skipped") == 2 and "full-BCE-s0 (training)" in out and "full-Hill" not in out

@@ -7,8 +7,8 @@
 2. pretrains the backbone on the single-object toy ImageNet (once; cached under data/pretrain/), as the
    paper starts from ImageNet weights: a model that already knows the objects is what lets Hill and
    SPLC tell a missing label from a true negative early on;
-3. fine-tunes as train.py does on the 40%-left list, once per loss, plus BCE on the full list as the upper
-   bound, with one recipe for all, logging with --oracle-list how well each finds the missing labels;
+3. fine-tunes as train.py does on the 40%-left list, once per loss, plus BCE on the full list as a reference,
+   with one recipe for all, logging with --oracle-list how well each finds the missing labels;
 4. prints a table (best mAP; final-epoch CF1, OF1, missing-label AUROC, top-k precision, precision and recall) and draws
    pics/demo_map.png and pics/demo_missing_labels.png.
 

@@ -6,7 +6,7 @@
 
 writes DIR/train2014/*.jpg, DIR/val2014/*.jpg, DIR/annotations/instances_{train,val}2014.json and
 the official label lists DIR/coco_train_{full,0.75left,0.4left,singlelabel}.txt; a complete dataset made with
-the same arguments (seed, sizes) is reused (``--force`` regenerates). Every image takes the label set of its own line of the
+the same seed and sizes is reused (``--force`` regenerates). Every image takes the label set of its own line of the
 official dataset/coco_train_full.txt (train and val from disjoint lines); after writing, the command prints the
 label structure of the toy's train lists beside the official ones (a markdown table). ``--imagenet`` makes the single-object "toy ImageNet"
 instead, in an ImageFolder layout (DIR/{train,val}/NN_class_name/*.jpg). The generators are ``src.toy.generate``;

@@ -41,7 +41,8 @@ from src.io_utils import atomic_write, atomic_write_text
 from src.toy.label_structure import format_structure_table, read_label_structure
 from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES, render_scene, render_single
 
-__all__ = ["ToyCoco", "ToyImageNet", "make_toy_coco", "make_toy_imagenet", "write_preview", "coco_json", "categories", "source_lines",
+__all__ = ["ToyCoco", "ToyImageNet", "make_toy_coco", "make_toy_imagenet", "write_preview", "coco_json", "categories",
+           "source_lines",
            "official_label_sets", "structure_table", "ToySizeError"]
 
 GENERATOR_VERSION = 2
