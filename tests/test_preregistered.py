@@ -4,7 +4,8 @@ import json
 import pytest
 
 from src.experiments.preregistered import PROTOCOLS, Run, ema_for_horizon, is_exported, pick_lr, plan_lr_pick, plan_runs
-from src.experiments.preregistered_report import drop_advantage, drops, load_protocol, lr_pick_line, paired, report
+from src.experiments.preregistered_report import (RunResult, drop_advantage, drops, load_protocol, lr_pick_line,
+                                                  paired, report)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,6 +68,10 @@ def test_the_analysis_pairs_by_draw_and_seed(tmp_path):
     text = report(tmp_path, tmp_path / "pics")
     assert "12 of 32 runs complete" in text and "+3.00 ± 0.00 (n=3, 3 > 0)" in text
     assert "-1.00 ± 0.00 (n=3, 0 > 0)" in text
+    # the spread over draws apart: draw 0 has both seeds' pairs, draw 1 only seed 0's
+    assert "| (a) loss − ASL | 0.4left | 0 | -1.00 (n=2) | - |" in text
+    assert "| (b) ASL drop − loss drop | 0.4left | 1 | +3.00 (n=1) | - |" in text
+    assert "Runs whose held-out pick is their last epoch (15): 0 of 12." in text  # every row scores the same
     assert "by lr (seeds [0], draw 0): 0.0001 40.00, 0.0003 45.50, 0.001 44.00; picked 0.0003." in text
     for name in ("prereg_E.png", "prereg_E_auroc.png"):
         assert (tmp_path / "pics" / name).read_bytes()[:8] == PNG_MAGIC
@@ -79,3 +84,12 @@ def test_the_lr_pick_line_says_when_the_pick_is_the_top_of_the_grid(tmp_path):
     (tmp_path / "E" / "lr.json").write_text(json.dumps(
         {"lr": 1e-3, "held_out_map_by_lr": {"0.0001": 27.8, "0.0003": 39.3, "0.001": 47.4}, "lr_seeds": [0]}))
     assert lr_pick_line(tmp_path, E).endswith("picked 0.001 (the top of the grid).\n")
+
+
+def test_the_best_epoch_is_the_first_highest_selected_map_as_train_py_keeps_it():
+    rows = [{"epoch": 0, "map": 10.0, "map_ema": 30.0, "selected": "ema"},
+            {"epoch": 1, "map": 20.0, "map_ema": 5.0, "selected": "model"},
+            {"epoch": 2, "map": 30.0, "map_ema": 1.0, "selected": "model"}]
+    assert RunResult("Asl", "full", 0, 0, 30.0, 30.0, rows).best_epoch == 0  # a tie keeps the earlier epoch
+    rows[2]["map"] = 31.0
+    assert RunResult("Asl", "full", 0, 0, 31.0, 31.0, rows).best_epoch == 2

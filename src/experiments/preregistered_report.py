@@ -43,6 +43,12 @@ class RunResult:
     last: float
     rows: list[dict]
 
+    @property
+    def best_epoch(self) -> int:
+        """The epoch the held-out split picked: the first with the highest selected mAP, as train.py keeps it."""
+        scores = [r["map"] if r.get("selected", "model") == "model" else r[f"map_{r['selected']}"] for r in self.rows]
+        return int(self.rows[scores.index(max(scores))]["epoch"])
+
     def at(self, key: str, epoch: int | None) -> float:
         """``key`` of epoch ``epoch`` (None: the last); NaN where absent."""
         row = self.rows[-1] if epoch is None else next((r for r in self.rows if r["epoch"] == epoch), {})
@@ -119,6 +125,25 @@ def drop_advantage(results: Sequence[RunResult], loss: str, setting: str) -> lis
     return out
 
 
+def by_draw_lines(p: Protocol, results: Sequence[RunResult]) -> list[str]:
+    """(a) and (b) per pretraining draw (mean over that draw's seeds): the spread over draws, seen apart from
+    the spread over seeds. Empty for a protocol with one draw."""
+    if len(p.draws) < 2:
+        return []
+    missing = [s for s in p.settings if s != "full"]
+    lines = ["", "(a) and (b) by pretraining draw: mean over that draw's seeds (n pairs).", "",
+             "| question | setting | draw | Hill | SPLC |", "| --- | --- | ---: | --- | --- |"]
+    for label, fn in (("(a) loss − ASL", paired), ("(b) ASL drop − loss drop", drop_advantage)):
+        for s in missing:
+            for d in p.draws:
+                own = [r for r in results if r.draw == d]
+                cells = [fn(own, x, s) for x in GAP_LOSSES]
+                lines.append(f"| {label} | {s} | {d} | "
+                             + " | ".join(f"{statistics.fmean(c):+.2f} (n={len(c)})" if c else "-" for c in cells)
+                             + " |")
+    return lines
+
+
 def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], planned: int) -> str:
     losses = [x for x in p.losses if any(r.loss == x for r in results)]
     missing = [s for s in p.settings if s != "full"]
@@ -140,6 +165,7 @@ def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], plan
     for s in missing:
         lines.append(f"| (b) ASL drop − loss drop | {s} | "
                      + " | ".join(_stats(drop_advantage(results, x, s)) for x in GAP_LOSSES) + " |")
+    lines += by_draw_lines(p, results)
     lines += ["", "Drop from each loss's own full-label mAP (mean ± std over pairs):", "",
               "| loss | " + " | ".join(missing) + " |", "| --- |" + " ---: |" * len(missing)]
     for loss in losses:
@@ -157,6 +183,8 @@ def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], plan
                 tk = f"{_mean_sd([r.at('missing_topk_precision', CHANGE_EPOCH) for r in rs], 1)} / " \
                      f"{_mean_sd([r.at('missing_topk_precision', None) for r in rs], 1)}"
                 lines.append(f"| {display_name(loss)} | {s} | {au} | {tk} |")
+    at_last = sum(r.best_epoch == p.stop_epoch for r in results)
+    lines += ["", f"Runs whose held-out pick is their last epoch ({p.stop_epoch}): {at_last} of {len(results)}."]
     return "\n".join(lines) + "\n"
 
 
