@@ -11,7 +11,8 @@ EXPORT/<P>/lr<lr>/d<draw>/<setting>-<loss>-s<seed>/{metrics.jsonl, test_metrics.
 Pairs are (draw, seed): (a) loss − ASL on a missing-label setting; (b) the drop full − setting of a loss, and
 ASL's drop minus the loss's (> 0: the loss loses less). Each is reported as mean ± sample std with n, and the
 number of positive pairs, and per pretraining draw where a protocol has several; each protocol also says how
-many runs the held-out split picked at their last epoch. Writes EXPORT/analysis.md and PICS/prereg_<P>.png, PICS/prereg_<P>_auroc.png.
+many runs the held-out split picked at their last epoch. Writes EXPORT/analysis.md and PICS/prereg_<P>.png,
+PICS/prereg_<P>_auroc.png.
 """
 from __future__ import annotations
 
