@@ -25,7 +25,8 @@ from src.metrics import (mAP, missing_label_counts, missing_label_ranking, missi
                          threshold_metrics)
 
 __all__ = ["Preprocess", "NonFiniteLossError", "Compute", "resolve_device", "resolve_amp", "MissingLabelOracle", "Learner", "Progress",
-           "Evaluation", "score_spread", "autocast", "unwrap", "to_device", "train_one_epoch", "predict", "evaluate"]
+           "Evaluation", "score_spread", "selected_map", "autocast", "unwrap", "to_device", "train_one_epoch", "predict",
+           "evaluate"]
 
 Preprocess = Callable[[object], torch.Tensor]
 
@@ -376,6 +377,12 @@ def score_spread(scores: torch.Tensor) -> float:
     if scores.shape[0] == 0:
         return 0.0
     return float((scores.amax(dim=0) - scores.amin(dim=0)).max())
+
+
+def selected_map(row: dict) -> float:
+    """The mAP of the model an ``evaluate`` row selected ("map" is the first model's, "map_<name>" the others')."""
+    which = row.get("selected", "model")
+    return float(row["map"] if which == "model" else row[f"map_{which}"])
 
 
 def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Tensor, compute: Compute,

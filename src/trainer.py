@@ -42,7 +42,7 @@ from src.data.prefetch import Prefetcher
 from src.distributed import (DistInfo, EpochShuffleSampler, ShardSampler, all_reduce_max, barrier, cleanup,
                              init_distributed, log)
 from src.engine import (Compute, Evaluation, Learner, MissingLabelOracle, NonFiniteLossError, Preprocess, Progress,
-                        evaluate, resolve_amp, resolve_device, to_device, train_one_epoch)
+                        evaluate, resolve_amp, resolve_device, selected_map, to_device, train_one_epoch)
 from src.errors import UserError, report_user_errors
 from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
@@ -322,11 +322,10 @@ class RunState:
     def record(self, row: dict, steps: int) -> bool:
         """Add an epoch's row (``steps`` taken); True when its selected model beats the best so far."""
         self.global_step += steps
-        which = row["selected"]
-        score = row["map"] if which == "model" else row[f"map_{which}"]
+        score = selected_map(row)
         improved = score > self.best["map"]
         if improved:
-            self.best = {"map": score, "epoch": row["epoch"], "which": which}
+            self.best = {"map": score, "epoch": row["epoch"], "which": row["selected"]}
         self.history.append(row)
         self.epoch = row["epoch"]
         return improved

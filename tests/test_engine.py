@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from src.data.prefetch import Prefetcher
-from src.engine import (Compute, Learner, MissingLabelOracle, NonFiniteLossError, Progress, evaluate, predict, to_device,
-                        train_one_epoch, unwrap)
+from src.engine import (Compute, Learner, MissingLabelOracle, NonFiniteLossError, Progress, evaluate, predict,
+                        selected_map, to_device, train_one_epoch, unwrap)
 from src.metrics import mAP, missing_label_ranking, missing_label_stats, threshold_metrics
 
 CPU = Compute(torch.device("cpu"))
@@ -138,6 +138,8 @@ def test_evaluate_returns_the_metrics_of_each_model_and_of_the_better_one():
     assert tie.metrics["selected"] == "ema"
     one = evaluate({"model": nn.Identity()}, loader[:2], targets, CPU, desc=None)  # rows 8..11 not evaluated
     assert set(one.metrics) == {"map", "cp", "cr", "cf1", "op", "or", "of1"} and one.seen.sum() == 8
+    # the selected model's mAP, read back from a row as the trainer and the study's report read it
+    assert selected_map(got.metrics) == pytest.approx(100.0) and selected_map(one.metrics) == one.metrics["map"]
     assert one.metrics["map"] == pytest.approx(100.0) and one.targets.shape == (8, 4)
 
 

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from src.engine import selected_map
 from src.experiments.preregistered_plan import PROTOCOLS, Protocol, Run, is_exported, plan_runs
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import loss_hyperparameters
@@ -48,7 +49,7 @@ class RunResult:
     @property
     def best_epoch(self) -> int:
         """The epoch the held-out split picked: the first with the highest selected mAP, as train.py keeps it."""
-        scores = [r["map"] if r.get("selected", "model") == "model" else r[f"map_{r['selected']}"] for r in self.rows]
+        scores = [selected_map(r) for r in self.rows]
         return int(self.rows[scores.index(max(scores))]["epoch"])
 
     def at(self, key: str, epoch: int | None) -> float:
