@@ -6,7 +6,8 @@
 Takes the same model files as validate.py (project checkpoints with their model name, image size and class
 names; bare, DataParallel or ASL state dicts) and the same preprocessing as training's evaluation
 (Resize((S, S)), /255). Prints one line per image to stdout, batch by batch as they are scored; notes, progress
-and skipped files go to stderr. --json / --csv never write onto an input or onto an existing image.
+and skipped files go to stderr. --json / --csv follow the output rule (src/outputs.py): never onto an input, never
+over a file that infer.py did not write (unless --overwrite), always atomically.
 """
 import argparse
 import os
@@ -25,10 +26,13 @@ from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo
 from src.engine import Compute, resolve_amp, resolve_device, to_device
 from src.errors import UserError, report_user_errors
-from src.inference import (OFFICIAL, ModelFile, build_model, check_output_path, choose_class_names, coco_class_names,
-                           head_classes, load_model_file, resolve, scores_json, write_scores)
-from src.io_utils import atomic_write_text
+from src.inference import (OFFICIAL, ModelFile, build_model, choose_class_names, coco_class_names, head_classes,
+                           load_model_file, resolve, scores_json, write_scores)
 from src.models import check_model_name
+from src.outputs import MARKER_KEY, SCORES_CSV, Outputs, json_kind
+
+JSON_COMMAND = "infer.py --json"
+OUTPUT_KINDS = {"--json": json_kind(JSON_COMMAND), "--csv": SCORES_CSV}
 
 
 def probability(text: str) -> float:
@@ -57,6 +61,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH", help="write every image's full score vector here (JSON)")
     p.add_argument("--csv", default=None, metavar="PATH",
                    help="write every image's full score vector here (CSV: image,<class names>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --json / --csv replace an existing file that infer.py did not write (never an input)")
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="class names, one per line (default: from the checkpoint)")
     p.add_argument("--data", default=None, metavar="DIR|JSON",
@@ -112,8 +118,8 @@ def label_line(name: str, row: np.ndarray, class_names: list[str], thre: float, 
 def main(argv=None) -> dict:
     parser = get_parser()
     args = parser.parse_args(argv)
-    with report_user_errors():
-        return run(args, parser)
+    with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("json", "csv")) as outputs:
+        return run(args, parser, outputs)
 
 
 def model_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, model_file: ModelFile) -> dict:
@@ -138,12 +144,13 @@ def model_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, mo
             "class_names": class_names}
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outputs) -> dict:
     """Score the images, printing each batch's lines as it is scored; returns {"images", "scores" (N x C),
-    "class_names", "skipped" [(path, reason)]}."""
+    "class_names", "skipped" [(path, reason)]}. ``outputs``: the output rule, holding the inputs."""
     paths = find_images(args.images, args.recursive)
-    for flag in ("--json", "--csv"):
-        check_output_path(flag, getattr(args, flag[2:]), [*paths, args.model_path])
+    outputs.add_inputs(paths)
+    for flag, kind in OUTPUT_KINDS.items():
+        outputs.check(flag, getattr(args, flag[2:]), kind)
     model_file = load_model_file(args.model_path, args.ema)
     settings = model_settings(args, parser, model_file)
     model_name, image_size, num_classes, class_names = (settings[k] for k in ("model_name", "image_size",
@@ -174,11 +181,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
         raise UserError("no image could be read")
     probs = np.stack(rows)
     if args.csv:
-        write_scores(args.csv, names, probs, class_names, fmt="csv")
+        write_scores(args.csv, names, probs, class_names, fmt="csv", outputs=outputs, flag="--csv")
     if args.json:
-        extra = {"model_path": str(args.model_path), "model_name": model_name, "image_size": image_size,
-                 "skipped": [{"image": p, "error": r} for p, r in skipped]}
-        atomic_write_text(args.json, scores_json(names, probs, class_names, extra))
+        extra = {MARKER_KEY: JSON_COMMAND, "model_path": str(args.model_path), "model_name": model_name,
+                 "image_size": image_size, "skipped": [{"image": p, "error": r} for p, r in skipped]}
+        outputs.write_text("--json", args.json, OUTPUT_KINDS["--json"], scores_json(names, probs, class_names, extra))
     return {"images": names, "scores": probs, "class_names": class_names, "skipped": skipped}
 
 

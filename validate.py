@@ -9,7 +9,6 @@ NUS-WIDE's nus_val.txt). --save-scores writes every image's scores and targets (
 also reports CF1 and OF1 at the thresholds that maximise them on this set.
 """
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -23,13 +22,15 @@ from src.distributed import DistInfo, ShardSampler
 from src.data.prefetch import Prefetcher
 from src.engine import Compute, evaluate, resolve_amp, resolve_device, to_device
 from src.errors import UserError, report_user_errors
-from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, check_output_path,
-                           choose_class_names, head_classes, load_model_file, resolve, write_scores)
-from src.io_utils import atomic_write_text
+from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, choose_class_names,
+                           head_classes, load_model_file, resolve, write_scores)
 from src.metrics import official_f_c
 from src.models import check_model_name
+from src.outputs import SCORES_CSV, SCORES_NPZ, Outputs, json_kind, stamped
 
 DEFAULT_THRESHOLD = 0.5
+JSON_COMMAND = "validate.py --json"
+JSON_KIND = json_kind(JSON_COMMAND)
 
 
 def threshold_arg(text: str) -> float | str:
@@ -80,6 +81,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH", help="also write map, cp, cr, cf1, op, or, of1 here")
     p.add_argument("--save-scores", default=None, type=scores_path_arg, metavar="PATH",
                    help="write the N x C scores with image names, class names and targets (.npz or .csv)")
+    p.add_argument("--overwrite", action="store_true", help="let --json / --save-scores replace an existing file "
+                   "that validate.py did not write (never an input)")
     return p
 
 
@@ -128,14 +131,22 @@ def report_thresholds(result: dict, targets, scores) -> None:
 def main(argv=None) -> dict:
     parser = get_parser()
     args = parser.parse_args(argv)
-    with report_user_errors():
-        return run(args, parser)
+    with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("json", "save_scores")) as outputs:
+        return run(args, parser, outputs)
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    """Score the model file on the data; returns map, cp, cr, cf1, op, or, of1, f_c_official (and thre_auto)."""
-    check_output_path("--json", args.json, [args.model_path, *filter(None, [args.val_dataset])])
-    check_output_path("--save-scores", args.save_scores, [args.model_path, *filter(None, [args.val_dataset])])
+def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
+    """The output rule (src/outputs.py) for --json and --save-scores, with the inputs read so far."""
+    outputs.check("--json", args.json, JSON_KIND)
+    if args.save_scores:
+        kind = SCORES_CSV if Path(args.save_scores).suffix.lower() == ".csv" else SCORES_NPZ
+        outputs.check("--save-scores", args.save_scores, kind)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outputs) -> dict:
+    """Score the model file on the data; returns map, cp, cr, cf1, op, or, of1, f_c_official (and thre_auto).
+    ``outputs``: the output rule; the outputs are checked before anything is read and again before scoring."""
+    check_outputs(args, outputs)
     model_file = load_model_file(args.model_path, args.ema)
     meta = model_file.meta
     model_name = resolve("model_name", args.model_name, meta, OFFICIAL["model_name"], parser)
@@ -153,6 +164,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     if note and args.save_scores:
         print(f"note: {note}", flush=True)
 
+    check_outputs(args, outputs)  # now also against the annotation file and label list just read
     print(f"creating {model_name} ({num_classes} classes) and loading {args.model_path}", flush=True)
     model = build_model(model_file, model_name, num_classes)
     model.to(device)
@@ -175,10 +187,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     print("mAP score:", result["map"], flush=True)
     if args.save_scores:
         names = [dataset.entries[i].name for i in torch.nonzero(seen).flatten().tolist()]
-        write_scores(args.save_scores, names, scores.numpy(), class_names, targets.numpy())
+        write_scores(args.save_scores, names, scores.numpy(), class_names, targets.numpy(), outputs=outputs)
         print(f"scores of {len(names)} images x {num_classes} classes written to {args.save_scores}", flush=True)
     if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+        outputs.write_text("--json", args.json, JSON_KIND, stamped(JSON_COMMAND, result))
     return result
 
 

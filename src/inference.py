@@ -32,19 +32,16 @@ from torch import nn
 from src.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_finite_weights, load_file, load_weights
 from src.data.class_names import ClassNamesError, check_class_names, index_names
 from src.data.datasets import coco_category_names
-from src.data.image_files import IMAGE_SUFFIXES
-from src.errors import UserError
 from src.io_utils import atomic_write
 from src.metrics import threshold_metrics
+from src.outputs import SCORES_CSV, SCORES_NPZ, Outputs
 from src.models import (COMMON_MODELS, MIN_BACKBONE_MATCH, backbone_share, convert_state_dict, create_model,
                         extract_state_dict)
 
 __all__ = ["OFFICIAL", "META_KEYS", "ModelFile", "load_model_file", "resolve", "head_classes", "build_model",
            "choose_class_names", "coco_class_names", "SCORE_SUFFIXES", "write_scores", "asl_meta", "fitting_models",
-           "check_output_path",
            "scores_json", "THRESHOLD_GRID", "best_thresholds"]
 
-_DEFAULT_SUFFIX = {"--json": ".json", "--csv": ".csv", "--save-scores": ".npz"}
 # What the official code used when a file does not say: ResNet-50 at 448 px.
 OFFICIAL = {"model_name": "resnet50", "image_size": 448}
 META_KEYS = ("model_name", "num_classes", "image_size", "class_names")
@@ -159,19 +156,6 @@ def fitting_models(state_dict: dict[str, torch.Tensor], exclude: str = "") -> li
     return found
 
 
-def check_output_path(flag: str, output: str | os.PathLike | None, inputs: Sequence[str | os.PathLike]) -> None:
-    """An output flag never names one of the run's input files, nor an existing image (``infer.py --json
-    *.jpg`` would otherwise write over the first photo): a UserError naming the flag and the file."""
-    if output is None:
-        return
-    out = Path(output)
-    if out.exists() and any(out.resolve() == Path(p).resolve() for p in inputs):
-        raise UserError(f"{flag} {out} is one of the inputs: it would be overwritten; give {flag} a new file name")
-    if out.is_file() and out.suffix.lower() in IMAGE_SUFFIXES:
-        raise UserError(f"{flag} {out} is an existing image: it would be overwritten (was the output name "
-                        f"forgotten?); give {flag} a file name such as scores{_DEFAULT_SUFFIX.get(flag, '.out')}")
-
-
 def coco_class_names(data: str | os.PathLike) -> list[str]:
     """Category names (sorted by id) of a COCO root's annotations/instances_val2014.json, or of a .json file."""
     path = Path(data)
@@ -217,9 +201,9 @@ def _float_text(values: np.ndarray) -> list[str]:
 
 def write_scores(path: str | os.PathLike, image_names: Sequence[str], scores: np.ndarray | torch.Tensor,
                  class_names: Sequence[str], targets: np.ndarray | torch.Tensor | None = None,
-                 fmt: str | None = None) -> Path:
+                 fmt: str | None = None, outputs: Outputs | None = None, flag: str = "--save-scores") -> Path:
     """Write the N x C ``scores`` (probabilities) with the image names, atomically, as ``fmt`` ('npz' or 'csv';
-    default: by ``path``'s suffix).
+    default: by ``path``'s suffix); through ``outputs`` (the output rule, ``path`` given at ``flag``) when given.
 
     .npz: arrays ``images`` (N,), ``class_names`` (C,), ``scores`` float32 (N, C), and ``targets`` uint8 (N, C)
     when given. .csv: a header ``image,<class name>...[,target:<class name>...]`` and one row per image.
@@ -239,17 +223,23 @@ def write_scores(path: str | os.PathLike, image_names: Sequence[str], scores: np
                   "scores": scores}
         if targets is not None:
             arrays["targets"] = targets
-        return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-    if fmt == "csv":
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["image", *class_names, *([f"target:{c}" for c in class_names] if targets is not None
-                                                  else [])])
-        for i, name in enumerate(image_names):
-            writer.writerow([name, *_float_text(scores[i]),
-                             *(targets[i].tolist() if targets is not None else [])])
-        return atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))
-    raise ValueError(f"{path}: unknown scores format {path.suffix!r} (use {' or '.join(SCORE_SUFFIXES)})")
+        kind, write = SCORES_NPZ, lambda f: np.savez_compressed(f, **arrays)
+    elif fmt == "csv":
+        text = _scores_csv(image_names, scores, class_names, targets).encode("utf-8")
+        kind, write = SCORES_CSV, lambda f: f.write(text)
+    else:
+        raise ValueError(f"{path}: unknown scores format {path.suffix!r} (use {' or '.join(SCORE_SUFFIXES)})")
+    return atomic_write(path, write) if outputs is None else outputs.write(flag, path, kind, write)
+
+
+def _scores_csv(image_names: Sequence[str], scores: np.ndarray, class_names: Sequence[str],
+                targets: np.ndarray | None) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["image", *class_names, *([f"target:{c}" for c in class_names] if targets is not None else [])])
+    for i, name in enumerate(image_names):
+        writer.writerow([name, *_float_text(scores[i]), *(targets[i].tolist() if targets is not None else [])])
+    return text.getvalue()
 
 
 def scores_json(image_names: Sequence[str], scores: np.ndarray, class_names: Sequence[str],

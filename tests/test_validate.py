@@ -1,6 +1,7 @@
 """validate.py: --save-scores, --thre auto and class names, on a one-step toy COCO run (CPU)."""
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -137,11 +138,81 @@ def test_cf1_and_the_official_f_c_are_printed_under_their_own_names(run, toy_coc
     assert f"CF1 {result['cf1']:.2f} " in line and f"F_C {f_c:.2f} " in line
 
 
-def test_an_output_flag_never_writes_onto_the_model_file(run, toy_coco, capsys):
+def one_line_error(capsys, *argv) -> str:
+    err = exit_message(capsys, *argv)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture
+def victims(run, toy_coco, tmp_path) -> dict:
+    """Files a --json or --save-scores could destroy: a data folder's annotation file, a second run's files, a label
+    list, a --classes file, a JPEG without extension, a user's CSV."""
+    data = tmp_path / "toy"
+    shutil.copytree(toy_coco / "annotations", data / "annotations")
+    (data / "val2014").symlink_to(toy_coco / "val2014", target_is_directory=True)
+    other = tmp_path / "b"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns(".lock"))
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(TOY_NAMES) + "\n")
+    photo = tmp_path / "photo"
+    shutil.copy(next((toy_coco / "val2014").glob("*.jpg")), photo)
+    table = tmp_path / "labels.csv"
+    table.write_text("image,labels\na.jpg,1\n")
+    return {"data": data, "annotations": data / "annotations" / "instances_val2014.json", "other": other,
+            "list": shutil.copy(toy_coco / "coco_train_full.txt", tmp_path / "list.txt"), "names": names,
+            "photo": photo, "table": table}
+
+
+# (victim, its flag, more flags, whether the victim is an input of the command)
+REFUSED = [
+    ("annotations", "--json", [], True),
+    (("other", "best.ckpt"), "--json", [], False),
+    (("other", "metrics.jsonl"), "--json", [], False),
+    (("other", "args.json"), "--json", [], False),
+    ("list", "--json", [], False),
+    ("names", "--json", ["--classes", "{names}"], True),
+    ("photo", "--json", [], False),
+    ("table", "--save-scores", [], False),
+]
+
+
+@pytest.mark.parametrize("victim, flag, more, is_input", REFUSED,
+                         ids=["annotations", "checkpoint", "metrics.jsonl", "args.json", "label list", "--classes file",
+                              "jpeg without extension", "user csv"])
+def test_an_output_never_replaces_an_input_or_a_file_validate_did_not_write(run, victims, capsys, victim, flag, more,
+                                                                             is_input):
+    path = victims[victim] if isinstance(victim, str) else victims[victim[0]] / victim[1]
+    before = Path(path).read_bytes()
+    more = [m.format(**victims) for m in more]
+    base = ["--model-path", run / "best.ckpt", "--data", victims["data"], *more, flag, path]
+    err = one_line_error(capsys, *base)
+    refused_as = "is one of the inputs of this command" if victim == "names" else "exists and is not "
+    assert f"{flag} {path} {refused_as}" in err
+    if is_input:  # --overwrite never lets an output replace an input
+        err = one_line_error(capsys, *base, "--overwrite")
+        assert f"{flag} {path} is one of the inputs of this command" in err
+    assert Path(path).read_bytes() == before
+
+
+def test_the_model_file_is_never_an_output_even_with_overwrite(run, toy_coco, capsys):
     before = (run / "best.ckpt").read_bytes()
-    err = exit_message(capsys, "--model-path", run / "best.ckpt", "--data", toy_coco, "--json", run / "best.ckpt")
+    err = one_line_error(capsys, "--model-path", run / "best.ckpt", "--data", toy_coco, "--json", run / "best.ckpt",
+                         "--overwrite")
     assert f"--json {run / 'best.ckpt'} is one of the inputs" in err
     assert (run / "best.ckpt").read_bytes() == before
+
+
+def test_own_outputs_are_replaced_and_overwrite_replaces_a_file_that_is_no_input(run, toy_coco, victims, tmp_path):
+    out, scores = tmp_path / "metrics.json", tmp_path / "scores.csv"
+    for _ in range(2):  # the second run replaces the first one's files without --overwrite
+        result = validate_main("--model-path", run / "best.ckpt", "--data", toy_coco, "--json", out,
+                               "--save-scores", scores)
+    written = json.loads(out.read_text())
+    assert written["written_by"] == "validate.py --json" and written["map"] == result["map"]
+    validate_main("--model-path", run / "best.ckpt", "--data", toy_coco, "--save-scores", victims["table"],
+                  "--overwrite")
+    assert next(csv.reader(victims["table"].open()))[0] == "image" and len(victims["table"].read_text()) > 100
 
 
 @pytest.mark.parametrize("flags, message", [
