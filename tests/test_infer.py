@@ -271,14 +271,52 @@ def test_an_output_flag_never_writes_onto_an_input_or_an_image(run, toy_coco, tm
     before = {p: p.read_bytes() for p in photos}
     # the output name forgotten: `--json *.jpg` takes the first photo as the output
     err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--json", *photos)
-    assert f"--json {photos[0]} is an existing image" in err and err.count("error:") == 1
-    # an input named as the output, and the model file as the output
-    err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--csv", photos[1], *photos[1:])
+    assert f"--json {photos[0]} exists and is not a JSON file of infer.py" in err and err.count("error:") == 1
+    # an input named as the output, and the model file as the output, even with --overwrite
+    err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--csv", photos[1], *photos[1:],
+                       "--overwrite")
     assert f"--csv {photos[1]} is one of the inputs" in err
-    err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--json", run / "best.ckpt", photos[2])
+    err = exit_message(capsys, "--model-path", run / "best.ckpt", "-j", "0", "--json", run / "best.ckpt", photos[2],
+                       "--overwrite")
     assert "is one of the inputs" in err
     assert {p: p.read_bytes() for p in photos} == before
     load_checkpoint(run / "best.ckpt")
+
+
+@pytest.mark.parametrize("victim", ["other checkpoint", "metrics.jsonl", "args.json", "label list", "classes file",
+                                    "jpeg without extension", "folder of the images"])
+def test_json_and_csv_never_replace_a_file_infer_did_not_write(run, toy_coco, tmp_path, capsys, victim):
+    other = tmp_path / "b"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns(".lock"))
+    photo = Path(shutil.copy(val_images(toy_coco, 1)[0], tmp_path / "photo"))
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(TOY_NAMES) + "\n")
+    path = {"other checkpoint": other / "best.ckpt", "metrics.jsonl": other / "metrics.jsonl",
+            "args.json": other / "args.json", "label list": shutil.copy(toy_coco / "coco_train_full.txt", tmp_path),
+            "classes file": names, "jpeg without extension": photo, "folder of the images": None}[victim]
+    images = [tmp_path / "in"]
+    shutil.copytree(toy_coco / "val2014", images[0], ignore=lambda d, files: sorted(files)[2:])
+    if path is None:  # an image found in a folder argument is an input
+        path = sorted(images[0].iterdir())[0]
+    before = Path(path).read_bytes()
+    for flag in ("--json", "--csv"):
+        base = ["--model-path", run / "best.ckpt", "-j", "0", "--classes", names, flag, path, *images]
+        err = exit_message(capsys, *base)
+        assert err.startswith(f"error: {flag} {path} ") and err.count("\n") == 1
+        assert ("is one of the inputs" if victim in ("classes file", "folder of the images") else "--overwrite") in err
+        if victim in ("classes file", "folder of the images"):
+            assert "is one of the inputs" in exit_message(capsys, *base, "--overwrite")
+    assert Path(path).read_bytes() == before
+
+
+def test_json_and_csv_replace_their_own_files_and_any_other_with_overwrite(run, toy_coco, tmp_path):
+    out, table, foreign = tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "notes.txt"
+    foreign.write_text("keep?\n")
+    for _ in range(2):  # the second run replaces the first one's files
+        infer_main("--model-path", run / "best.ckpt", "-j", "0", "--json", out, "--csv", table, *val_images(toy_coco, 2))
+    assert json.loads(out.read_text())["written_by"] == "infer.py --json"
+    infer_main("--model-path", run / "best.ckpt", "-j", "0", "--json", foreign, "--overwrite", *val_images(toy_coco, 2))
+    assert len(json.loads(foreign.read_text())["images"]) == 2
 
 
 def test_lines_are_printed_as_their_batch_is_scored(run, toy_coco, capsys, monkeypatch):
