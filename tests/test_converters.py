@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from src.data.converters import VOC_CLASSES, ConverterError, csv_class_names, read_cub, read_label_csv, read_voc
+from src.data.converters import (VOC_CLASSES, ConverterError, check_converted, csv_class_names, read_cub, read_label_csv,
+                                 read_voc)
 from src.data.labels import format_label_line
 
 
@@ -176,3 +177,120 @@ def test_csv_bad_rows_name_file_and_line(tmp_path, text, message):
 def test_csv_class_names_rejects_an_unknown_order():
     with pytest.raises(ValueError, match="order"):
         csv_class_names([], "random")
+
+
+# ----------------------------------------------------------------------------- what the lists will hold
+
+def touch_images(root: Path, names) -> Path:
+    """Empty files standing for the images (check_converted looks for the files only)."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    return root
+
+
+def voc_with_images(tmp_path: Path, splits=VOC_SPLITS) -> Path:
+    voc = make_voc(tmp_path, splits)
+    touch_images(voc / "JPEGImages", {f"{i}.jpg" for split in splits.values() for i in split})
+    return voc
+
+
+def test_voc_lists_pass_the_checks_when_every_image_is_there(tmp_path):
+    got = check_converted(read_voc(voc_with_images(tmp_path)))
+    assert got.missing == [] and got.held_out == ("test",) and len(got.splits["test"]) == 2
+
+
+def test_a_voc_id_in_both_trainval_and_test_is_refused(tmp_path):
+    splits = {"trainval": VOC_SPLITS["trainval"], "test": {**VOC_SPLITS["test"], "000002": (("car", 0),)}}
+    voc = voc_with_images(tmp_path, splits)
+    with pytest.raises(ConverterError, match=r"test\.txt and .*trainval\.txt share 1 images \(first: 000002\.jpg\)"):
+        check_converted(read_voc(voc))
+
+
+def test_voc_without_jpegimages_or_with_a_missing_jpeg_is_refused_unless_allowed(tmp_path):
+    voc = make_voc(tmp_path, VOC_SPLITS)
+    with pytest.raises(ConverterError, match=r"JPEGImages: no such folder"):
+        check_converted(read_voc(voc))
+    touch_images(voc / "JPEGImages", ["000001.jpg", "000002.jpg", "000003.jpg"])
+    with pytest.raises(ConverterError, match=r"JPEGImages: 1 listed images have no file there \(first: 000004\.jpg\)"
+                                             r".*--allow-missing"):
+        check_converted(read_voc(voc))
+    got = check_converted(read_voc(voc), allow_missing=True)
+    assert got.missing == ["000004.jpg"] and lines(got.splits["test"]) == ["000003.jpg,7"]
+
+
+def test_an_empty_split_is_refused_naming_its_file(tmp_path):
+    voc = voc_with_images(tmp_path, {"trainval": VOC_SPLITS["trainval"], "test": {"000003": (("cat", 1),)}})
+    with pytest.raises(ConverterError, match=r"test\.txt: the test split holds no image"):
+        check_converted(read_voc(voc, difficult="negative"))  # its only image has only a difficult object
+
+
+def test_a_voc_id_listed_twice_names_both_lines(tmp_path):
+    voc = make_voc(tmp_path, VOC_SPLITS)
+    (voc / "ImageSets" / "Main" / "test.txt").write_text("000003\n000004\n000003\n")
+    with pytest.raises(ConverterError, match=r"test\.txt:3: image id 000003 repeats line 1"):
+        read_voc(voc)
+
+
+def test_a_truncated_cub_attribute_file_is_an_error_naming_it(tmp_path):
+    cub = make_cub(tmp_path, CUB_LABELS, train={1})
+    labels = cub / "attributes" / "image_attribute_labels.txt"
+    labels.write_text("".join(labels.read_text().splitlines(keepends=True)[:-100]))  # the last image cut short
+    with pytest.raises(ConverterError, match=r"image_attribute_labels\.txt: 1 images lack attribute rows \(image 3 "
+                                             r"has 212 of 312\): the file is cut short"):
+        read_cub(cub)
+
+
+def test_cub_keeps_every_test_image_and_its_lists_pass_the_checks(tmp_path):
+    cub = make_cub(tmp_path, CUB_LABELS, train={1})  # image 2, with no positive attribute, is a test image
+    touch_images(cub / "images", (cub / "images.txt").read_text().split()[1::2])
+    got = check_converted(read_cub(cub))
+    assert lines(got.splits["test"]) == ["002.Bird_2/Bird_2_0002.jpg,", "003.Bird_3/Bird_3_0003.jpg,4 5"]
+    assert got.left_out == []
+
+
+@pytest.mark.parametrize("header, message", [
+    (None, r"train\.csv:1: the first row 'file,labels' names no image .*--csv-header .*--no-csv-header"),
+    (True, None),
+])
+def test_a_csv_header_row_is_detected_or_the_user_is_asked(tmp_path, header, message):
+    path = tmp_path / "train.csv"
+    path.write_text("file,labels\na.jpg,cat\nb.jpg,dog\n")
+    if message:
+        with pytest.raises(ConverterError, match=message):
+            read_label_csv([path], header=header)
+    else:
+        got = read_label_csv([path], header=header)
+        assert got.class_names == ["cat", "dog"] and lines(got.splits["train"]) == ["a.jpg,0", "b.jpg,1"]
+
+
+def test_csv_header_never_drops_a_real_first_row(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("a.jpg,cat\nb.jpg,dog\n")
+    with pytest.raises(ConverterError, match=r"train\.csv:1: --csv-header, but the first row names an image "
+                                             r"\('a\.jpg'\).*--no-csv-header"):
+        read_label_csv([path], header=True)
+    photos = touch_images(tmp_path / "photos", ["noext"])
+    path.write_text("noext,cat\n")  # a file name without suffix that is an image of the folder
+    with pytest.raises(ConverterError, match="--csv-header, but the first row names an image"):
+        read_label_csv([path], header=True, images=photos)
+    assert lines(read_label_csv([path], images=photos).splits["train"]) == ["noext,0"]
+
+
+def test_the_same_csv_for_train_and_test_or_a_shared_image_is_refused(tmp_path):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("a.jpg,cat\nb.jpg,dog\n")
+    with pytest.raises(ConverterError, match=r"train\.csv and .*train\.csv are the same file"):
+        read_label_csv([train, tmp_path / "." / "train.csv"])
+    test.write_text("c.jpg,cat\n./b.jpg,dog\n")
+    with pytest.raises(ConverterError, match=r"test\.csv and .*train\.csv share 1 images \(first: \./b\.jpg\)"):
+        check_converted(read_label_csv([train, test]))
+
+
+def test_class_names_differing_only_in_case_are_an_error(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("a.jpg,Cat\nb.jpg,cat\n")
+    with pytest.raises(ConverterError, match=r"train\.csv: the class names 'Cat' and 'cat' differ only in case"):
+        read_label_csv([path])
+    with pytest.raises(ConverterError, match=r"--classes n\.txt: the class names 'Cat' and 'cat' differ only"):
+        read_label_csv([path], class_names=["Cat", "cat"], classes_source="--classes n.txt")
