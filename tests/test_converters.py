@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from src.data.converters import (VOC_CLASSES, ConverterError, check_converted, csv_class_names, read_cub, read_label_csv,
-                                 read_voc)
+from src.data.converters import (VOC_CLASSES, ConverterError, check_converted, csv_class_names, read_cub,
+                                 read_label_csv, read_voc)
 from src.data.labels import format_label_line
 
 

@@ -313,7 +313,8 @@ def test_json_and_csv_replace_their_own_files_and_any_other_with_overwrite(run, 
     out, table, foreign = tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "notes.txt"
     foreign.write_text("keep?\n")
     for _ in range(2):  # the second run replaces the first one's files
-        infer_main("--model-path", run / "best.ckpt", "-j", "0", "--json", out, "--csv", table, *val_images(toy_coco, 2))
+        infer_main("--model-path", run / "best.ckpt", "-j", "0", "--json", out, "--csv", table,
+                   *val_images(toy_coco, 2))
     assert json.loads(out.read_text())["written_by"] == "infer.py --json"
     infer_main("--model-path", run / "best.ckpt", "-j", "0", "--json", foreign, "--overwrite", *val_images(toy_coco, 2))
     assert len(json.loads(foreign.read_text())["images"]) == 2

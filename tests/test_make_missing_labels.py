@@ -1,6 +1,7 @@
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from src.data.labels import LabelEntry, read_label_list, write_label_list
 from src.data.missing_labels import (PAPER_SCHEMES, bernoulli_keep, drop_labels, missing_label_lists,
                                      write_missing_label_lists)
 from src.tools.make_missing_labels import format_table, main
+from test_converters import touch_images
 
 PAPER_TOTALS = {"full": 241035, "0.75left": 181422, "0.4left": 96251, "singlelabel": 82081}
 
@@ -136,7 +138,7 @@ def test_cli_instances_with_category_id_gaps(tmp_path, capsys):
 def test_cli_keep_ratio_and_errors(tmp_path, capsys):
     src = tmp_path / "full.txt"
     write_label_list(src, [LabelEntry(f"{k}.jpg", (0, 1, 2, 3)) for k in range(100)])
-    paths = main(["--full-list", str(src), "--out-dir", str(tmp_path), "--prefix", "x", "--keep-ratio", "0.5"])
+    paths = main(["--full-list", str(src), "--out-dir", str(tmp_path / "out"), "--prefix", "x", "--keep-ratio", "0.5"])
     assert set(paths) == {"full", "0.5left"}
     assert paths["0.5left"].name == "x_train_0.5left.txt"
     part = read_label_list(paths["0.5left"], 4)
@@ -158,9 +160,9 @@ def test_format_table_columns():
 # ----------------------------------------------------------------------------- converters and shipped lists
 
 def test_cli_voc_writes_classes_test_list_and_paper_lists(tmp_path, capsys):
-    from test_converters import VOC_SPLITS, make_voc
+    from test_converters import VOC_SPLITS, voc_with_images
 
-    voc = make_voc(tmp_path, VOC_SPLITS)
+    voc = voc_with_images(tmp_path, VOC_SPLITS)
     paths = main(["--voc", str(voc), "--out-dir", str(tmp_path / "out"), "--seed", "1"])
     names = {k: p.name for k, p in paths.items()}
     assert names == {"classes": "voc2007_classes.txt", "test": "voc2007_test.txt",
@@ -179,13 +181,16 @@ def test_cli_csv_with_classes_and_a_reported_skip(tmp_path, capsys):
     csv_file, names = tmp_path / "labels.csv", tmp_path / "names.txt"
     csv_file.write_text("a.jpg,dog|cat\nb.jpg,\n")
     names.write_text("cat\ndog\nfox\n")
-    paths = main(["--csv", str(csv_file), "--classes", str(names), "--label-sep", "|", "--out-dir", str(tmp_path)])
+    images = ["--images", str(touch_images(tmp_path / "photos", ["a.jpg"]))]
+    paths = main(["--csv", str(csv_file), *images, "--classes", str(names), "--label-sep", "|", "--out-dir",
+                  str(tmp_path / "out")])
     assert paths["classes"].read_text() == "cat\ndog\nfox\n" and paths["full"].read_text() == "a.jpg,0 1\n"
     out = capsys.readouterr().out
     assert f"left out: {csv_file}:2: b.jpg: no positive label" in out and "| full | 1 | 3 | 2 | 2.00 |" in out
     names.write_text("cat\n")
     with pytest.raises(SystemExit):
-        main(["--csv", str(csv_file), "--classes", str(names), "--label-sep", "|", "--out-dir", str(tmp_path)])
+        main(["--csv", str(csv_file), *images, "--classes", str(names), "--label-sep", "|", "--out-dir",
+              str(tmp_path / "out2")])
     assert f"{csv_file}:1: class 'dog' is not in --classes {names}" in capsys.readouterr().err
 
 
@@ -213,10 +218,80 @@ def test_the_tools_refuse_to_overwrite_a_shipped_list(tmp_path, monkeypatch, cap
     src = tmp_path / "full.txt"
     write_label_list(src, [LabelEntry("a.jpg", (0, 1))])
     with pytest.raises(SystemExit):
-        main(["--full-list", str(src), "--out-dir", str(tmp_path / "x" / ".." / "dataset")])
+        main(["--full-list", str(src), "--out-dir", str(tmp_path / "x" / ".." / "dataset"), "--overwrite"])
     err = capsys.readouterr().err
     assert "coco_train_0.4left.txt is an official list" in err and "another --out-dir" in err
     assert sorted(p.name for p in fake.iterdir()) == ["SHA256SUMS", "coco_train_0.4left.txt"]  # nothing written
     assert (fake / "coco_train_0.4left.txt").read_text() == "keep.jpg,0\n"
     with pytest.raises(shipped.ShippedListError):  # and the writer itself refuses
         write_label_list(fake / "coco_train_0.4left.txt", [LabelEntry("a.jpg", (0,))])
+
+
+# ----------------------------------------------------------------------------- the output rule
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_an_existing_out_dir_is_refused_without_overwrite(tmp_path, capsys):
+    src = tmp_path / "full.txt"
+    write_label_list(src, [LabelEntry(f"{k}.jpg", (0, 1, 2)) for k in range(20)])
+    out = tmp_path / "own"
+    main(["--full-list", str(src), "--out-dir", str(out), "--seed", "0"])
+    before = snapshot(out)
+    with pytest.raises(SystemExit) as e:
+        main(["--full-list", str(src), "--out-dir", str(out), "--seed", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert f"--out-dir {out} exists and is not empty" in err and "--overwrite" in err
+    assert snapshot(out) == before
+    main(["--full-list", str(src), "--out-dir", str(out), "--seed", "1", "--overwrite"])
+    assert snapshot(out).keys() == before.keys() and snapshot(out) != before  # another draw, written over
+    (tmp_path / "empty").mkdir()  # an empty folder is taken
+    assert main(["--full-list", str(src), "--out-dir", str(tmp_path / "empty")])["full"].is_file()
+
+
+def test_an_input_inside_out_dir_is_never_replaced_even_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "lists"
+    out.mkdir()
+    src = out / "coco_train_full.txt"  # the input is the list the tool would write
+    write_label_list(src, [LabelEntry(f"{k}.jpg", (0, 1, 2)) for k in range(20)])
+    before = src.read_bytes()
+    with pytest.raises(SystemExit):
+        main(["--full-list", str(src), "--out-dir", str(out), "--overwrite"])
+    assert f"--out-dir {src} is one of the inputs of this command" in capsys.readouterr().err
+    assert snapshot(out) == {"coco_train_full.txt": before}  # nothing written
+
+
+def test_csv_needs_images_and_missing_images_are_named_or_refused(tmp_path, capsys):
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("a.jpg,dog\nb.jpg,cat\nc.jpg,cat dog\n")
+    with pytest.raises(SystemExit):
+        main(["--csv", str(csv_file), "--out-dir", str(tmp_path / "out")])
+    assert "--csv needs --images DIR" in capsys.readouterr().err
+    photos = touch_images(tmp_path / "photos", ["a.jpg", "c.jpg"])
+    argv = ["--csv", str(csv_file), "--images", str(photos), "--out-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert f"{photos}: 1 listed images have no file there (first: b.jpg)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    paths = main([*argv, "--allow-missing"])
+    assert paths["full"].read_text() == "a.jpg,1\nc.jpg,0 1\n"
+    assert f"left out 1 images with no file under {photos} (--allow-missing): b.jpg" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ([], "names no image"), (["--csv-header"], None), (["--no-csv-header"], "1 listed images have no file there"),
+])
+def test_a_csv_header_row_is_never_read_as_an_image_unless_asked(tmp_path, capsys, flag, expected):
+    csv_file = tmp_path / "train.csv"
+    csv_file.write_text("file,labels\na.jpg,dog\n")
+    argv = ["--csv", str(csv_file), "--images", str(touch_images(tmp_path / "photos", ["a.jpg"])), *flag,
+            "--out-dir", str(tmp_path / "out")]
+    if expected is None:
+        paths = main(argv)
+        assert paths["classes"].read_text() == "dog\n" and paths["full"].read_text() == "a.jpg,0\n"
+        return
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert expected in capsys.readouterr().err

@@ -39,8 +39,8 @@ def test_csv_to_train_validate_and_infer_with_24_named_classes(toy_coco, tmp_pat
     names = tmp_path / "names.txt"
     names.write_text("".join(n + "\n" for n in TOY_NAMES))
     lists = tmp_path / "lists"
-    paths = make_lists(["--csv", str(train_csv), str(test_csv), "--label-sep", ";", "--classes", str(names),
-                        "--out-dir", str(lists)])
+    paths = make_lists(["--csv", str(train_csv), str(test_csv), "--images", str(photos), "--label-sep", ";",
+                        "--classes", str(names), "--out-dir", str(lists)])
     assert paths["classes"].read_text().splitlines() == TOY_NAMES and len(TOY_NAMES) == 24
     assert "| single | 16 | 24 | 16 | 1.00 |" in capsys.readouterr().out
 
@@ -68,8 +68,8 @@ def test_num_classes_without_names_and_names_that_do_not_fit(toy_coco, tmp_path,
     photos, train_csv, test_csv = own_folder(toy_coco, tmp_path, 8, 8)
     names = tmp_path / "names.txt"
     names.write_text("".join(n + "\n" for n in TOY_NAMES))
-    paths = make_lists(["--csv", str(train_csv), str(test_csv), "--label-sep", ";", "--classes", str(names),
-                        "--out-dir", str(tmp_path / "lists")])
+    paths = make_lists(["--csv", str(train_csv), str(test_csv), "--images", str(photos), "--label-sep", ";",
+                        "--classes", str(names), "--out-dir", str(tmp_path / "lists")])
     flags = ["--data", str(photos), "--train-dataset", str(paths["full"]), "--val-dataset", str(paths["test"]), *FAST]
     train_nus.main(flags + ["--num-classes", "24", "--output", str(tmp_path / "run")])
     ckpt = load_checkpoint(tmp_path / "run" / "best.ckpt")
@@ -84,8 +84,8 @@ def test_shifted_validation_indices_are_warned_about(toy_coco, tmp_path, capsys)
     photos, train_csv, test_csv = own_folder(toy_coco, tmp_path, 40, 40)
     names = tmp_path / "names.txt"
     names.write_text("".join(n + "\n" for n in TOY_NAMES))
-    paths = make_lists(["--csv", str(train_csv), str(test_csv), "--label-sep", ";", "--classes", str(names),
-                        "--out-dir", str(tmp_path / "lists")])
+    paths = make_lists(["--csv", str(train_csv), str(test_csv), "--images", str(photos), "--label-sep", ";",
+                        "--classes", str(names), "--out-dir", str(tmp_path / "lists")])
     shifted = tmp_path / "shifted.txt"
     shifted.write_text("".join(f"{n},{' '.join(str(int(i) + 50) for i in ls.split())}\n" for n, ls in
                                (line.split(",") for line in paths["test"].read_text().splitlines())))

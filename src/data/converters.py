@@ -326,8 +326,8 @@ def _is_header(path: Path, number: int, row: list[str], header: bool | None, ima
     looks_like_image = _names_an_image(name, images)
     if header is None and not looks_like_image:
         where = f" and no file under {images}" if images is not None else ""
-        raise ConverterError(f"{path}:{number}: the first row {','.join(row)!r} names no image (no image suffix{where}): "
-                             "pass --csv-header if it is a header row, or --no-csv-header if it is an image")
+        raise ConverterError(f"{path}:{number}: the first row {','.join(row)!r} names no image (no image suffix"
+                             f"{where}): pass --csv-header if it is a header row, or --no-csv-header if it is an image")
     if header and looks_like_image:
         raise ConverterError(f"{path}:{number}: --csv-header, but the first row names an image ({name!r}), which "
                              "would be dropped: pass --no-csv-header if the file has no header row")

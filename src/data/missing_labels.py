@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from src.data.labels import LabelEntry, write_label_list
 from src.data.shipped import refuse_shipped
 
-__all__ = ["PAPER_SCHEMES", "drop_labels", "bernoulli_keep", "missing_label_lists", "write_lists",
+__all__ = ["PAPER_SCHEMES", "drop_labels", "bernoulli_keep", "missing_label_lists", "list_paths", "write_lists",
            "write_missing_label_lists"]
 
 # list key -> number of labels kept out of n (before min(., n))
@@ -75,9 +75,14 @@ def missing_label_lists(full: Sequence[LabelEntry], seed: int = 0) -> dict[str, 
     return lists
 
 
+def list_paths(keys: Iterable[str], out_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
+    """{key: out_dir/{prefix}_train_{key}.txt}: where ``write_lists`` writes each list."""
+    return {key: Path(out_dir) / f"{prefix}_train_{key}.txt" for key in keys}
+
+
 def write_lists(lists: dict[str, Sequence[LabelEntry]], out_dir: str | os.PathLike, prefix: str) -> dict[str, Path]:
     """Write {out_dir}/{prefix}_train_{key}.txt for each list; refuse (before writing any) a shipped list."""
-    paths = {key: Path(out_dir) / f"{prefix}_train_{key}.txt" for key in lists}
+    paths = list_paths(lists, out_dir, prefix)
     refuse_shipped(paths.values())
     return {key: write_label_list(paths[key], e) for key, e in lists.items()}
 

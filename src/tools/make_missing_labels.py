@@ -26,7 +26,13 @@ does not train (``{prefix}_test.txt``, ``{prefix}_val.txt``, ...), and the lists
     python -m src.tools.make_missing_labels --cub CUB_200_2011 --out-dir cub_lists
     python -m src.tools.make_missing_labels --csv train.csv test.csv --label-sep ";" --out-dir my_lists
 
-No output may be a list shipped in dataset/ (named in dataset/SHA256SUMS): the tool stops before writing.
+No output may be a list shipped in dataset/ (named in dataset/SHA256SUMS): the tool stops before writing. The
+outputs follow the output rule (src/outputs.py): an existing, non-empty ``--out-dir`` is refused without
+``--overwrite`` (the lists in it may be in use by runs trained on them), and no output replaces an input.
+
+The converters' lists are checked before anything is written (``check_converted``): every listed image is a file
+(``--images DIR`` for ``--csv``; ``--allow-missing`` leaves out and names those that are not), every split holds
+an image, and the training split shares no image with the test split.
 """
 from __future__ import annotations
 
@@ -37,13 +43,14 @@ from typing import Sequence
 import numpy as np
 
 from src.data.class_names import read_classes_flag, write_class_names
-from src.data.converters import Converted, read_cub, read_label_csv, read_voc
+from src.data.converters import Converted, check_converted, read_cub, read_label_csv, read_voc
 from src.data.datasets import coco_entries_from_instances
 from src.data.labels import LabelEntry, label_stats, read_label_list, write_label_list
-from src.data.missing_labels import bernoulli_keep, drop_labels, missing_label_lists, write_lists
+from src.data.missing_labels import bernoulli_keep, drop_labels, list_paths, missing_label_lists, write_lists
 from src.data.nus_release import read_nus_release
 from src.data.shipped import refuse_shipped
 from src.errors import report_user_errors
+from src.outputs import ANY_NEW_FILE, Outputs
 
 __all__ = ["format_table", "main"]  # the lists themselves: src.data.missing_labels
 
@@ -83,7 +90,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--nus-images", type=Path, metavar="DIR",
                    help="with --nus-release: name each image by its file in DIR (matched by Flickr photo id, as "
                         "nus_val.txt names them) and leave out images not there")
-    p.add_argument("--out-dir", type=Path, required=True, help="folder for the lists")
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for the lists (new or empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing, non-empty --out-dir, replacing its lists (never an input)")
     p.add_argument("--prefix", default=None,
                    help="file name prefix (default: coco; nus, voc2007/voc2012 (the folder's name), cub, own with "
                         "--nus-release, --voc, --cub, --csv)")
@@ -107,6 +116,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--csv takes one or two files (training, test), got {len(args.csv)}")
     if args.classes is not None and args.csv is None:
         p.error("--classes goes with --csv (VOC's and CUB's classes are fixed)")
+    if args.csv is not None and args.images is None:
+        p.error("--csv needs --images DIR, the folder its file names are relative to (every image is checked)")
+    if args.images is not None and args.csv is None:
+        p.error("--images goes with --csv (VOC's and CUB's image folders are known)")
     if args.prefix is None:
         source = next((k for k in _DEFAULT_PREFIX if getattr(args, k) is not None), None)
         args.prefix = "coco" if source is None else _DEFAULT_PREFIX[source] or args.voc.resolve().name.lower()
@@ -125,7 +138,13 @@ def _add_converter_args(g) -> None:
                         "3 probably, 4 definitely; default 1: is_present alone, as Cole et al.'s code)")
     g.add_argument("--label-sep", default=None, metavar="SEP",
                    help="--csv: what separates the label names in the labels field (default: whitespace)")
-    g.add_argument("--csv-header", action="store_true", help="--csv: the first row is a header, not an image")
+    g.add_argument("--csv-header", action=argparse.BooleanOptionalAction, default=None,
+                   help="--csv: the first row is a header (--csv-header) or an image (--no-csv-header); without "
+                        "either, a first row that names no image is an error asking which")
+    g.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="--csv: the folder the file names are relative to (train_nus.py's --data)")
+    g.add_argument("--allow-missing", action="store_true",
+                   help="leave out (and name) the listed images that have no file, instead of stopping")
     g.add_argument("--class-order", choices=["sorted", "first-seen"], default="sorted",
                    help="--csv without --classes: class order of the classes file (default: sorted)")
     g.add_argument("--classes", default=None, metavar="FILE",
@@ -149,8 +168,16 @@ def _nus_full_list(args: argparse.Namespace) -> tuple[list[LabelEntry], int]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     args = _parse_args(argv)
-    with report_user_errors():
-        return _make(args)
+    with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("out_dir",)) as outputs:
+        outputs.claim_folder("--out-dir", args.out_dir)
+        return _make(args, outputs)
+
+
+def _check_outputs(paths: Sequence[Path], outputs: Outputs) -> None:
+    """Before writing any: no shipped list, and the output rule for each file (none is an input)."""
+    refuse_shipped(paths)
+    for path in paths:
+        outputs.check("--out-dir", path, ANY_NEW_FILE)
 
 
 def _converted(args: argparse.Namespace) -> Converted:
@@ -161,28 +188,36 @@ def _converted(args: argparse.Namespace) -> Converted:
         return read_cub(args.cub, args.cub_min_certainty)
     names = read_classes_flag(args.classes)
     return read_label_csv(args.csv, args.label_sep, args.csv_header, names, f"--classes {args.classes}",
-                          args.class_order)
+                          args.class_order, args.images)
 
 
-def _convert(args: argparse.Namespace) -> dict[str, Path]:
-    """--voc / --cub / --csv: the classes file, the lists of the other splits, then the paper's lists."""
-    converted = _converted(args)
-    num_classes = len(converted.class_names)
-    if args.num_classes is not None and args.num_classes != num_classes:
-        raise SystemExit(f"--num-classes {args.num_classes} but the data has {num_classes} classes")
+def _report_left_out(converted: Converted) -> None:
+    """Print the images left out (no positive label; no file, with --allow-missing): counts and the first ones."""
     for line in converted.left_out[:5]:
         print(f"left out: {line}")
     if converted.left_out:
         print(f"left out {len(converted.left_out)} images with no positive label"
               + (" (first 5 above)" if len(converted.left_out) > 5 else ""))
+    if converted.missing:
+        shown = ", ".join(converted.missing[:5]) + (", ..." if len(converted.missing) > 5 else "")
+        print(f"left out {len(converted.missing)} images with no file under {converted.image_root} "
+              f"(--allow-missing): {shown}")
+
+
+def _convert(args: argparse.Namespace, outputs: Outputs) -> dict[str, Path]:
+    """--voc / --cub / --csv: the classes file, the lists of the other splits, then the paper's lists."""
+    converted = check_converted(_converted(args), args.allow_missing)
+    num_classes = len(converted.class_names)
+    if args.num_classes is not None and args.num_classes != num_classes:
+        raise SystemExit(f"--num-classes {args.num_classes} but the data has {num_classes} classes")
+    _report_left_out(converted)
     full = converted.splits[converted.train_split]
     lists = _paper_lists(args, full)
     others = {split: e for split, e in converted.splits.items() if split != converted.train_split}
     out = Path(args.out_dir)
-    planned = {**{f"{k}": out / f"{args.prefix}_train_{k}.txt" for k in lists},
-               **{split: out / f"{args.prefix}_{split}.txt" for split in others}}
+    planned = {**list_paths(lists, out, args.prefix), **{split: out / f"{args.prefix}_{split}.txt" for split in others}}
     classes_path = out / f"{args.prefix}_classes.txt"
-    refuse_shipped([classes_path, *planned.values()])
+    _check_outputs([classes_path, *planned.values()], outputs)
     paths = {"classes": write_class_names(classes_path, converted.class_names)}
     for key, entries in {**lists, **others}.items():
         paths[key] = write_label_list(planned[key], entries)
@@ -202,9 +237,9 @@ def _paper_lists(args: argparse.Namespace, full: Sequence[LabelEntry]) -> dict[s
     return {"full": list(full), f"{args.keep_ratio:g}left": kept}
 
 
-def _make(args: argparse.Namespace) -> dict[str, Path]:
+def _make(args: argparse.Namespace, outputs: Outputs) -> dict[str, Path]:
     if any(x is not None for x in (args.voc, args.cub, args.csv)):
-        return _convert(args)
+        return _convert(args, outputs)
     if args.nus_release is not None:
         full, num_classes = _nus_full_list(args)
     elif args.instances is not None:
@@ -217,6 +252,7 @@ def _make(args: argparse.Namespace) -> dict[str, Path]:
         num_classes = args.num_classes or label_stats(full)["max_index"] + 1
 
     lists = _paper_lists(args, full)
+    _check_outputs(list(list_paths(lists, args.out_dir, args.prefix).values()), outputs)
     paths = write_lists(lists, args.out_dir, args.prefix)
     for path in paths.values():
         print(f"wrote {path}")
