@@ -12,13 +12,16 @@ format (numpy's RNG state pickled as an ndarray) gets the one-off conversion com
 Every load checks the file before unpickling it: a zip record whose CRC-32 fails (a flipped bit) or a file that
 is no torch file at all (random bytes, JSON) is a CheckpointError naming it, and torch's advice to load with
 ``weights_only=False`` is never passed on. A project checkpoint whose weights hold NaN or inf is refused too
-(``check_finite_weights``), naming the file.
+(``check_finite_weights``), naming the file. A file in torch's legacy format (a bare pickle, as
+``torch.save(..., _use_new_zipfile_serialization=False)`` and old torch versions write it) has no checksums: it
+loads, with a warning on stderr naming it (``LEGACY_WARNING``), since a damaged one would go unnoticed.
 """
 from __future__ import annotations
 
 import json
 import random
 import re
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +38,8 @@ CHECKPOINT_FORMAT = "robust-loss-mlml/1"
 _OLD_FORMAT_GLOBALS = re.compile(r"numpy\.(_core|core)\.multiarray\.(_reconstruct|scalar)|numpy\.ndarray|numpy\.dtype"
                                  r"|numpy\.dtypes\.\w+DType")
 UPGRADE_COMMAND = "python -m src.tools.upgrade_checkpoint"
+LEGACY_WARNING = ("warning: {path} is in torch's legacy (non-zip) format, which carries no integrity check: a "
+                  "damaged file would load unnoticed; re-save it with torch.save (zip format) to have it checked")
 # The exact numpy types the upgrade allows the safe unpickler to build (arrays, dtypes and scalars are data).
 _OLD_FORMAT_NUMPY_GLOBALS = [
     np.ndarray, np.dtype, *{type(np.dtype(c)) for c in "?bhilqBHILQefdgSU"},
@@ -110,11 +115,11 @@ def _unpickler_reason(error: BaseException) -> str:
     return "not plain data" if "weights_only" in first else first
 
 
-def _check_container(path: Path) -> None:
+def _check_container(path: Path) -> bool:
     """The file's container before anything is unpickled: torch's zip format (every record's CRC-32 must
-    match: torch.load does not check them, so a flipped bit would load as a silently different weight), or
-    torch's legacy format, which is a pickle (its first byte is the PROTO opcode 0x80). Anything else is not
-    a checkpoint."""
+    match: torch.load does not check them, so a flipped bit would load as a silently different weight; True), or
+    torch's legacy format, which is a pickle (its first byte is the PROTO opcode 0x80; False: nothing can be
+    checked). Anything else is not a checkpoint."""
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
@@ -124,7 +129,7 @@ def _check_container(path: Path) -> None:
         if bad is not None:
             raise CheckpointError(f"{path} is corrupt: its record {bad} fails its CRC-32 check (damaged on disk "
                                   "or in transfer); restore an intact copy")
-        return
+        return True
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK"):
@@ -133,6 +138,7 @@ def _check_container(path: Path) -> None:
     if not head.startswith(b"\x80"):
         raise CheckpointError(f"{path} is not a checkpoint (neither a PyTorch zip file nor a PyTorch pickle; it "
                               f"starts with {head!r}): pass the .ckpt / .pth file written by torch.save")
+    return False
 
 
 def check_finite_weights(state_dict: Any, source: str | Path) -> None:
@@ -156,7 +162,8 @@ def load_file(path: str | Path, extra_safe_globals: list | None = None) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    _check_container(path)
+    if not _check_container(path):
+        print(LEGACY_WARNING.format(path=path), file=sys.stderr, flush=True)
     try:
         with torch.serialization.safe_globals(extra_safe_globals or []):
             return torch.load(path, map_location="cpu", weights_only=True)

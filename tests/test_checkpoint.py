@@ -155,3 +155,34 @@ def test_resuming_a_best_ckpt_says_to_resume_last_ckpt(tmp_path):
     path = save_checkpoint({"kind": "best", "model": {"w": torch.ones(3)}}, tmp_path / "best.ckpt")
     with pytest.raises(CheckpointError, match=r"best.ckpt is a best.ckpt: .*no optimizer.*resume from last.ckpt"):
         load_checkpoint(path, required=("optimizer", "ema"), kind="last")
+
+
+def test_a_legacy_format_checkpoint_loads_only_with_a_warning_naming_it(tmp_path, capsys):
+    from src.checkpoint import load_file
+
+    zipped, legacy = tmp_path / "zip.pth", tmp_path / "legacy.pth"
+    weights = {"w": torch.arange(4.0)}
+    torch.save(weights, zipped)
+    torch.save(weights, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_file(zipped)["w"], weights["w"]) and capsys.readouterr().err == ""
+    data = bytearray(legacy.read_bytes())
+    data[-8] ^= 0x40  # a flipped bit in the last tensor bytes: nothing in the file can tell
+    legacy.write_bytes(bytes(data))
+    loaded = load_file(legacy)
+    assert not torch.equal(loaded["w"], weights["w"])  # it loads, changed ...
+    err = capsys.readouterr().err  # ... but never silently
+    assert f"warning: {legacy} is in torch's legacy (non-zip) format, which carries no integrity check" in err
+
+
+def test_upgrade_never_writes_onto_old_or_an_existing_file(tmp_path, capsys):
+    from src.tools import upgrade_checkpoint as tool
+
+    old = save_checkpoint({"kind": "last"}, tmp_path / "last.ckpt")
+    before = old.read_bytes()
+    other = tmp_path / "notes.txt"
+    other.write_text("keep\n")
+    for new, extra, message in ((old, ["--overwrite"], "is one of the inputs"), (other, [], "exists and is not")):
+        with pytest.raises(SystemExit) as e:
+            tool.main([str(old), str(new), *extra])
+        assert e.value.code == 2 and f"NEW {new} {message}" in capsys.readouterr().err
+    assert old.read_bytes() == before and other.read_text() == "keep\n"

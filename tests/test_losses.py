@@ -608,3 +608,18 @@ def test_a_nan_logit_gives_a_nan_loss(name, epoch):
     y[:, 0] = 1.0
     loss = scalar_loss(build_loss(name), x.requires_grad_(True), y, epoch=epoch)
     assert torch.isnan(loss).all(), name
+
+
+def test_plot_gradients_never_replaces_a_file_it_did_not_draw(tmp_path, capsys):
+    from src.tools import plot_gradients
+
+    out = tmp_path / "notes.txt"
+    out.write_text("keep me\n")
+    with pytest.raises(SystemExit) as e:
+        plot_gradients.main(["--out", str(out)])
+    assert e.value.code == 2 and f"--out {out} exists and is not a PNG drawn by" in capsys.readouterr().err
+    assert out.read_text() == "keep me\n"
+    png = tmp_path / "g.png"
+    plot_gradients.main(["--out", str(png)])
+    plot_gradients.main(["--out", str(png)])  # its own figure is replaced
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -153,3 +153,37 @@ def test_ranking_panel_only_for_runs_that_logged_it(tmp_path):
     assert panel_keys([new], ("map",)) == ["map"]
     out = plot_runs([old, new], tmp_path / "r.png")
     assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("victim", ["metrics.jsonl", "args.json", "other png"])
+def test_out_never_replaces_an_input_or_a_file_the_tool_did_not_draw(tmp_path, capsys, victim):
+    from PIL import Image
+
+    a = write_run(tmp_path / "a", "BCE", [10.0, 20.0])
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.png")
+    path = tmp_path / "photo.png" if victim == "other png" else a / victim
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        main([str(a), "--out", str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and f"--out {path} exists and is not a PNG drawn by" in err
+    if victim != "other png":  # an input, even with --overwrite
+        with pytest.raises(SystemExit):
+            main([str(a), "--out", str(path), "--overwrite"])
+        assert f"--out {path} is one of the inputs of this command" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_out_replaces_its_own_png_and_others_with_overwrite(tmp_path):
+    from PIL import Image
+
+    a = write_run(tmp_path / "a", "BCE", [10.0, 20.0])
+    out = tmp_path / "curves.png"
+    for _ in range(2):  # the second run replaces the first one's figure
+        main([str(a), "--out", str(out)])
+    with Image.open(out) as im:
+        assert im.info["Source"] == "src.tools.plot_metrics"
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.png")
+    main([str(a), "--out", str(tmp_path / "photo.png"), "--overwrite"])
+    with Image.open(tmp_path / "photo.png") as im:
+        assert im.size != (4, 4)

@@ -21,9 +21,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from src.io_utils import atomic_write  # noqa: E402
+from src.errors import report_user_errors  # noqa: E402
 from src.loss_functions.losses import AsymmetricLoss, build_loss  # noqa: E402
+from src.outputs import Outputs, png_kind, png_metadata  # noqa: E402
 from src.tools.plot_metrics import loss_color  # noqa: E402
+
+TOOL = "src.tools.plot_gradients"  # the marker of the PNG it draws (src/outputs.py)
+PNG_KIND = png_kind(TOOL)
 
 
 def negative_gradient(loss: torch.nn.Module, p: torch.Tensor, epoch: int | None = None) -> torch.Tensor:
@@ -36,8 +40,8 @@ def negative_gradient(loss: torch.nn.Module, p: torch.Tensor, epoch: int | None 
     return grad.flatten()
 
 
-def plot(out: Path, points: int = 1001) -> Path:
-    """Draw the figure into ``out`` (PNG, written atomically)."""
+def plot(out: Path, outputs: Outputs, points: int = 1001) -> Path:
+    """Draw the figure into ``out`` (PNG, written by the output rule ``outputs``)."""
     p = torch.linspace(0, 1, points, dtype=torch.float64)[1:-1]
     splc = build_loss("SPLC")
     curves = [
@@ -68,16 +72,20 @@ def plot(out: Path, points: int = 1001) -> Path:
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150)
+    fig.savefig(buf, format="png", dpi=150, metadata=png_metadata(TOOL))
     plt.close(fig)
-    return atomic_write(out, lambda f: f.write(buf.getvalue()))
+    return outputs.write("--out", out, PNG_KIND, lambda f: f.write(buf.getvalue()))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("pics/gradients.png"), help="PNG to write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let --out replace an existing file that this tool did not draw")
     args = parser.parse_args(argv)
-    print(f"wrote {plot(args.out)}")
+    with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("out",)) as outputs:
+        outputs.check("--out", args.out, PNG_KIND)
+        print(f"wrote {plot(args.out, outputs)}")
 
 
 if __name__ == "__main__":

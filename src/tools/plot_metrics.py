@@ -19,8 +19,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from src.errors import report_user_errors
 from src.io_utils import atomic_write
 from src.loss_functions.losses import LOSS_NAMES, canonical_loss_name
+from src.outputs import Outputs, png_kind, png_metadata
 from src.run_metrics import MetricsError, RunMetrics, read_run
 
 __all__ = ["RunMetrics", "MetricsError", "read_run", "run_label", "loss_color", "display_name", "is_full_label",
@@ -35,6 +37,8 @@ OTHER_COLORS = ("#8c6d31", "#843c39", "#7b4173", "#637939", "#5254a3")
 DISPLAY_NAMES = {"Asl": "ASL"}
 # The full-label run is a reference line in this colour, not one more loss.
 REFERENCE_COLOR = "black"
+TOOL = "src.tools.plot_metrics"  # the marker of the PNGs it draws (src/outputs.py)
+PNG_KIND = png_kind(TOOL)
 
 
 def _known_loss(name: str | None) -> str | None:
@@ -182,13 +186,18 @@ def panel_keys(runs: Sequence[RunMetrics], panels: Sequence[str]) -> list[str]:
     return keys
 
 
+def _png_bytes(fig) -> bytes:
+    """``fig`` as PNG bytes, marked as drawn by this tool."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight",  # keeps a legend outside the axes
+                metadata=png_metadata(TOOL))
+    return buf.getvalue()
+
+
 def _save_png(fig, out: str | os.PathLike) -> Path:
     """Write ``fig`` as a PNG to ``out`` atomically."""
-    def write(f):
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # keeps a legend outside the axes
-        f.write(buf.getvalue())
-    return atomic_write(out, write)
+    data = _png_bytes(fig)
+    return atomic_write(out, lambda f: f.write(data))
 
 
 def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
@@ -245,13 +254,18 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--labels", default=None, help="comma-separated legend names, one per run (default: the loss)")
     p.add_argument("--panels", default="map,missing", help="comma-separated subset of map,missing")
     p.add_argument("--title", default=None)
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace an existing file that this tool did not draw (never an input)")
     a = p.parse_args(argv)
-    try:
-        runs = [read_run(r) for r in a.runs]
-        labels = a.labels.split(",") if a.labels else None
-        out = plot_runs(runs, a.out, a.map_style, labels, a.title, panels=a.panels.split(","))
-    except (MetricsError, ValueError) as e:
-        p.error(str(e))
+    with report_user_errors(), Outputs(a.overwrite, vars(a), skip=("out",)) as outputs:
+        outputs.check("--out", a.out, PNG_KIND)
+        try:
+            runs = [read_run(r) for r in a.runs]
+            labels = a.labels.split(",") if a.labels else None
+            data = _png_bytes(draw_runs(runs, a.map_style, labels, a.title, panels=a.panels.split(",")))
+        except (MetricsError, ValueError) as e:
+            p.error(str(e))
+        out = outputs.write("--out", a.out, PNG_KIND, lambda f: f.write(data))
     print(f"wrote {out}")
     return out
 
