@@ -7,11 +7,13 @@
 * ``remove_stale_temporaries``: the ``.NAME.*.tmp`` files a writer killed mid-write leaves behind.
 * ``read_text_lines``: the lines of a user's text file (a label list, class names), read the same whichever
   editor wrote it; a file that cannot be read is an error naming it.
+* ``read_json``: a JSON file; a missing, unreadable or torn one is a UserError naming it (and the line).
 """
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import re
 import tempfile
@@ -178,3 +180,18 @@ def read_text_lines(path: str | os.PathLike, error: type[Exception]) -> list[str
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value of a file; a missing, unreadable, non-UTF-8 or torn file is a UserError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg}): the file is torn or damaged") from None

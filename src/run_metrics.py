@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from src.errors import UserError
 from src.io_utils import WriteError, atomic_write_text
 
 __all__ = ["METRICS_FILE", "REQUIRED_KEYS", "MISSING_KEYS", "RANKING_KEYS", "MetricsError", "RunMetrics",
@@ -56,7 +57,7 @@ def write_rows(run_dir: Path, rows: Sequence[dict]) -> None:
     atomic_write_text(Path(run_dir) / METRICS_FILE, "".join(_line(r) for r in rows))
 
 
-class MetricsError(ValueError):
+class MetricsError(UserError, ValueError):
     """A run folder without a readable metrics.jsonl; the message names the folder (and the line)."""
 
 

@@ -93,3 +93,32 @@ def test_the_best_epoch_is_the_first_highest_selected_map_as_train_py_keeps_it()
     assert RunResult("Asl", "full", 0, 0, 30.0, 30.0, rows).best_epoch == 0  # a tie keeps the earlier epoch
     rows[2]["map"] = 31.0
     assert RunResult("Asl", "full", 0, 0, 31.0, 31.0, rows).best_epoch == 2
+
+
+def test_a_torn_or_foreign_lr_json_is_one_error_line_naming_it(tmp_path, capsys):
+    from src.experiments.preregistered import _read_lr
+
+    E, path = PROTOCOLS["E"], tmp_path / "lr.json"
+    path.write_text(json.dumps({"lr": 3e-4, "held_out_map_by_lr": {}}))
+    assert _read_lr(path, E) == 3e-4
+    for text, message in (('{"lr": 3e-4, "held_out', f"{path}:1: not valid JSON"),
+                          (json.dumps({"lr": 5e-4}), f"{path}: lr 0.0005 is not in protocol E's grid (0.0001, 0.0003, "
+                                                     "0.001)"),
+                          (json.dumps({"rule": "x"}), f"{path}: lr None is not in protocol E's grid")):
+        path.write_text(text)
+        with pytest.raises(SystemExit) as e:
+            _read_lr(path, E)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_a_torn_exported_metrics_file_is_one_error_line_naming_it(tmp_path, capsys):
+    L = PROTOCOLS["L"]
+    for run in plan_lr_pick(L):
+        _write(tmp_path, run, 50.0, 0.0)
+    torn = tmp_path / plan_lr_pick(L)[3].rel / "metrics.jsonl"
+    torn.write_text(torn.read_text()[:-9])
+    with pytest.raises(SystemExit) as e:
+        pick_lr(L, tmp_path)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"error: {torn}:") and "not a JSON row" in err

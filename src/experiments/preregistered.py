@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
 from typing import Sequence
 
-from src.io_utils import atomic_write_text
+from src.errors import UserError, report_user_errors
+from src.io_utils import atomic_write_text, read_json
+from src.run_metrics import read_run
 from src.experiments.experiments import pretrain, prepare_toy_coco, run_is_complete, train_run
 from src.experiments.preregistered_plan import (PRETRAIN, PROTOCOLS, TOY, Protocol, Run, ema_for_horizon,
                                                 is_exported, plan_lr_pick, plan_runs)
@@ -51,9 +54,24 @@ def _export(src: Path, dest: Path) -> None:
 
 
 def _held_out_best(export: Path, run: Run) -> float:
-    """The run's best held-out mAP: the maximum over epochs of model and EMA (what train.py selects)."""
-    rows = [json.loads(line) for line in (export / run.rel / "metrics.jsonl").read_text().splitlines() if line]
+    """The run's best held-out mAP: the maximum over epochs of model and EMA (what train.py selects). A missing or
+    torn metrics.jsonl ends in one error line naming it."""
+    with report_user_errors():
+        rows = read_run(export / run.rel).rows
     return max(max(r["map"], r.get("map_ema", r["map"])) for r in rows)
+
+
+def _read_lr(path: Path, p: Protocol) -> float:
+    """The lr of EXPORT/<P>/lr.json; a torn file, or an lr not in the protocol's grid, ends in one error line
+    naming the file."""
+    with report_user_errors():
+        choice = read_json(path)
+        lr = choice.get("lr") if isinstance(choice, dict) else None
+        if not isinstance(lr, (int, float)) or not any(math.isclose(lr, g, rel_tol=1e-9) for g in p.lrs):
+            grid = ", ".join(f"{g:g}" for g in p.lrs)
+            raise UserError(f"{path}: lr {lr!r} is not in protocol {p.name}'s grid ({grid}): the file is damaged "
+                            "or from another plan; restore it, or remove it to pick the lr again")
+    return float(lr)
 
 
 def pick_lr(p: Protocol, export: Path) -> dict:
@@ -112,7 +130,7 @@ class Study:
             choice = pick_lr(self.p, self.a.export)
             atomic_write_text(path, json.dumps(choice, indent=1) + "\n")
             print(f"== lr picked for protocol {self.p.name}: {choice}", flush=True)
-        return float(json.loads(path.read_text())["lr"])
+        return _read_lr(path, self.p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
