@@ -239,6 +239,12 @@ def test_a_truncated_cub_attribute_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(ConverterError, match=r"image_attribute_labels\.txt: 1 images lack attribute rows \(image 3 "
                                              r"has 212 of 312\): the file is cut short"):
         read_cub(cub)
+    rows = make_cub(tmp_path / "again", CUB_LABELS, train={1}) / "attributes" / "image_attribute_labels.txt"
+    text = rows.read_text().splitlines(keepends=True)
+    rows.write_text("".join(text[:2] + [text[0]] + text[3:]))  # attribute 1 of image 1 twice, attribute 3 never
+    with pytest.raises(ConverterError, match=r"image_attribute_labels\.txt:3: image 1 has a second row for "
+                                             r"attribute 1"):
+        read_cub(rows.parents[1])
 
 
 def test_cub_keeps_every_test_image_and_its_lists_pass_the_checks(tmp_path):
