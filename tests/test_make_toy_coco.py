@@ -43,6 +43,14 @@ def test_cli_preview_and_flag_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "9 train + 3 val images, 80 classes" in out and "labels/image" in out
     assert png.exists() and Image.open(png).size[0] > 200
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep\n")
+    argv = ["--out", str(tmp_path / "d"), "--train", "9", "--val", "3", "--image-size", "32", "--preview"]
+    assert mtc.main([*argv, str(png)]) == 0  # its own preview is replaced
+    with pytest.raises(SystemExit) as e:  # a file it did not draw is not
+        mtc.main([*argv, str(notes)])
+    assert e.value.code == 2 and f"--preview {notes} exists and is not a PNG drawn by" in capsys.readouterr().err
+    assert notes.read_text() == "keep\n"
     with pytest.raises(SystemExit):
         mtc.main(["--out", str(tmp_path / "e"), "--train", "0"])
     assert "--train must be >= 1" in capsys.readouterr().err

@@ -18,10 +18,13 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from src.errors import report_user_errors
+from src.outputs import Outputs, png_kind
 from src.toy.generate import (DEFAULT_IMAGE_SIZE, DEFAULT_PER_CLASS, DEFAULT_TRAIN, DEFAULT_VAL,
-                              DEFAULT_VAL_PER_CLASS, ToyCoco, ToyImageNet, ToySizeError, make_toy_coco,
-                              make_toy_imagenet,
-                              write_preview)
+                              DEFAULT_VAL_PER_CLASS, PREVIEW_TOOL, ToyCoco, ToyImageNet, ToySizeError, make_toy_coco,
+                              make_toy_imagenet, write_preview)
+
+PREVIEW_KIND = png_kind(PREVIEW_TOOL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="regenerate even if DIR holds the same dataset")
     p.add_argument("--workers", type=int, default=None, help="processes (default: available cores)")
     p.add_argument("--preview", type=Path, default=None, help="also write a PNG grid of train images")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --preview replace an existing file that this tool did not draw")
     p.add_argument("--imagenet", action="store_true", help="make the single-object toy ImageNet instead")
     p.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS, help="toy ImageNet train images per class")
     p.add_argument("--val-per-class", type=int, default=DEFAULT_VAL_PER_CLASS,
@@ -48,6 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                          ("--per-class", a.per_class, 1), ("--val-per-class", a.val_per_class, 0)):
         if v < low:
             p.error(f"{flag} must be >= {low}, got {v}")
+    with report_user_errors(), Outputs(a.overwrite, vars(a), skip=("preview",)) as outputs:
+        outputs.check("--preview", a.preview, PREVIEW_KIND)
+        _make(a, p)
+        if a.preview:
+            outputs.check("--preview", a.preview, PREVIEW_KIND)
+            print(f"preview -> {write_preview(a.out, a.preview)}")
+    return 0
+
+
+def _make(a: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    """Make (or reuse) the dataset the flags describe; its folder errors are usage errors naming the flag."""
     try:
         if a.imagenet:
             make_toy_imagenet(a.out, ToyImageNet(a.seed, a.per_class, a.val_per_class, a.image_size),
@@ -58,9 +74,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--out: {e}")
     except ToySizeError as e:
         p.error(f"--train/--val: {e}")
-    if a.preview:
-        print(f"preview -> {write_preview(a.out, a.preview)}")
-    return 0
 
 
 if __name__ == "__main__":

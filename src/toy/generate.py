@@ -38,6 +38,7 @@ from PIL import Image
 from src.data.labels import LabelEntry, read_label_list
 from src.data.missing_labels import write_missing_label_lists
 from src.io_utils import atomic_write, atomic_write_text
+from src.outputs import png_metadata
 from src.toy.label_structure import format_structure_table, read_label_structure
 from src.toy.shapes import CATEGORY_IDS, CLASSES, NUM_CLASSES, render_scene, render_single
 
@@ -309,8 +310,12 @@ def _check_sizes(**sizes: int) -> None:
             raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
 
 
+PREVIEW_TOOL = "src.tools.make_toy_coco --preview"  # the marker of the preview PNG (src/outputs.py)
+
+
 def write_preview(root: str | os.PathLike, png: str | os.PathLike, n: int = 8, max_labels: int = 4) -> Path:
-    """A grid of the first ``n`` train images with at most ``max_labels`` labels, boxes and class names."""
+    """A grid of the first ``n`` train images with at most ``max_labels`` labels, boxes and class names
+    (a PNG marked as drawn by ``PREVIEW_TOOL``)."""
     from matplotlib.figure import Figure  # lazy: heavy, and only the preview needs it
     from matplotlib.patches import Rectangle
 
@@ -337,4 +342,4 @@ def write_preview(root: str | os.PathLike, png: str | os.PathLike, n: int = 8, m
         ax.set_title("\n".join(names[c] for c in labels), fontsize=8)
         ax.set_axis_off()
     fig.tight_layout()
-    return atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=100))
+    return atomic_write(png, lambda f: fig.savefig(f, format="png", dpi=100, metadata=png_metadata(PREVIEW_TOOL)))
