@@ -160,6 +160,7 @@ class Outputs:
                  inputs: Iterable[str | os.PathLike] = ()):
         self.overwrite = overwrite
         self._opened: set[str] = set()
+        self._claimed: dict[str, str] = {}  # output path -> the flag that names it
         self._paused = False
         skip = set(skip)
         named = [p for k, v in (args or {}).items() if k not in skip for p in _path_values(v)]
@@ -193,11 +194,14 @@ class Outputs:
             self._paused = False
 
     def check(self, flag: str, path: str | os.PathLike | None, kind: Kind) -> None:
-        """OutputError unless ``path`` (given at ``flag``) may be written: not an input, and new, of ``kind``,
-        or --overwrite given. None: no such output."""
+        """OutputError unless ``path`` (given at ``flag``) may be written: not another flag's output, not an input,
+        and new, of ``kind``, or --overwrite given. None: no such output."""
         if path is None:
             return
         path = Path(path)
+        other = self._claimed.setdefault(os.path.abspath(path), flag)
+        if other != flag:
+            raise OutputError(f"{flag} {path} is also the {other} output: give each output its own file")
         if self._is_input(path):
             raise OutputError(f"{flag} {path} is one of the inputs of this command: writing it would destroy "
                               f"it; give {flag} a new file name")

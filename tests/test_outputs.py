@@ -98,3 +98,11 @@ def test_an_output_folder_must_be_new_or_empty_unless_overwrite(tmp_path):
     with Outputs(overwrite=True) as out:
         out.claim_folder("--out-dir", tmp_path / "full")
         out.check("--out-dir", tmp_path / "full" / "a.txt", ANY_NEW_FILE)
+
+
+def test_two_output_flags_never_name_the_same_file(tmp_path):
+    with Outputs() as out:
+        out.check("--json", tmp_path / "x.out", KIND)
+        out.check("--json", tmp_path / "x.out", KIND)  # the same output checked again
+        with pytest.raises(OutputError, match=r"--csv .*x\.out is also the --json output"):
+            out.check("--csv", tmp_path / "." / "x.out", SCORES_CSV)

@@ -24,7 +24,8 @@ does not train (``{prefix}_test.txt``, ``{prefix}_val.txt``, ...), and the lists
 
     python -m src.tools.make_missing_labels --voc VOCdevkit/VOC2007 --out-dir voc_lists
     python -m src.tools.make_missing_labels --cub CUB_200_2011 --out-dir cub_lists
-    python -m src.tools.make_missing_labels --csv train.csv test.csv --label-sep ";" --out-dir my_lists
+    python -m src.tools.make_missing_labels --csv train.csv test.csv --images photos --label-sep ";" \
+        --out-dir my_lists
 
 No output may be a list shipped in dataset/ (named in dataset/SHA256SUMS): the tool stops before writing. The
 outputs follow the output rule (src/outputs.py): an existing, non-empty ``--out-dir`` is refused without
