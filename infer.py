@@ -183,6 +183,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outp
     if args.csv:
         write_scores(args.csv, names, probs, class_names, fmt="csv", outputs=outputs, flag="--csv")
     if args.json:
+        # the marker first: src/outputs.py recognises the file by its first key
         extra = {MARKER_KEY: JSON_COMMAND, "model_path": str(args.model_path), "model_name": model_name,
                  "image_size": image_size, "skipped": [{"image": p, "error": r} for p, r in skipped]}
         outputs.write_text("--json", args.json, OUTPUT_KINDS["--json"], scores_json(names, probs, class_names, extra))

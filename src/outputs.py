@@ -10,9 +10,9 @@ through an ``Outputs``, which holds three rules:
    output that is the same file as an input (same device and inode, so a symbolic or hard link counts too) is
    refused, even with ``--overwrite``.
 2. **Never over a file that the same kind of command did not write**, unless ``--overwrite`` is given. Each
-   output has a ``Kind`` that recognises its own files: a JSON object whose ``written_by`` names the command, a
-   scores CSV (``image,<class>...`` header, probabilities in its rows), a scores .npz (its three arrays), a PNG
-   whose ``Source`` text chunk names the tool. An output folder (``--out-dir``) is taken only when it does not
+   output has a ``Kind`` that recognises its own files: a JSON object whose first key ``written_by`` names the
+   command (read from the file's first bytes), a scores CSV (``image,<class>...`` header, probabilities in its
+   rows), a scores .npz (its three arrays), a PNG whose ``Source`` text chunk names the tool. An output folder (``--out-dir``) is taken only when it does not
    exist or is empty (``claim_folder``).
 3. **Atomically**: temporary file, fsync, rename (``src.io_utils.atomic_write``).
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,13 +58,18 @@ def _read_head(path: Path, size: int = 1 << 20) -> bytes:
         return f.read(size)
 
 
+_MARKER_AT_START = re.compile(r'\A\s*\{\s*"' + MARKER_KEY + r'"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
 def _json_marker(path: Path) -> Any:
-    obj = json.loads(path.read_bytes().decode("utf-8"))
-    return obj.get(MARKER_KEY) if isinstance(obj, dict) else None
+    """The ``written_by`` value of a JSON object that starts with it (as ``stamped`` writes it), read from the
+    file's first bytes only (an annotation file can be hundreds of MB); None for any other file."""
+    found = _MARKER_AT_START.match(_read_head(path, 4096).decode("utf-8", "replace"))
+    return json.loads(found.group(1)) if found else None
 
 
 def json_kind(command: str) -> Kind:
-    """A JSON object written by ``command`` (its ``written_by`` key: write it with ``stamped``)."""
+    """A JSON object written by ``command``: its first key is ``written_by`` (write it with ``stamped``)."""
     return Kind(f"a JSON file of {command} (with \"{MARKER_KEY}\": \"{command}\")",
                 lambda p: _json_marker(p) == command)
 

@@ -41,10 +41,12 @@ def test_only_files_of_the_same_kind_are_replaced_without_overwrite(tmp_path):
     ours.write_text(stamped("tool --json", {"map": 1.0}))
     foreign.write_text('{"map": 1.0}\n')  # the right keys, but no marker
     other_tool.write_text(stamped("another --json", {"map": 1.0}))
+    late = tmp_path / "late.json"
+    late.write_text('{"map": 1.0, "written_by": "tool --json"}\n')  # the marker must be the first key
     with Outputs() as out:
         out.write_text("--json", ours, KIND, stamped("tool --json", {"map": 2.0}))
         assert json.loads(ours.read_text()) == {"written_by": "tool --json", "map": 2.0}
-        for path in (foreign, other_tool):
+        for path in (foreign, other_tool, late):
             with pytest.raises(OutputError, match=rf"--json {path} exists and is not a JSON file of tool --json.*"
                                                   r"--overwrite"):
                 out.write_text("--json", path, KIND, "{}")
