@@ -219,6 +219,13 @@ def test_voc_without_jpegimages_or_with_a_missing_jpeg_is_refused_unless_allowed
     assert got.missing == ["000004.jpg"] and lines(got.splits["test"]) == ["000003.jpg,7"]
 
 
+def test_voc_2012_trained_on_trainval_has_no_test_split_and_is_refused(tmp_path):
+    voc = make_voc(tmp_path, {"train": VOC_SPLITS["trainval"], "val": VOC_SPLITS["test"],
+                              "trainval": {**VOC_SPLITS["trainval"], **VOC_SPLITS["test"]}})
+    with pytest.raises(ConverterError, match=r"no test split apart from the training split trainval"):
+        read_voc(voc, train_split="trainval")  # val is part of trainval: testing on it would test on training images
+
+
 def test_an_empty_split_is_refused_naming_its_file(tmp_path):
     voc = voc_with_images(tmp_path, {"trainval": VOC_SPLITS["trainval"], "test": {"000003": (("cat", 1),)}})
     with pytest.raises(ConverterError, match=r"test\.txt: the test split holds no image"):

@@ -177,9 +177,10 @@ def read_voc(root: str | os.PathLike, difficult: str = "positive", train_split: 
         train_split = "trainval" if "test" in present else "train"
     if train_split not in present:
         raise ConverterError(f"{sets / (train_split + '.txt')}: no such image-set file (the training split)")
-    if not any(s in present for s in ("val", "test") if s != train_split):
-        raise ConverterError(f"{sets}: neither val.txt nor test.txt (a test split is needed)")
     held_out = tuple(s for s in present if s != train_split and s not in VOC_OVERLAPS[train_split])
+    if not any(s in held_out for s in ("val", "test")):
+        raise ConverterError(f"{sets}: no test split apart from the training split {train_split} (test.txt, or "
+                             "val.txt when training on train.txt: trainval holds val)")
     converted = Converted(list(VOC_CLASSES), {}, train_split, image_root=root / "JPEGImages", held_out=held_out)
     for split in present:
         path = sets / f"{split}.txt"
