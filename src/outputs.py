@@ -194,8 +194,8 @@ class Outputs:
         self._paused = True  # reading the old output to recognise it does not make it an input
         try:
             return bool(kind.recognise(path))
-        except (OSError, ValueError, UnicodeDecodeError, SyntaxError, EOFError):
-            return False  # unreadable, or not in the kind's format (PIL raises SyntaxError on some files)
+        except Exception:  # unreadable or not in the kind's format (a bad zip, a bad PNG, ...): not recognised,
+            return False  # so it is refused without --overwrite: the safe side
         finally:
             self._paused = False
 

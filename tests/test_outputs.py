@@ -108,3 +108,15 @@ def test_two_output_flags_never_name_the_same_file(tmp_path):
         out.check("--json", tmp_path / "x.out", KIND)  # the same output checked again
         with pytest.raises(OutputError, match=r"--csv .*x\.out is also the --json output"):
             out.check("--csv", tmp_path / "." / "x.out", SCORES_CSV)
+
+
+def test_a_damaged_file_in_a_kinds_format_is_not_taken_for_one(tmp_path):
+    from src.outputs import SCORES_NPZ, png_kind
+
+    bad_zip, bad_png = tmp_path / "s.npz", tmp_path / "f.png"
+    bad_zip.write_bytes(b"PK\x03\x04 cut short")
+    bad_png.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    with Outputs() as out:
+        for path, kind in ((bad_zip, SCORES_NPZ), (bad_png, png_kind("tool"))):
+            with pytest.raises(OutputError, match="exists and is not"):
+                out.check("--out", path, kind)
