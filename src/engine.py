@@ -25,7 +25,7 @@ from src.metrics import (mAP, missing_label_counts, missing_label_ranking, missi
                          threshold_metrics)
 
 __all__ = ["Preprocess", "NonFiniteLossError", "Compute", "resolve_device", "resolve_amp", "MissingLabelOracle", "Learner", "Progress",
-           "Evaluation", "score_spread", "selected_map", "autocast", "unwrap", "to_device", "train_one_epoch", "predict",
+           "Evaluation", "score_spread", "select_model", "selected_map", "autocast", "unwrap", "to_device", "train_one_epoch", "predict",
            "evaluate"]
 
 Preprocess = Callable[[object], torch.Tensor]
@@ -379,23 +379,42 @@ def score_spread(scores: torch.Tensor) -> float:
     return float((scores.amax(dim=0) - scores.amin(dim=0)).max())
 
 
+def select_model(maps: dict[str, float]) -> str:
+    """The model of highest mAP among ``maps`` (name -> mAP, in the order scored); a tie goes to the later one
+    (so with the model and its EMA equal, the EMA)."""
+    names = list(maps)
+    return max(reversed(names), key=maps.__getitem__)  # max keeps the first: the later model wins a tie
+
+
 def selected_map(row: dict) -> float:
     """The mAP of the model an ``evaluate`` row selected ("map" is the first model's, "map_<name>" the others')."""
     which = row.get("selected", "model")
     return float(row["map"] if which == "model" else row[f"map_{which}"])
 
 
+def _maps(names: Sequence[str], targets: torch.Tensor, scores: dict, seen: torch.Tensor,
+          suffix: str = "") -> dict[str, float]:
+    """{"map<suffix>": first model's mAP, "map_<name><suffix>": the others'} on the ``seen`` rows."""
+    maps = {name: mAP(targets[seen], scores[name][seen]) for name in names}
+    return {f"map{suffix}": maps[names[0]], **{f"map_{n}{suffix}": maps[n] for n in names[1:]}}
+
+
 def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Tensor, compute: Compute,
-             threshold: float = 0.5, desc: str | None = "eval", rows: Sequence[int] | None = None) -> Evaluation:
+             threshold: float = 0.5, desc: str | None = "eval", rows: Sequence[int] | None = None,
+             also: dict[str, torch.Tensor] | None = None) -> Evaluation:
     """Score ``models`` on ``batches`` (``targets``: N x C of the whole set) and compute the metrics. ``rows``:
-    the rows the batches should cover (default: all); those not scored (bad images) are counted as skipped."""
+    the rows the batches should cover (default: all); those not scored (bad images) are counted as skipped.
+    ``also``: other targets of the same rows ({label: N x C}), each giving "map_<label>" and
+    "map_<name>_<label>" beside the metrics of ``targets``."""
     scores, seen = predict(models, batches, tuple(targets.shape), compute, desc)
     wanted = seen if rows is None else seen[torch.as_tensor(list(rows), dtype=torch.long)]
-    targets = targets[seen]
-    maps = {name: mAP(targets, s[seen]) for name, s in scores.items()}
     names = list(models)
-    selected = max(reversed(names), key=maps.__getitem__)  # max keeps the first: the later model wins a tie
-    metrics: dict = {"map": maps[names[0]], **{f"map_{n}": maps[n] for n in names[1:]}}
+    metrics: dict = _maps(names, targets, scores, seen)
+    for label, other in (also or {}).items():
+        metrics.update(_maps(names, other, scores, seen, f"_{label}"))
+    maps = {name: metrics["map" if name == names[0] else f"map_{name}"] for name in names}
+    selected = select_model(maps)
+    targets = targets[seen]
     if len(names) > 1:
         metrics["selected"] = selected
     metrics.update(threshold_metrics(targets, scores[selected][seen], threshold))

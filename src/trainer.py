@@ -111,6 +111,7 @@ class Run:
     eval_idx: list[int]
     weights: str = ""  # one line saying what the model starts from ("" on a resume: the checkpoint's)
     frozen: FrozenBackbone | None = None  # --freeze-backbone: the full model and its features
+    full_labels: torch.Tensor | None = None  # N x C full labels of the training list (--oracle-list), on the CPU
 
     @property
     def model(self) -> nn.Module:
@@ -176,7 +177,7 @@ class Run:
         """This epoch's training batches, prepared on the device one batch ahead of the step (with
         --freeze-backbone: rows of the training features, in the sampler's order)."""
         if self.frozen is not None:
-            features, seen = self._features(self.data.train)
+            features, seen = self.features(self.data.train)
             return FeatureBatches(features, seen, list(self.sampler), self.per_rank_batch,
                                   self.args.max_steps_per_epoch)
         return Prefetcher(self.train_loader, self.pipeline.train_pre, self.compute.device)
@@ -185,15 +186,26 @@ class Run:
                  ) -> Evaluation:
         """``engine.evaluate`` of ``models`` on the evaluation set, or on all of ``dataset`` (with
         --freeze-backbone: of classifiers, on the features)."""
-        dataset, indices = (self.eval_set, self.eval_idx) if dataset is None else (dataset, range(len(dataset)))
+        targets, also = dataset.targets_matrix() if dataset is not None else None, None
+        if dataset is None:
+            dataset, targets, also = self.eval_set, *self._held_out_targets()
+        indices = self.eval_idx if dataset is self.eval_set else range(len(dataset))
         if self.frozen is not None:
-            features, seen = self._features(dataset)
+            features, seen = self.features(dataset)
             batches = FeatureBatches(features, seen, ShardSampler(list(indices), self.compute.info).indices,
                                      self.per_rank_batch)
         else:
             batches = self._eval_batches(dataset, indices)
-        return evaluate(models, batches, dataset.targets_matrix(), self.compute, self.args.thre, desc,
-                        rows=indices)
+        return evaluate(models, batches, targets, self.compute, self.args.thre, desc, rows=indices, also=also)
+
+    def _held_out_targets(self) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The evaluation set's targets (--val-split-labels: the held-out images' observed or full labels) and,
+        with the full labels known (--oracle-list), both, to log beside them."""
+        observed = self.eval_set.targets_matrix()
+        if not self.held_out or self.full_labels is None:
+            return observed, None
+        both = {"observed": observed, "full": self.full_labels}
+        return both[self.args.val_split_labels], both
 
     def _eval_batches(self, dataset: MultiLabelImages, indices) -> Prefetcher:
         """``dataset[indices]`` through the evaluation transform, this rank's shard, on the device."""
@@ -203,7 +215,7 @@ class Run:
             pin_memory=self.compute.device.type == "cuda")
         return Prefetcher(loader, self.pipeline.eval_pre, self.compute.device)
 
-    def _features(self, dataset: MultiLabelImages) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, dataset: MultiLabelImages) -> tuple[torch.Tensor, torch.Tensor]:
         """--freeze-backbone: the backbone features of the test set, or of the whole training list (the held-out
         part of --val-split included), without augmentation."""
         if dataset.entries is self.data.test.entries:
@@ -235,10 +247,11 @@ def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeli
         train_loader = _Truncated(train_loader, args.max_steps_per_epoch)
     random_seed(args.seed % 2**32)  # the model's initialisation
     model, weights = _initial_model(args, data.num_classes, resuming)
-    learner = _learner(args, model, data.train, compute, len(train_loader))
+    full = full_labels(args, data.train) if args.oracle_list else None
+    learner = _learner(args, model, data.train, compute, len(train_loader), full)
     frozen = FrozenBackbone(model, compute) if args.freeze_backbone else None
     return Run(args, data, compute, pipeline, learner, sampler, loader_gen, train_loader, eval_set, eval_idx,
-               weights, frozen)
+               weights, frozen, full)
 
 
 def _single_last_batch(args, sampler: EpochShuffleSampler, info: DistInfo) -> bool:
@@ -277,7 +290,8 @@ def _initial_model(args, num_classes: int, resuming: bool) -> tuple[nn.Module, s
         raise UserError(f"--pretrained {args.pretrained}: {e}") from None
 
 
-def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compute, steps_per_epoch: int) -> Learner:
+def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compute, steps_per_epoch: int,
+             full: torch.Tensor | None) -> Learner:
     """The model on the device, its EMA, Adam with weight decay on weights only, OneCycle stepped per batch, the
     GradScaler (fp16 only), the loss, the DDP / compile wrappers, the label store and the oracle. With
     --freeze-backbone all of these but the label store and the oracle are the classifier's alone."""
@@ -306,7 +320,7 @@ def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compu
         step_model = torch.compile(step_model)
     loss_scale = float(compute.info.world_size) if getattr(criterion, "reduction", "sum") == "sum" else 1.0
     label_store = train_set.targets_matrix().to(device)
-    oracle = _oracle(args, train_set, label_store, device) if args.oracle_list else None
+    oracle = _oracle(args, full, label_store, device) if full is not None else None
     return Learner(step_model, criterion, optimizer, scheduler, scaler, ema, label_store, compute, loss_scale, oracle)
 
 
@@ -501,10 +515,10 @@ def _loss_kwargs_with_data(args) -> dict[str, Any]:
     return kwargs
 
 
-def _oracle(args, train_set: MultiLabelImages, observed: torch.Tensor, device) -> MissingLabelOracle:
-    """Align the full-label list with the training list by file name."""
+def full_labels(args, train_set: MultiLabelImages) -> torch.Tensor:
+    """N x C full labels of the training list's images, from --oracle-list (aligned by file name)."""
     full_entries = {e.name: e.labels for e in read_label_list(args.oracle_list, train_set.num_classes)}
-    full = torch.zeros_like(observed)
+    full = torch.zeros(len(train_set.entries), train_set.num_classes)
     for i, e in enumerate(train_set.entries):
         labels = full_entries.get(e.name)
         if labels is None:
@@ -513,6 +527,11 @@ def _oracle(args, train_set: MultiLabelImages, observed: torch.Tensor, device) -
             raise UserError(f"--oracle-list {args.oracle_list}: {e.name} has labels {sorted(e.labels)} in the "
                              f"training list that the full list lacks ({sorted(labels)})")
         full[i, list(labels)] = 1
+    return full
+
+
+def _oracle(args, full: torch.Tensor, observed: torch.Tensor, device) -> MissingLabelOracle:
+    """How well the training passes find the labels missing from the training list (``full`` N x C)."""
     threshold = args.oracle_threshold
     if threshold is None:
         threshold = (args.tau if args.tau is not None else loss_hyperparameters("SPLC")["tau"]) \

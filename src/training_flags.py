@@ -25,9 +25,9 @@ OFFICIAL_STOP_EPOCH = 30  # the official code stops after epoch index 30 of its 
 
 # Flags that define a run: a resume with different values would not continue the same run.
 RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size", "seed", "weight_decay",
-                "ema_decay", "val_split", "split_seed", "freeze_backbone") + tuple(LOSS_FLAGS)
+                "ema_decay", "val_split", "split_seed", "val_split_labels", "freeze_backbone") + tuple(LOSS_FLAGS)
 # The value of a run-defining flag that a run written before the flag existed had.
-RUN_DEFINING_BEFORE = {"freeze_backbone": False}
+RUN_DEFINING_BEFORE = {"freeze_backbone": False, "val_split_labels": "observed"}
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -92,6 +92,10 @@ def _add_output_args(o) -> None:
                    help="hold out this fraction of the training list to choose the best epoch on; the test "
                         "set is then scored once, with the best checkpoint (default: 0 = official: choose on test)")
     o.add_argument("--split-seed", default=0, type=int, help="seed of the held-out split (default: 0)")
+    o.add_argument("--val-split-labels", default="observed", choices=["observed", "full"],
+                   help="labels the held-out split is scored with, and best.ckpt picked on: the training list's "
+                        "(observed, default) or the full ones, from --oracle-list (full: as Cole et al. and Large "
+                        "Loss Matters score theirs); with --oracle-list every epoch logs both")
     o.add_argument("--check-images", action="store_true", help="check every image file exists before training")
     o.add_argument("--skip-bad-images", action="store_true",
                    help="log and leave out corrupt images (counted per epoch) instead of stopping")
@@ -136,6 +140,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--stop-epoch {args.stop_epoch} must lie in [0, --epochs {args.epochs})")
     if not 0.0 <= args.val_split < 1.0:
         parser.error(f"--val-split {args.val_split} must lie in [0, 1)")
+    if args.val_split_labels == "full" and not (args.val_split and args.oracle_list):
+        parser.error("--val-split-labels full scores the held-out split (--val-split) with the full labels of "
+                     "--oracle-list FULL.txt: give both")
     for flag in ("batch_size", "image_size", "print_freq"):
         if getattr(args, flag) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")

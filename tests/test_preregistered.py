@@ -122,3 +122,28 @@ def test_a_torn_exported_metrics_file_is_one_error_line_naming_it(tmp_path, caps
         pick_lr(L, tmp_path)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith(f"error: {torn}:") and "not a JSON row" in err
+
+
+def test_a_tie_of_model_and_ema_goes_to_the_ema_in_every_reader(tmp_path):
+    """engine.evaluate gives a model/EMA tie to the EMA; the report's readers (an export's last epoch, the batched
+    heads' picks under every reading) and the trainer's best tracking follow the same rule."""
+    from src.engine import select_model
+    from src.experiments.preregistered_report import pick_epoch
+    from src.trainer import RunState
+
+    assert select_model({"model": 30.0, "ema": 30.0}) == "ema"
+    tie = {"epoch": 0, "map": 30.0, "map_ema": 30.0, "map_full": 40.0, "map_ema_full": 40.0,
+           "test_map": 1.0, "test_map_ema": 2.0, "selected": "ema"}
+    for reading in ("observed", "full", "last"):
+        assert RunResult.from_head_rows("Asl", "full", 0, 0, [tie], reading).best == 2.0  # the EMA's test mAP
+        assert pick_epoch([tie], reading) == 0
+    state = RunState()
+    assert state.record(dict(tie), steps=1) and state.best["which"] == "ema"
+    run = tmp_path / "E" / "lr0.001" / "d0" / "0.4left-Asl-s0"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "map": 30.0, "map_ema": 30.0}) + "\n")
+    (run / "test_metrics.json").write_text(json.dumps({"map": 5.0, "last_epoch": {"map": 1.0, "map_ema": 2.0}}))
+    from src.experiments.preregistered_report import _read
+    from src.experiments.preregistered_plan import _spec
+    got = _read(tmp_path, Run(PROTOCOLS["E"], 1e-3, 0, _spec("Asl", "0.4left", 0)))
+    assert got.last == 2.0

@@ -73,6 +73,7 @@ def test_validate_reads_dataparallel_state_dict(toy_coco, tmp_path):
     (["--tau", "0.7"], "tau"),                      # Hill takes no tau
     (["--stop-epoch", "5"], "--stop-epoch"),
     (["--val-split", "1.5"], "--val-split"),
+    (["--val-split", "0.25", "--val-split-labels", "full"], "--oracle-list"),
 ])
 def test_bad_flags_are_argparse_errors(toy_coco, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as e:
@@ -109,6 +110,22 @@ def test_held_out_split_scores_best_on_test(toy_coco, tmp_path):
     for which, flags in (("map", []), ("map_ema", ["--ema"])):
         v = validate.main(["--model-path", str(run / "last.ckpt"), "--data", str(toy_coco), "-j", "0", *flags])
         assert v["map"] == pytest.approx(test["last_epoch"][which], abs=1e-6)
+
+
+@pytest.mark.parametrize("labels", ["observed", "full"])
+def test_val_split_labels_picks_the_held_out_reading_and_both_are_logged(toy_coco, tmp_path, labels):
+    """With --oracle-list every epoch logs the held-out mAP on observed and on full labels; --val-split-labels
+    says which one is "map" (and picks best.ckpt). The full labels are another reading: they differ."""
+    run = tmp_path / labels
+    train.main(small_args(toy_coco, run, "--val-split", "0.25", "--stop-epoch", "1", "--oracle-list",
+                          str(toy_coco / "coco_train_full.txt"), "--val-split-labels", labels))
+    got = rows(run)
+    for row in got:
+        assert row["map"] == row[f"map_{labels}"] and row["map_ema"] == row[f"map_ema_{labels}"]
+    assert any(r["map_full"] != r["map_observed"] for r in got)
+    best = torch.load(run / "best.ckpt", weights_only=True)
+    picked = max(got, key=lambda r: max(r["map"], r["map_ema"]))
+    assert best["epoch"] == picked["epoch"]
 
 
 def test_oracle_logs_missing_label_identification(toy_coco, tmp_path):

@@ -30,7 +30,7 @@ from src.trainer import run_training
 from src.training_flags import add_training_args
 
 __all__ = ["Recipe", "RunSpec", "toy_coco_dir", "prepare_toy_coco", "pretrain", "train_run", "run_is_complete",
-           "parse_losses", "add_size_args", "recipe_from_args", "prepare"]
+           "parse_losses", "coco_parser", "add_size_args", "recipe_from_args", "prepare"]
 
 TRAIN_IMAGES = 2000
 PRETRAIN_EPOCHS = 4
@@ -141,7 +141,7 @@ def _same_command(saved: list[str], argv: list[str]) -> bool:
     return "--pretrained" not in saved and len(pairs) == 1 and argv[:pairs[0]] + argv[pairs[0] + 2:] == saved
 
 
-def _coco_parser() -> argparse.ArgumentParser:
+def coco_parser() -> argparse.ArgumentParser:
     """train.py's flags: a run's command line is read as ``python train.py ...`` reads it."""
     return add_training_args(add_coco_args(cli.ArgumentParser(prog="train.py")))
 
@@ -174,7 +174,7 @@ def train_run(spec: RunSpec, data: Path, out_dir: Path, recipe: Recipe, pretrain
     argv += ["--pretrained", str(pretrained) if pretrained is not None else "none"]  # never download
     if oracle and spec.setting != "full":
         argv += ["--oracle-list", str(lists / "coco_train_full.txt")]
-    return _train(argv, run_dir, recipe.epochs_run, _coco_parser(), coco_datasets)
+    return _train(argv, run_dir, recipe.epochs_run, coco_parser(), coco_datasets)
 
 
 def pretrain(data_root: Path, recipe: Recipe, epochs: int, per_class: int = 200, seed: int = 0) -> Path:

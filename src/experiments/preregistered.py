@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from src.errors import UserError, report_user_errors
+from src.engine import selected_map
 from src.io_utils import atomic_write_text, read_json
 from src.run_metrics import read_run
 from src.experiments.experiments import pretrain, prepare_toy_coco, run_is_complete, train_run
@@ -58,7 +59,7 @@ def _held_out_best(export: Path, run: Run) -> float:
     torn metrics.jsonl ends in one error line naming it."""
     with report_user_errors():
         rows = read_run(export / run.rel).rows
-    return max(max(r["map"], r.get("map_ema", r["map"])) for r in rows)
+    return max(selected_map(r) for r in rows)
 
 
 def _read_lr(path: Path, p: Protocol) -> float:

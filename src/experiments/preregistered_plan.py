@@ -5,11 +5,11 @@ which reads an export without training anything.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from src.experiments.experiments import Recipe, RunSpec
+from src.run_metrics import MetricsError, read_run
 
 TOY = {"train": 4000, "val": 1000, "image_size": 64}
 VAL_SPLIT = 0.2
@@ -96,7 +96,7 @@ def is_exported(export: Path, run: Run) -> bool:
 
 def run_is_complete_rows(d: Path, epochs: int) -> bool:
     try:
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
+        rows = read_run(d).rows
+    except MetricsError:
         return False
     return [r.get("epoch") for r in rows] == list(range(epochs))

@@ -16,7 +16,6 @@ PICS/prereg_<P>_auroc.png.
 """
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +23,15 @@ from typing import Sequence
 
 import numpy as np
 
-from src.engine import selected_map
+from src.engine import select_model, selected_map
 from src.experiments.preregistered_plan import PROTOCOLS, Protocol, Run, is_exported, plan_runs
-from src.io_utils import atomic_write_text
+from src.io_utils import atomic_write_text, read_json
+from src.run_metrics import read_run
 from src.loss_functions.losses import loss_hyperparameters
 from src.tools.plot_metrics import display_name, loss_color
 
-__all__ = ["RunResult", "load_protocol", "report"]
+__all__ = ["RunResult", "READINGS", "pick_epoch", "load_protocol", "stats", "mean_sd", "paired", "drops",
+           "drop_advantage", "figure_questions", "report"]
 
 GAP_LOSSES = ("Hill", "SPLC")
 CHANGE_EPOCH = int(loss_hyperparameters("SPLC")["change_epoch"])
@@ -52,6 +53,15 @@ class RunResult:
         scores = [selected_map(r) for r in self.rows]
         return int(self.rows[scores.index(max(scores))]["epoch"])
 
+    @classmethod
+    def from_head_rows(cls, loss: str, setting: str, draw: int, seed: int, rows: list[dict],
+                       reading: str) -> "RunResult":
+        """A run of batched linear heads (rows with the test set's mAP at every epoch, ``test_map`` and
+        ``test_map_ema``) under one reading: ``best`` is the val mAP of the epoch and model that ``reading`` picks
+        (``pick_epoch``), ``last`` the last epoch's (the model the held-out split preferred then)."""
+        return cls(loss, setting, draw, seed, _test_map(rows[pick_epoch(rows, reading)], reading),
+                   _test_map(rows[-1], "observed"), rows)
+
     def at(self, key: str, epoch: int | None) -> float:
         """``key`` of epoch ``epoch`` (None: the last); NaN where absent."""
         row = self.rows[-1] if epoch is None else next((r for r in self.rows if r["epoch"] == epoch), {})
@@ -59,12 +69,36 @@ class RunResult:
         return float(v) if isinstance(v, (int, float)) else float("nan")
 
 
+# How a run's val mAP is read: the epoch (and model or EMA) picked on the held-out split scored with the training
+# list's labels ("observed", the registered reading) or with the full labels ("full"), or the last epoch ("last").
+READINGS = {"observed": ("map", "map_ema"), "full": ("map_full", "map_ema_full"), "last": None}
+
+
+def _selected(row: dict, reading: str) -> str:
+    """The model (model or ema) the held-out split prefers in ``row`` under ``reading``."""
+    model, ema = READINGS[reading] or READINGS["observed"]
+    return select_model({"model": row[model], "ema": row[ema]})
+
+
+def pick_epoch(rows: Sequence[dict], reading: str) -> int:
+    """The index of the epoch ``reading`` picks: the first with the highest held-out mAP of the preferred model
+    (as train.py keeps best.ckpt), or the last one."""
+    if READINGS[reading] is None:
+        return len(rows) - 1
+    model, ema = READINGS[reading]
+    scores = [selected_map({"map": r[model], "map_ema": r[ema], "selected": _selected(r, reading)}) for r in rows]
+    return scores.index(max(scores))
+
+
+def _test_map(row: dict, reading: str) -> float:
+    return float(row["test_map_ema"] if _selected(row, reading) == "ema" else row["test_map"])
+
+
 def _read(export: Path, run: Run) -> RunResult:
     d = export / run.rel
-    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    test = json.loads((d / "test_metrics.json").read_text())
-    last_row = rows[-1]
-    which = "map_ema" if last_row.get("map_ema", -1.0) > last_row["map"] else "map"
+    rows = read_run(d).rows
+    test = read_json(d / "test_metrics.json")
+    which = "map_ema" if _selected(rows[-1], "observed") == "ema" else "map"
     s = run.spec
     return RunResult(s.loss, s.setting, run.draw, s.seed, float(test["map"]), float(test["last_epoch"][which]), rows)
 
@@ -74,12 +108,12 @@ def load_protocol(export: Path, p: Protocol) -> tuple[float, list[RunResult], in
     lr_file = export / p.name / "lr.json"
     if not lr_file.is_file():
         return None
-    lr = float(json.loads(lr_file.read_text())["lr"])
+    lr = float(read_json(lr_file)["lr"])
     planned = plan_runs(p, lr)
     return lr, [_read(export, r) for r in planned if is_exported(export, r)], len(planned)
 
 
-def _stats(values: Sequence[float]) -> str:
+def stats(values: Sequence[float]) -> str:
     vals = [v for v in values if v == v]
     if not vals:
         return "-"
@@ -87,7 +121,7 @@ def _stats(values: Sequence[float]) -> str:
     return f"{statistics.fmean(vals):+.2f}{sd} (n={len(vals)}, {sum(v > 0 for v in vals)} > 0)"
 
 
-def _mean_sd(values: Sequence[float], digits: int = 2) -> str:
+def mean_sd(values: Sequence[float], digits: int = 2) -> str:
     vals = [v for v in values if v == v]
     if not vals:
         return "-"
@@ -157,22 +191,22 @@ def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], plan
         cells = []
         for s in p.settings:
             rs = [r for r in results if r.loss == loss and r.setting == s]
-            cells.append(f"{_mean_sd([r.best for r in rs])} / {_mean_sd([r.last for r in rs])} (n={len(rs)})"
+            cells.append(f"{mean_sd([r.best for r in rs])} / {mean_sd([r.last for r in rs])} (n={len(rs)})"
                          if rs else "")
         lines.append(f"| {display_name(loss)} | " + " | ".join(cells) + " |")
     lines += ["", "(a) Paired loss − ASL, best-epoch val mAP; (b) ASL's drop from its own full-label mAP minus the "
               "loss's drop (> 0: the loss loses less). Mean ± std (n pairs, how many > 0).", "",
               "| question | setting | Hill | SPLC |", "| --- | --- | --- | --- |"]
     for s in missing:
-        lines.append(f"| (a) loss − ASL | {s} | " + " | ".join(_stats(paired(results, x, s)) for x in GAP_LOSSES) + " |")
+        lines.append(f"| (a) loss − ASL | {s} | " + " | ".join(stats(paired(results, x, s)) for x in GAP_LOSSES) + " |")
     for s in missing:
         lines.append(f"| (b) ASL drop − loss drop | {s} | "
-                     + " | ".join(_stats(drop_advantage(results, x, s)) for x in GAP_LOSSES) + " |")
+                     + " | ".join(stats(drop_advantage(results, x, s)) for x in GAP_LOSSES) + " |")
     lines += by_draw_lines(p, results)
     lines += ["", "Drop from each loss's own full-label mAP (mean ± std over pairs):", "",
               "| loss | " + " | ".join(missing) + " |", "| --- |" + " ---: |" * len(missing)]
     for loss in losses:
-        lines.append(f"| {display_name(loss)} | " + " | ".join(_mean_sd(drops(results, loss, s)) for s in missing) + " |")
+        lines.append(f"| {display_name(loss)} | " + " | ".join(mean_sd(drops(results, loss, s)) for s in missing) + " |")
     lines += ["", f"(c) Missing labels against true negatives on the training images (%), at epoch {CHANGE_EPOCH} "
               "(SPLC's first correcting epoch) / the last epoch: AUROC, and precision among the top-k scored "
               "unobserved entries (k = the number of missing positives).", "",
@@ -181,48 +215,55 @@ def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], plan
         for loss in losses:
             rs = [r for r in results if r.loss == loss and r.setting == s]
             if rs:
-                au = f"{_mean_sd([r.at('missing_auroc', CHANGE_EPOCH) for r in rs], 1)} / " \
-                     f"{_mean_sd([r.at('missing_auroc', None) for r in rs], 1)}"
-                tk = f"{_mean_sd([r.at('missing_topk_precision', CHANGE_EPOCH) for r in rs], 1)} / " \
-                     f"{_mean_sd([r.at('missing_topk_precision', None) for r in rs], 1)}"
+                au = f"{mean_sd([r.at('missing_auroc', CHANGE_EPOCH) for r in rs], 1)} / " \
+                     f"{mean_sd([r.at('missing_auroc', None) for r in rs], 1)}"
+                tk = f"{mean_sd([r.at('missing_topk_precision', CHANGE_EPOCH) for r in rs], 1)} / " \
+                     f"{mean_sd([r.at('missing_topk_precision', None) for r in rs], 1)}"
                 lines.append(f"| {display_name(loss)} | {s} | {au} | {tk} |")
     at_last = sum(r.best_epoch == p.stop_epoch for r in results)
     lines += ["", f"Runs whose held-out pick is their last epoch ({p.stop_epoch}): {at_last} of {len(results)}."]
     return "\n".join(lines) + "\n"
 
 
-def _figure_questions(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
+def figure_questions(title: str, readings: dict[str, Sequence[RunResult]], settings: Sequence[str],
+                     out: Path) -> Path:
+    """(a) and (b) for Hill and SPLC on each missing-label setting, one row of panels per reading: one dot per
+    (draw, seed) pair, a bar for mean ± std."""
     import matplotlib  # lazy: heavy, and only the figures need it
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    missing = [s for s in p.settings if s != "full"]
-    fig = Figure(figsize=(10, 4.2))
-    axes = fig.subplots(1, 2, sharey=False)
-    for ax, (title, fn) in zip(axes, (("(a) loss − ASL, best val mAP", paired),
-                                      ("(b) ASL's drop − the loss's drop", drop_advantage))):
-        for k, loss in enumerate(GAP_LOSSES):
-            for j, s in enumerate(missing):
-                vals = fn(results, loss, s)
-                if not vals:
-                    continue
-                x = j + (k - 0.5) * 0.3
-                ax.scatter([x] * len(vals), vals, color=loss_color(loss), alpha=0.35, s=14)
-                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                ax.errorbar([x], [statistics.fmean(vals)], yerr=[sd], color=loss_color(loss), marker="o", capsize=4,
-                            label=display_name(loss) if j == 0 else None)
-        ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_xticks(range(len(missing)), missing)
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel("mAP points (> 0: the paper's claim)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Protocol {p.name}: one dot per (draw, seed) pair, bars: mean ± std", fontsize=11)
+    fig = Figure(figsize=(10, 3.6 * len(readings) + 0.6))
+    axes = fig.subplots(len(readings), 2, squeeze=False)
+    for row, (reading, results) in zip(axes, readings.items()):
+        for ax, (question, fn) in zip(row, (("(a) loss − ASL", paired), ("(b) ASL's drop − the loss's drop",
+                                                                          drop_advantage))):
+            _dots(ax, results, fn, settings)
+            ax.set_title(f"{question}, val mAP ({reading})", fontsize=10)
+    fig.suptitle(f"{title}: one dot per (draw, seed) pair, bars: mean ± std", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     return out
+
+
+def _dots(ax, results: Sequence[RunResult], fn, settings: Sequence[str]) -> None:
+    for k, loss in enumerate(GAP_LOSSES):
+        for j, s in enumerate(settings):
+            vals = fn(results, loss, s)
+            if not vals:
+                continue
+            x = j + (k - 0.5) * 0.3
+            ax.scatter([x] * len(vals), vals, color=loss_color(loss), alpha=0.35, s=14)
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            ax.errorbar([x], [statistics.fmean(vals)], yerr=[sd], color=loss_color(loss), marker="o", capsize=4,
+                        label=display_name(loss) if j == 0 else None)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_ylabel("mAP points (> 0: the paper's claim)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def _figure_auroc(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
@@ -259,7 +300,7 @@ def _figure_auroc(p: Protocol, results: Sequence[RunResult], out: Path) -> Path:
 
 def lr_pick_line(export: Path, p: Protocol) -> str:
     """How the lr was picked: the mean best held-out mAP of full-label BCE at each lr of the grid."""
-    choice = json.loads((export / p.name / "lr.json").read_text())
+    choice = read_json(export / p.name / "lr.json")
     by_lr = ", ".join(f"{lr} {v:.2f}" for lr, v in choice["held_out_map_by_lr"].items())
     edge = " (the top of the grid)" if float(choice["lr"]) == max(p.lrs) else ""
     return (f"The lr pick, full-label BCE, mean best held-out mAP by lr (seeds {choice['lr_seeds']}, draw 0): "
@@ -278,7 +319,8 @@ def report(export: Path, pics: Path) -> str:
         parts.append(protocol_markdown(p, lr, results, planned))
         parts.append(lr_pick_line(export, p))
         if results:
-            figs = [_figure_questions(p, results, pics / f"prereg_{p.name}.png")]
+            figs = [figure_questions(f"Protocol {p.name}", {"held-out pick": results},
+                                     [x for x in p.settings if x != "full"], pics / f"prereg_{p.name}.png")]
             if any(r.setting != "full" for r in results):
                 figs.append(_figure_auroc(p, results, pics / f"prereg_{p.name}_auroc.png"))
             parts.append("Figures: " + ", ".join(str(f) for f in figs) + "\n")
