@@ -170,16 +170,25 @@ def _luma(img: torch.Tensor) -> torch.Tensor:
     return ((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16).unsqueeze(-3)
 
 
-def _smooth(img: torch.Tensor) -> torch.Tensor:
-    """PIL ImageFilter.SMOOTH: 3x3 [[1,1,1],[1,5,1],[1,1,1]] / 13, rounded; the 1-pixel border is kept.
+def smooth_kernel(device: torch.device | str = "cpu") -> torch.Tensor:
+    """PIL ImageFilter.SMOOTH's 3x3 weights [[1,1,1],[1,5,1],[1,1,1]] (divided by 13 after the sum), one per
+    channel: float32 (3, 1, 3, 3) for a depthwise conv2d."""
+    kernel = torch.ones(3, 1, 3, 3, device=device)
+    kernel[:, :, 1, 1] = 5.0
+    return kernel
 
-    Computed as (3x3 box sum + 4 x) / 13 with exact integer sums (separable, no conv kernel to build).
-    """
+
+def smooth_interior(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """SMOOTH of float32 (B, 3, H, W) integer levels on the (H - 2, W - 2) interior, rounded. The sums are exact in
+    float32 whatever the order (integers below 2^24), so the depthwise conv gives PIL's integer sums."""
+    return torch.nn.functional.conv2d(x, kernel, groups=3).div_(13).round_()
+
+
+def _smooth(img: torch.Tensor) -> torch.Tensor:
+    """PIL ImageFilter.SMOOTH: 3x3 [[1,1,1],[1,5,1],[1,1,1]] / 13, rounded; the 1-pixel border is kept. float32."""
     x = img.float()
-    rows = x[..., :, :-2] + x[..., :, 1:-1] + x[..., :, 2:]
-    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]
     out = x.clone()
-    out[..., 1:-1, 1:-1] = (box + 4 * x[..., 1:-1, 1:-1]).div_(13).round_()
+    out[..., 1:-1, 1:-1] = smooth_interior(x, smooth_kernel(x.device))
     return out
 
 
@@ -194,7 +203,7 @@ def grey_level(luma: torch.Tensor) -> torch.Tensor:
 def autocontrast_lut(lo: torch.Tensor, hi: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """PIL ImageOps.autocontrast's LUT (cutoff 0) in float64: int(i * s - lo * s), s = 255 / (hi - lo); the
     identity where hi == lo. ``lo``, ``hi``: float64 (..., 1) channel extremes; ``levels``: float64 0..255."""
-    scale = 255.0 / (hi - lo).clamp(min=1)
+    scale = torch.div(255.0, (hi - lo).clamp(min=1))  # one rounding, as PIL; `255.0 / t` is 255 * (1 / t): two
     lut = (levels * scale - lo * scale).trunc().clamp(0, 255)
     return torch.where(hi > lo, lut, levels)
 
@@ -258,10 +267,19 @@ def warp_nearest(img: torch.Tensor, matrix: torch.Tensor, fill: int = GEOMETRIC_
     return torch.where(inside, out, torch.full_like(out, fill))
 
 
+# keys_cubic's Horner coefficients (v2, p2, p3, p4) as integer combinations of the taps (v1, v2, v3, v4)
+CUBIC_COEFFS = ((0, 1, 0, 0), (-1, 0, 1, 0), (2, -2, 1, -1), (-1, 1, -1, 1))
+
+
 def keys_cubic(v1: torch.Tensor, v2: torch.Tensor, v3: torch.Tensor, v4: torch.Tensor, d: torch.Tensor
                ) -> torch.Tensor:
     """PIL's BICUBIC of 4 taps at fraction d past v2 (Keys a = -1, its Horner form); not clamped, not rounded."""
-    p2, p3, p4 = v3 - v1, 2 * (v1 - v2) + v3 - v4, v2 - v1 + v4 - v3
+    p2, p3, p4 = v3 - v1, 2 * (v1 - v2) + v3 - v4, v2 - v1 + v4 - v3  # = CUBIC_COEFFS applied to the taps
+    return horner(v2, p2, p3, p4, d)
+
+
+def horner(v2: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor, p4: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """v2 + d (p2 + d (p3 + d p4)), in this order (PIL's BICUBIC macro)."""
     return v2 + d * (p2 + d * (p3 + d * p4))
 
 

@@ -1,0 +1,257 @@
+"""BatchAugment as one fused, static-shape pass: the same draws, the same ops, the same uint8 results.
+
+``FusedBatchAugment`` consumes the draws of ``BatchAugment.sample`` (so both forms see identical draws) in two
+parts:
+
+  * ``params(cut, policy)`` on the draws' device (the CPU for ``GpuTrainPreprocess``): every per-image number of
+    the pass as one float64 (B, CUT_COLUMNS + 2 P) tensor, read from one table indexed by (op, magnitude) and
+    weighted by (1, sign, centre row, centre column); a dozen small tensor ops whatever the batch;
+  * ``run(x, params)`` on the images' device: the pass. Static shapes, no data-dependent indexing, no host reads:
+    capturable as a CUDA graph (``CapturedAugment``) or by ``torch.compile(mode="reduce-overhead")``.
+
+Per policy slot every image goes through the same stages; its parameters make all but its op's stage exact
+identities (an identity LUT; a sample at its own pixel with fraction 0):
+
+  1. one 256-entry LUT per image and channel, one gather: Invert, Solarize, Posterize, Brightness (a table of
+     LUTs made by ``apply_op`` itself on the 256 levels), AutoContrast and Equalize (from each image's
+     histogram and extremes);
+  2. one 4-tap sample per pixel (one gather from [LUT output, d] with replicated edges) and PIL's cubic in Horner
+     form: NEAREST ops (TranslateX/Y, Rotate) read their pixel in all taps at fraction 0; the shears read PIL's 4
+     cubic taps along their axis; Color, Contrast and Sharpness read taps (d, d, y, y) at "fraction" f, which
+     the Horner form turns into exactly ``d + f (y - d)``, PIL's blend (d: the L image, the grey level, the
+     SMOOTH image); one ``where`` takes the fill outside the frame (128) or inside the Cutout op's box.
+
+The affine coordinates, keep masks, fractions and tap indices depend on the parameters only, so they are computed
+once for both slots. Every formula is the per-op form's (``src.data.augment``: ``apply_op`` for the LUT table,
+``autocontrast_lut``, ``grey_level``, ``horner``, ``smooth_interior``, coordinates in float64 in the same order),
+and Equalize follows torchvision's ``equalize`` step for step: the results are equal bit for bit
+(tests/test_augment.py). The cost is arithmetic: every stage runs on every image.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from src.data.augment import (CUBIC_COEFFS, GEOMETRIC_FILL, MAGNITUDES, OPS, RA_CUTOUT_FILL, BatchAugment,
+                              CutoutDraw, PolicyDraw, affine_matrix, apply_op, autocontrast_lut, grey_level, horner,
+                              magnitude_value, smooth_interior, smooth_kernel, to_device_nonblocking)
+
+__all__ = ["FusedBatchAugment", "CapturedAugment", "SLOT_COLUMNS", "param_table", "point_lut_table"]
+
+# Per-slot parameter columns. PAIRS hold (row, column) = (y, x) pairs: the affine map (v, u) = A * x + B * y + C,
+# the shears' half-pixel shift and tap axis, the keep box [lo, hi).
+PAIRS = ("d", "a", "e", "b", "f", "c", "half_y", "half_x", "tap_y", "tap_x", "r0", "c0", "r1", "c1")
+FLAGS = ("hole", "equalize", "autocontrast", "contrast", "sharp")
+SLOT_COLUMNS = PAIRS + FLAGS + ("f_blend", "lut_index", "tap0", "tap1", "tap2", "tap3", "fill_r", "fill_g", "fill_b")
+P = len(SLOT_COLUMNS)
+CUT_COLUMNS = 7  # CutoutPIL: r0, c0, r1, c1 (half-open, unclipped), colour (r, g, b)
+NOT_APPLIED = len(OPS)  # the identity row of the tables
+TAPS = (-1, 0, 1, 2)  # PIL's cubic reads left - 1 .. left + 2
+PAD = 2  # replicated edge pixels around the sampled planes: PIL's edge-clamped taps
+POINT_OPS = ("Invert", "Solarize", "Posterize", "Brightness")
+
+
+def _identity_row(size: int) -> dict[str, float]:
+    row = dict.fromkeys(SLOT_COLUMNS, 0.0)
+    row.update(a=1.0, e=1.0, r1=float(size), c1=float(size), fill_r=GEOMETRIC_FILL, fill_g=GEOMETRIC_FILL,
+               fill_b=GEOMETRIC_FILL)
+    return row
+
+
+def _tap_offsets(size: int, axis: str | None, planes: tuple[int, ...] = (0, 0, 0, 0)) -> dict[str, float]:
+    """Flat offsets of the 4 taps from the padded plane's origin: the +PAD shift, the taps along ``axis``, and
+    ``planes`` (0: the LUT output y, 1: the blend's d)."""
+    side = size + 2 * PAD
+    step = {"x": 1, "y": side, None: 0}[axis]
+    return {f"tap{i}": float(PAD * side + PAD + k * step + plane * side * side)
+            for i, (k, plane) in enumerate(zip(TAPS, planes))}
+
+
+def _op_terms(op: str, v: float, size: int) -> tuple[dict[str, float], dict[str, float]]:
+    """(constant overrides, sign coefficients) of one op's columns at value v, as ``apply_op`` computes them."""
+    const: dict[str, float] = {}
+    signed: dict[str, float] = {}
+    if op in ("Color", "Contrast", "Sharpness"):  # blend(d, y, 1 + s v): taps (d, d, y, y) at fraction f
+        const.update(_tap_offsets(size, None, planes=(1, 1, 0, 0)), f_blend=1.0)
+        signed["f_blend"] = v
+        const.update(contrast=float(op == "Contrast"), sharp=float(op == "Sharpness"))
+    elif op in ("AutoContrast", "Equalize"):
+        const[op.lower()] = 1.0
+    elif op in ("ShearX", "ShearY"):
+        axis = "x" if op == "ShearX" else "y"
+        signed["b" if axis == "x" else "d"] = v
+        const.update(_tap_offsets(size, axis), **{f"half_{axis}": 0.5, f"tap_{axis}": 1.0})
+    elif op in ("TranslateX", "TranslateY"):
+        signed["c" if op == "TranslateX" else "f"] = v * size  # apply_op: (s v) size; s (v size) has the same bits
+    elif op == "Rotate":
+        m = affine_matrix(op, torch.tensor([v], dtype=torch.float64), torch.ones(1, dtype=torch.float64), size, size)
+        const.update(zip("abcdef", m[0].tolist()))
+    elif op == "Cutout":
+        half = float(round(v) // 2)
+        const.update(r0=-half, c0=-half, r1=half, c1=half, hole=1.0)
+        const.update(zip(("fill_r", "fill_g", "fill_b"), map(float, RA_CUTOUT_FILL)))
+    return const, signed
+
+
+def param_table(size: int) -> torch.Tensor:
+    """float64 (len(OPS) + 1, 10, 4, P): table[op, m] = the slot columns' terms (const, sign, centre row, centre
+    column); row len(OPS) = not applied. A slot's columns = the terms weighted by (1, s, row, col)."""
+    table = torch.zeros(len(OPS) + 1, 10, 4, P, dtype=torch.float64)
+    col = {name: j for j, name in enumerate(SLOT_COLUMNS)}
+    for k in range(len(OPS) + 1):
+        for m in MAGNITUDES:
+            const = _identity_row(size) | _tap_offsets(size, None)
+            const["lut_index"] = float(_lut_row(k, m, 0)) + 0.5  # + 0.5 s: row (k, m, s > 0)
+            signed = {"lut_index": 0.5}
+            if k < len(OPS):
+                over, op_signed = _op_terms(OPS[k], float(magnitude_value(OPS[k], m)), size)
+                const |= over
+                signed |= op_signed
+            table[k, m, 0] = torch.tensor([const[n] for n in SLOT_COLUMNS], dtype=torch.float64)
+            for name, v in signed.items():
+                table[k, m, 1, col[name]] = v
+            if k == OPS.index("Cutout"):
+                table[k, m, 2, [col["r0"], col["r1"]]] = 1.0
+                table[k, m, 3, [col["c0"], col["c1"]]] = 1.0
+    return table
+
+
+def _lut_row(k: int, m: int, positive: int) -> int:
+    return (k * 10 + m) * 2 + positive
+
+
+def point_lut_table() -> torch.Tensor:
+    """float32 ((len(OPS) + 1) * 10 * 2, 256): row _lut_row(op, m, s > 0) = ``apply_op`` of the pointwise ops
+    (POINT_OPS) on the 256 levels; the identity for every other op and for 'not applied'."""
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).expand(1, 3, 1, 256)
+    table = levels[0, 0, 0].float().repeat((len(OPS) + 1) * 10 * 2, 1)
+    for op in POINT_OPS:
+        for m in MAGNITUDES:
+            for positive, sign in ((0, -1.0), (1, 1.0)):
+                lut = apply_op(levels, op, magnitude_value(op, m), sign)[0, 0, 0]
+                table[_lut_row(OPS.index(op), m, positive)] = lut.float()
+    return table
+
+
+# ------------------------------------------------------------------------------------------------- the stages
+
+def _equalize_lut(hist: torch.Tensor, hi: torch.Tensor, n: int, levels: torch.Tensor) -> torch.Tensor:
+    """torchvision's equalize (PIL's rule) as a LUT: step = (N - count of the top level) // 255,
+    lut[i] = (pixels below i + step // 2) // step, clamped; the identity where step == 0. int64 (B, 3, 256)."""
+    step = (n - hist.gather(-1, hi)).div_(255, rounding_mode="floor")
+    lut = (hist.cumsum(-1) - hist + step // 2).div_(step.clamp(min=1), rounding_mode="floor").clamp_(0, 255)
+    return torch.where(step > 0, lut, levels)
+
+
+class _Geometry:
+    """For both slots at once, from the parameters only: keep masks, fractions and tap bases (B, 2, N)."""
+
+    def __init__(self, g: torch.Tensor, grid: torch.Tensor, size: int) -> None:
+        b = g.shape[0]
+        pairs = g[..., :len(PAIRS)].reshape(b, 2, len(PAIRS) // 2, 2, 1).unbind(2)
+        lin_x, lin_y, shift, half, tap, lo, hi = pairs
+        flags = (g[..., len(PAIRS):len(PAIRS) + len(FLAGS)] > 0).unsqueeze(-1)
+        self.hole, self.equalize, self.autocontrast, self.contrast, self.sharp = flags.unbind(2)  # (B, 2, 1)
+        vu = lin_x * grid[:, :, 1:] + lin_y * grid[:, :, :1] + shift  # (B, 2, 2, N): (v, u) as warp_nearest
+        self.keep = ((vu >= lo) & (vu < hi)).all(dim=2) != self.hole
+        vu -= half
+        corner = vu.floor()
+        f_blend = g[..., len(PAIRS) + len(FLAGS), None]
+        self.frac = ((vu - corner) * tap).sum(dim=2).add_(f_blend).float()
+        stride = torch.tensor([size + 2 * PAD, 1], dtype=torch.float64, device=g.device).view(1, 1, 2, 1)
+        self.base = (corner.clamp_(-1, size - 1) * stride).sum(dim=2).long()
+
+
+class FusedBatchAugment(BatchAugment):
+    """Cutout + RandAugment on uint8 (B, 3, S, S) as one static-shape pass; same draws and results as BatchAugment."""
+
+    def __init__(self, image_size: int, cutout_factor: float = 0.5) -> None:
+        super().__init__(image_size, cutout_factor)
+        self.table = param_table(image_size)  # stays on the CPU with the draws (not a buffer)
+        s = image_size
+        centres = torch.arange(s, dtype=torch.float64) + 0.5
+        grid = torch.stack((centres.repeat_interleave(s), centres.repeat(s))).view(1, 1, 2, s * s)  # (y, x)
+        interior = torch.zeros(1, 1, s, s, dtype=torch.bool)
+        interior[..., 1:-1, 1:-1] = True
+        buffers = {"grid": grid, "interior": interior, "levels": torch.arange(256, dtype=torch.float64),
+                   "levels_int": torch.arange(256), "one": torch.ones(1, 1, 1, dtype=torch.int64),
+                   "point_luts": point_lut_table(), "smooth_w": smooth_kernel(),
+                   "luma_w": torch.tensor([19595, 38470, 7471]).view(1, 3, 1),  # PIL's convert("L")
+                   "cubic": torch.tensor(CUBIC_COEFFS, dtype=torch.float32)}
+        for name, t in buffers.items():
+            self.register_buffer(name, t, persistent=False)
+
+    def params(self, cut: CutoutDraw, policy: PolicyDraw) -> torch.Tensor:
+        """The draws -> float64 (B, CUT_COLUMNS + 2 P) on the draws' device: CutoutPIL's box and colour, then each
+        slot's SLOT_COLUMNS = the (op, magnitude) table's terms weighted by (1, sign, centre row, centre col)."""
+        table = self.table.to(policy.op.device)
+        k = torch.where(policy.applied, policy.op, NOT_APPLIED)
+        weights = torch.cat((torch.ones_like(policy.sign).unsqueeze(-1), policy.sign.unsqueeze(-1),
+                             policy.center), dim=-1).double()  # (B, 2, 4)
+        slots = (table[k, policy.magnitude] * weights.unsqueeze(-1)).sum(dim=-2)  # (B, 2, P)
+        half = int(self.cutout.factor * self.image_size + 0.5) // 2  # CutoutPIL: [c - half, c + half]
+        box = torch.cat((cut.center - half, cut.center + half + 1, cut.color), dim=1)
+        return torch.cat((box, slots.flatten(1)), dim=1).double()
+
+    def run(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The pass on the images' device: uint8 (B, 3, S, S) and ``params`` there -> uint8 (B, 3, S, S)."""
+        b = x.shape[0]
+        cut, slots = params.split([CUT_COLUMNS, 2 * P], dim=1)
+        lo, hi, colour = cut.view(b, CUT_COLUMNS, 1).split([2, 2, 3], dim=1)
+        grid = self.grid[0]
+        in_box = ((grid >= lo) & (grid < hi)).all(dim=1, keepdim=True)
+        y = torch.where(in_box, colour.float(), x.flatten(2).float())
+        slots = slots.view(b, 2, P)
+        geo = _Geometry(slots, self.grid, self.image_size)
+        tail = slots[..., len(PAIRS) + len(FLAGS) + 1:].unsqueeze(-1).split([1, 4, 3], dim=2)
+        lut_rows, taps, fill = (t.unbind(1) for t in tail)
+        for i in range(2):
+            y = self._slot(y, geo, i, self.point_luts[lut_rows[i].long().view(b, 1)], taps[i].long(), fill[i].float())
+        return y.to(torch.uint8).view_as(x)
+
+    def _slot(self, x: torch.Tensor, geo: _Geometry, i: int, point: torch.Tensor, taps: torch.Tensor,
+              fill: torch.Tensor) -> torch.Tensor:
+        """One slot on float32 (B, 3, N) levels: the LUT, then the 4-tap sample (geometry and blends)."""
+        index = x.long()
+        luma = (index * self.luma_w).sum(dim=1, keepdim=True).add_(32768) >> 16  # PIL's L, exact integers
+        slot = slice(i, i + 1)  # (B, 1, 1) flags
+        y = self._lut(x, index, geo.equalize[:, slot], geo.autocontrast[:, slot], point)
+        d = torch.where(geo.contrast[:, slot], grey_level(luma).float(), luma.float())
+        d = torch.where(geo.sharp[:, slot], self._smooth(x), d)
+        return self._sample(y, d, geo.base[:, i], geo.frac[:, i], geo.keep[:, i], taps, fill)
+
+    def _lut(self, x: torch.Tensor, index: torch.Tensor, equalize: torch.Tensor, autocontrast: torch.Tensor,
+             point: torch.Tensor) -> torch.Tensor:
+        hist = torch.zeros(*x.shape[:2], 256, dtype=torch.int64, device=x.device)
+        hist.scatter_add_(2, index, self.one.expand_as(index))
+        lo, hi = x.aminmax(dim=2, keepdim=True)
+        lut = torch.where(equalize, _equalize_lut(hist, hi.long(), x.shape[2], self.levels_int),
+                          autocontrast_lut(lo.double(), hi.double(), self.levels))
+        return torch.where(equalize | autocontrast, lut.float(), point).gather(2, index)
+
+    def _smooth(self, x: torch.Tensor) -> torch.Tensor:
+        """SMOOTH of (B, 3, N) levels with the border kept, as ``augment._smooth``."""
+        s = self.image_size
+        planes = x.view(-1, 3, s, s)
+        return torch.where(self.interior, F.pad(smooth_interior(planes, self.smooth_w), (1, 1, 1, 1)),
+                           planes).flatten(2)
+
+    def _sample(self, y: torch.Tensor, d: torch.Tensor, base: torch.Tensor, frac: torch.Tensor, keep: torch.Tensor,
+                taps: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+        """The 4-tap sample of [y, d] (edges replicated) at ``base`` + ``taps``, Horner at ``frac``, the fill where
+        not ``keep``."""
+        b, c, n = y.shape
+        s = self.image_size
+        planes = F.pad(torch.stack((y, d.expand_as(y)), dim=2).view(b, 2 * c, s, s), (PAD,) * 4, mode="replicate")
+        index = (base.unsqueeze(1) + taps).view(b, 1, 4 * n).expand(b, c, 4 * n)
+        sampled = planes.view(b, c, -1).gather(2, index).view(b, c, 4, n)
+        v2, p2, p3, p4 = torch.matmul(self.cubic, sampled).unbind(2)
+        out = horner(v2, p2, p3, p4, frac.unsqueeze(1)).clamp_(0, 255).trunc_()
+        return torch.where(keep.unsqueeze(1), out, fill)
+
+    def apply(self, x: torch.Tensor, cut: CutoutDraw, policy: PolicyDraw) -> torch.Tensor:
+        """Deterministic part, as ``BatchAugment.apply``: the draws' parameters to the device, then the pass."""
+        return self.run(x, to_device_nonblocking(self.params(cut, policy), x.device))
+
+    def extra_repr(self) -> str:
+        return f"image_size={self.image_size}, cutout_factor={self.cutout.factor}, fused"
