@@ -193,11 +193,12 @@ def _smooth(img: torch.Tensor) -> torch.Tensor:
 
 
 def grey_level(luma: torch.Tensor) -> torch.Tensor:
-    """Contrast's degenerate level from the L image (B, 1, H, W) or (B, 1, N): int(mean + 0.5) as PIL's
-    ImageStat computes it (an exact integer sum, one float64 division); float64 (B, 1, 1[, 1])."""
+    """Contrast's degenerate level from the L image (B, 1, H, W) or (B, 1, N): PIL's int(mean + 0.5), int64
+    (B, 1, 1[, 1]). Computed as (2 sum + n) // 2n on exact integers: PIL's float64 mean + 0.5 is never within
+    rounding error of an integer it is not (its distance from one is 0 or at least 1 / 2n)."""
     dims = tuple(range(1, luma.ndim))
     n = math.prod(luma.shape[1:])
-    return (luma.sum(dim=dims, keepdim=True, dtype=torch.int64).double() / n + 0.5).floor()
+    return luma.sum(dim=dims, keepdim=True, dtype=torch.int64).mul_(2).add_(n).div_(2 * n, rounding_mode="floor")
 
 
 def autocontrast_lut(lo: torch.Tensor, hi: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ __all__ = ["FusedBatchAugment", "CapturedAugment", "SLOT_COLUMNS", "param_table"
 # Per-slot parameter columns. PAIRS hold (row, column) = (y, x) pairs: the affine map (v, u) = A * x + B * y + C,
 # the shears' half-pixel shift and tap axis, the keep box [lo, hi).
 PAIRS = ("d", "a", "e", "b", "f", "c", "half_y", "half_x", "tap_y", "tap_x", "r0", "c0", "r1", "c1")
-FLAGS = ("hole", "equalize", "autocontrast", "contrast", "sharp")
+FLAGS = ("hole", "equalize", "histogram", "contrast", "sharp")  # histogram: AutoContrast or Equalize
 SLOT_COLUMNS = PAIRS + FLAGS + ("f_blend", "lut_index", "tap0", "tap1", "tap2", "tap3", "fill_r", "fill_g", "fill_b")
 P = len(SLOT_COLUMNS)
 CUT_COLUMNS = 7  # CutoutPIL: r0, c0, r1, c1 (half-open, unclipped), colour (r, g, b)
@@ -76,7 +76,7 @@ def _op_terms(op: str, v: float, size: int) -> tuple[dict[str, float], dict[str,
         signed["f_blend"] = v
         const.update(contrast=float(op == "Contrast"), sharp=float(op == "Sharpness"))
     elif op in ("AutoContrast", "Equalize"):
-        const[op.lower()] = 1.0
+        const.update(histogram=1.0, equalize=float(op == "Equalize"))
     elif op in ("ShearX", "ShearY"):
         axis = "x" if op == "ShearX" else "y"
         signed["b" if axis == "x" else "d"] = v
@@ -144,22 +144,22 @@ def _equalize_lut(hist: torch.Tensor, hi: torch.Tensor, n: int, levels: torch.Te
 
 
 class _Geometry:
-    """For both slots at once, from the parameters only: keep masks, fractions and tap bases (B, 2, N)."""
+    """From the parameters only, for both slots at once: per slot (``unbind``), the flags (B, 1, 1), the keep mask,
+    fraction and tap base (B, 1, N), the LUT row (B, 1), the tap offsets (B, 4, 1) and the fill (B, 3, 1)."""
 
-    def __init__(self, g: torch.Tensor, grid: torch.Tensor, size: int) -> None:
+    def __init__(self, g: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, stride: torch.Tensor, size: int) -> None:
         b = g.shape[0]
-        pairs = g[..., :len(PAIRS)].reshape(b, 2, len(PAIRS) // 2, 2, 1).unbind(2)
-        lin_x, lin_y, shift, half, tap, lo, hi = pairs
-        flags = (g[..., len(PAIRS):len(PAIRS) + len(FLAGS)] > 0).unsqueeze(-1)
-        self.hole, self.equalize, self.autocontrast, self.contrast, self.sharp = flags.unbind(2)  # (B, 2, 1)
-        vu = lin_x * grid[:, :, 1:] + lin_y * grid[:, :, :1] + shift  # (B, 2, 2, N): (v, u) as warp_nearest
-        self.keep = ((vu >= lo) & (vu < hi)).all(dim=2) != self.hole
+        pairs, flags, f_blend, lut_row, taps, fill = g.split([len(PAIRS), len(FLAGS), 1, 1, 4, 3], 2)
+        lin_x, lin_y, shift, half, tap, lo, hi = pairs.view(b, 2, len(PAIRS) // 2, 2, 1).unbind(2)
+        hole, *flags = (flags.unsqueeze(-1) > 0).unbind(2)  # (B, 2, 1, 1) each
+        vu = lin_x * xs + lin_y * ys + shift  # (B, 2, 2, N): (v, u) as warp_nearest computes them
+        self.keep = ((vu >= lo) & (vu < hi)).all(dim=2, keepdim=True) != hole
         vu -= half
         corner = vu.floor()
-        f_blend = g[..., len(PAIRS) + len(FLAGS), None]
-        self.frac = ((vu - corner) * tap).sum(dim=2).add_(f_blend).float()
-        stride = torch.tensor([size + 2 * PAD, 1], dtype=torch.float64, device=g.device).view(1, 1, 2, 1)
-        self.base = (corner.clamp_(-1, size - 1) * stride).sum(dim=2).long()
+        frac = ((vu - corner) * tap).sum(dim=2, keepdim=True).add_(f_blend).float()
+        base = (corner.clamp_(-1, size - 1) * stride).sum(dim=2, keepdim=True).long()
+        per_slot = (*flags, self.keep, frac, base, lut_row.view(b, 2, 1).long(), taps.long(), fill.float())
+        self.slots = list(zip(*(t.unbind(1) for t in per_slot)))
 
 
 class FusedBatchAugment(BatchAugment):
@@ -170,10 +170,12 @@ class FusedBatchAugment(BatchAugment):
         self.table = param_table(image_size)  # stays on the CPU with the draws (not a buffer)
         s = image_size
         centres = torch.arange(s, dtype=torch.float64) + 0.5
-        grid = torch.stack((centres.repeat_interleave(s), centres.repeat(s))).view(1, 1, 2, s * s)  # (y, x)
+        grid = torch.stack((centres.repeat_interleave(s), centres.repeat(s))).view(1, 2, s * s)  # (y, x) centres
         interior = torch.zeros(1, 1, s, s, dtype=torch.bool)
         interior[..., 1:-1, 1:-1] = True
-        buffers = {"grid": grid, "interior": interior, "levels": torch.arange(256, dtype=torch.float64),
+        stride = torch.tensor([s + 2 * PAD, 1], dtype=torch.float64).view(1, 1, 2, 1)  # (row, col) in a plane
+        buffers = {"grid": grid, "ys": grid[None, :, :1], "xs": grid[None, :, 1:], "stride": stride,
+                   "interior": interior, "levels": torch.arange(256, dtype=torch.float64),
                    "levels_int": torch.arange(256), "one": torch.ones(1, 1, 1, dtype=torch.int64),
                    "point_luts": point_lut_table(), "smooth_w": smooth_kernel(),
                    "luma_w": torch.tensor([19595, 38470, 7471]).view(1, 3, 1),  # PIL's convert("L")
@@ -184,50 +186,46 @@ class FusedBatchAugment(BatchAugment):
     def params(self, cut: CutoutDraw, policy: PolicyDraw) -> torch.Tensor:
         """The draws -> float64 (B, CUT_COLUMNS + 2 P) on the draws' device: CutoutPIL's box and colour, then each
         slot's SLOT_COLUMNS = the (op, magnitude) table's terms weighted by (1, sign, centre row, centre col)."""
-        table = self.table.to(policy.op.device)
+        table = self.table if policy.op.device == self.table.device else self.table.to(policy.op.device)
         k = torch.where(policy.applied, policy.op, NOT_APPLIED)
-        weights = torch.cat((torch.ones_like(policy.sign).unsqueeze(-1), policy.sign.unsqueeze(-1),
-                             policy.center), dim=-1).double()  # (B, 2, 4)
+        weights = torch.cat((policy.sign.new_ones(*policy.sign.shape, 1), policy.sign.unsqueeze(-1),
+                             policy.center), dim=-1)  # (B, 2, 4); float32 holds these integers exactly
         slots = (table[k, policy.magnitude] * weights.unsqueeze(-1)).sum(dim=-2)  # (B, 2, P)
         half = int(self.cutout.factor * self.image_size + 0.5) // 2  # CutoutPIL: [c - half, c + half]
         box = torch.cat((cut.center - half, cut.center + half + 1, cut.color), dim=1)
-        return torch.cat((box, slots.flatten(1)), dim=1).double()
+        return torch.cat((box, slots.flatten(1)), dim=1)  # promoted to float64
 
     def run(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """The pass on the images' device: uint8 (B, 3, S, S) and ``params`` there -> uint8 (B, 3, S, S)."""
         b = x.shape[0]
-        cut, slots = params.split([CUT_COLUMNS, 2 * P], dim=1)
-        lo, hi, colour = cut.view(b, CUT_COLUMNS, 1).split([2, 2, 3], dim=1)
-        grid = self.grid[0]
-        in_box = ((grid >= lo) & (grid < hi)).all(dim=1, keepdim=True)
+        lo, hi, colour, slots = params.view(b, -1, 1).split([2, 2, 3, 2 * P], dim=1)
+        in_box = ((self.grid >= lo) & (self.grid < hi)).all(dim=1, keepdim=True)
         y = torch.where(in_box, colour.float(), x.flatten(2).float())
-        slots = slots.view(b, 2, P)
-        geo = _Geometry(slots, self.grid, self.image_size)
-        tail = slots[..., len(PAIRS) + len(FLAGS) + 1:].unsqueeze(-1).split([1, 4, 3], dim=2)
-        lut_rows, taps, fill = (t.unbind(1) for t in tail)
-        for i in range(2):
-            y = self._slot(y, geo, i, self.point_luts[lut_rows[i].long().view(b, 1)], taps[i].long(), fill[i].float())
+        geo = _Geometry(slots.view(b, 2, P, 1), self.xs, self.ys, self.stride, self.image_size)
+        for slot in geo.slots:
+            y = self._slot(y, *slot)
         return y.to(torch.uint8).view_as(x)
 
-    def _slot(self, x: torch.Tensor, geo: _Geometry, i: int, point: torch.Tensor, taps: torch.Tensor,
-              fill: torch.Tensor) -> torch.Tensor:
+    def _slot(self, x: torch.Tensor, equalize: torch.Tensor, histogram: torch.Tensor, contrast: torch.Tensor,
+              sharp: torch.Tensor, keep: torch.Tensor, frac: torch.Tensor, base: torch.Tensor, lut_row: torch.Tensor,
+              taps: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         """One slot on float32 (B, 3, N) levels: the LUT, then the 4-tap sample (geometry and blends)."""
         index = x.long()
         luma = (index * self.luma_w).sum(dim=1, keepdim=True).add_(32768) >> 16  # PIL's L, exact integers
-        slot = slice(i, i + 1)  # (B, 1, 1) flags
-        y = self._lut(x, index, geo.equalize[:, slot], geo.autocontrast[:, slot], point)
-        d = torch.where(geo.contrast[:, slot], grey_level(luma).float(), luma.float())
-        d = torch.where(geo.sharp[:, slot], self._smooth(x), d)
-        return self._sample(y, d, geo.base[:, i], geo.frac[:, i], geo.keep[:, i], taps, fill)
+        y = self._lut(index, equalize, histogram, self.point_luts[lut_row])
+        d = torch.where(contrast, grey_level(luma).float(), luma.float())
+        d = torch.where(sharp, self._smooth(x), d)
+        return self._sample(y, d, base, frac, keep, taps, fill)
 
-    def _lut(self, x: torch.Tensor, index: torch.Tensor, equalize: torch.Tensor, autocontrast: torch.Tensor,
-             point: torch.Tensor) -> torch.Tensor:
-        hist = torch.zeros(*x.shape[:2], 256, dtype=torch.int64, device=x.device)
+    def _lut(self, index: torch.Tensor, equalize: torch.Tensor, histogram: torch.Tensor, point: torch.Tensor
+             ) -> torch.Tensor:
+        """The LUT stage on int64 (B, 3, N) levels: Equalize / AutoContrast from the histogram, else the point LUT."""
+        hist = torch.zeros(*index.shape[:2], 256, dtype=torch.int64, device=index.device)
         hist.scatter_add_(2, index, self.one.expand_as(index))
-        lo, hi = x.aminmax(dim=2, keepdim=True)
-        lut = torch.where(equalize, _equalize_lut(hist, hi.long(), x.shape[2], self.levels_int),
+        lo, hi = index.aminmax(dim=2, keepdim=True)
+        lut = torch.where(equalize, _equalize_lut(hist, hi, index.shape[2], self.levels_int),
                           autocontrast_lut(lo.double(), hi.double(), self.levels))
-        return torch.where(equalize | autocontrast, lut.float(), point).gather(2, index)
+        return torch.where(histogram, lut.float(), point).gather(2, index)
 
     def _smooth(self, x: torch.Tensor) -> torch.Tensor:
         """SMOOTH of (B, 3, N) levels with the border kept, as ``augment._smooth``."""
@@ -242,12 +240,12 @@ class FusedBatchAugment(BatchAugment):
         not ``keep``."""
         b, c, n = y.shape
         s = self.image_size
-        planes = F.pad(torch.stack((y, d.expand_as(y)), dim=2).view(b, 2 * c, s, s), (PAD,) * 4, mode="replicate")
-        index = (base.unsqueeze(1) + taps).view(b, 1, 4 * n).expand(b, c, 4 * n)
+        planes = F.pad(torch.stack((y, d), dim=2).view(b, 2 * c, s, s), (PAD,) * 4, mode="replicate")
+        index = (base + taps).view(b, 1, 4 * n).expand(b, c, 4 * n)
         sampled = planes.view(b, c, -1).gather(2, index).view(b, c, 4, n)
         v2, p2, p3, p4 = torch.matmul(self.cubic, sampled).unbind(2)
-        out = horner(v2, p2, p3, p4, frac.unsqueeze(1)).clamp_(0, 255).trunc_()
-        return torch.where(keep.unsqueeze(1), out, fill)
+        out = horner(v2, p2, p3, p4, frac).clamp_(0, 255).trunc_()
+        return torch.where(keep, out, fill)
 
     def apply(self, x: torch.Tensor, cut: CutoutDraw, policy: PolicyDraw) -> torch.Tensor:
         """Deterministic part, as ``BatchAugment.apply``: the draws' parameters to the device, then the pass."""
