@@ -165,8 +165,10 @@ class _Geometry:
 class FusedBatchAugment(BatchAugment):
     """Cutout + RandAugment on uint8 (B, 3, S, S) as one static-shape pass; same draws and results as BatchAugment."""
 
-    def __init__(self, image_size: int, cutout_factor: float = 0.5) -> None:
+    def __init__(self, image_size: int, cutout_factor: float = 0.5, cuda_graph: bool = False) -> None:
         super().__init__(image_size, cutout_factor)
+        self.cuda_graph = cuda_graph  # replay the pass as a CUDA graph (CapturedAugment) when the images are on CUDA
+        self._captured: CapturedAugment | None = None
         self.table = param_table(image_size)  # stays on the CPU with the draws (not a buffer)
         s = image_size
         centres = torch.arange(s, dtype=torch.float64) + 0.5
@@ -249,7 +251,49 @@ class FusedBatchAugment(BatchAugment):
 
     def apply(self, x: torch.Tensor, cut: CutoutDraw, policy: PolicyDraw) -> torch.Tensor:
         """Deterministic part, as ``BatchAugment.apply``: the draws' parameters to the device, then the pass."""
-        return self.run(x, to_device_nonblocking(self.params(cut, policy), x.device))
+        params = to_device_nonblocking(self.params(cut, policy), x.device)
+        if self.cuda_graph and x.device.type == "cuda":
+            self._captured = self._captured or CapturedAugment(self)
+            return self._captured(x, params)
+        return self.run(x, params)
 
     def extra_repr(self) -> str:
-        return f"image_size={self.image_size}, cutout_factor={self.cutout.factor}, fused"
+        return f"image_size={self.image_size}, cutout_factor={self.cutout.factor}, fused, cuda_graph={self.cuda_graph}"
+
+
+class CapturedAugment:
+    """``FusedBatchAugment.run`` replayed as a CUDA graph: one capture per (batch, size), into static buffers.
+
+    The pass has static shapes, no host reads and no allocation that depends on the data, which is what a capture
+    needs. ``__call__`` copies the images and parameters into the captured inputs, replays, and returns a copy
+    of the output (the graph reuses its output memory on the next replay). CUDA only.
+    """
+
+    def __init__(self, fused: FusedBatchAugment) -> None:
+        self.fused = fused
+        self.graphs: dict[tuple, tuple] = {}
+
+    def _capture(self, x: torch.Tensor, params: torch.Tensor) -> tuple:
+        static_x, static_p = x.clone(), params.clone()
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN, allocator), as torch.cuda.graphs asks
+            for _ in range(2):
+                self.fused.run(static_x, static_p)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.fused.run(static_x, static_p)
+        return graph, static_x, static_p, out
+
+    def __call__(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda":
+            raise ValueError(f"CapturedAugment replays CUDA graphs; the images are on {x.device}")
+        key = (tuple(x.shape), tuple(params.shape), x.device)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(x, params)
+        graph, static_x, static_p, out = self.graphs[key]
+        static_x.copy_(x)
+        static_p.copy_(params)
+        graph.replay()
+        return out.clone()
