@@ -145,9 +145,10 @@ def _equalize_lut(hist: torch.Tensor, hi: torch.Tensor, n: int, levels: torch.Te
 
 class _Geometry:
     """From the parameters only, for both slots at once: per slot (``unbind``), the flags (B, 1, 1), the keep mask,
-    fraction and tap base (B, 1, N), the LUT row (B, 1), the tap offsets (B, 4, 1) and the fill (B, 3, 1)."""
+    fraction and tap base (B, 1, N), the point LUT (B, 1, 256), the tap offsets (B, 4, 1) and the fill (B, 3, 1)."""
 
-    def __init__(self, g: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, stride: torch.Tensor, size: int) -> None:
+    def __init__(self, g: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, stride: torch.Tensor,
+                 point_luts: torch.Tensor, size: int) -> None:
         b = g.shape[0]
         pairs, flags, f_blend, lut_row, taps, fill = g.split([len(PAIRS), len(FLAGS), 1, 1, 4, 3], 2)
         lin_x, lin_y, shift, half, tap, lo, hi = pairs.view(b, 2, len(PAIRS) // 2, 2, 1).unbind(2)
@@ -158,7 +159,7 @@ class _Geometry:
         corner = vu.floor()
         frac = ((vu - corner) * tap).sum(dim=2, keepdim=True).add_(f_blend).float()
         base = (corner.clamp_(-1, size - 1) * stride).sum(dim=2, keepdim=True).long()
-        per_slot = (*flags, self.keep, frac, base, lut_row.view(b, 2, 1).long(), taps.long(), fill.float())
+        per_slot = (*flags, self.keep, frac, base, point_luts[lut_row.view(b, 2, 1).long()], taps.long(), fill.float())
         self.slots = list(zip(*(t.unbind(1) for t in per_slot)))
 
 
@@ -170,6 +171,9 @@ class FusedBatchAugment(BatchAugment):
         self.cuda_graph = cuda_graph  # replay the pass as a CUDA graph (CapturedAugment) when the images are on CUDA
         self._captured: CapturedAugment | None = None
         self.table = param_table(image_size)  # stays on the CPU with the draws (not a buffer)
+        half = int(cutout_factor * image_size + 0.5) // 2  # CutoutPIL's box [c - half, c + half], both ends in
+        self.cut_offsets = torch.zeros(CUT_COLUMNS + 2 * P, dtype=torch.float64)
+        self.cut_offsets[:4] = torch.tensor([-half, -half, half + 1, half + 1], dtype=torch.float64)
         s = image_size
         centres = torch.arange(s, dtype=torch.float64) + 0.5
         grid = torch.stack((centres.repeat_interleave(s), centres.repeat(s))).view(1, 2, s * s)  # (y, x) centres
@@ -188,14 +192,14 @@ class FusedBatchAugment(BatchAugment):
     def params(self, cut: CutoutDraw, policy: PolicyDraw) -> torch.Tensor:
         """The draws -> float64 (B, CUT_COLUMNS + 2 P) on the draws' device: CutoutPIL's box and colour, then each
         slot's SLOT_COLUMNS = the (op, magnitude) table's terms weighted by (1, sign, centre row, centre col)."""
-        table = self.table if policy.op.device == self.table.device else self.table.to(policy.op.device)
+        table, offsets = (t if t.device == policy.op.device else t.to(policy.op.device)
+                          for t in (self.table, self.cut_offsets))
         k = torch.where(policy.applied, policy.op, NOT_APPLIED)
         weights = torch.cat((policy.sign.new_ones(*policy.sign.shape, 1), policy.sign.unsqueeze(-1),
                              policy.center), dim=-1)  # (B, 2, 4); float32 holds these integers exactly
         slots = (table[k, policy.magnitude] * weights.unsqueeze(-1)).sum(dim=-2)  # (B, 2, P)
-        half = int(self.cutout.factor * self.image_size + 0.5) // 2  # CutoutPIL: [c - half, c + half]
-        box = torch.cat((cut.center - half, cut.center + half + 1, cut.color), dim=1)
-        return torch.cat((box, slots.flatten(1)), dim=1)  # promoted to float64
+        # CutoutPIL's box [c - half, c + half] as half-open (r0, c0, r1, c1), then its colour; + 0 leaves the slots
+        return torch.cat((cut.center, cut.center, cut.color, slots.flatten(1)), dim=1) + offsets
 
     def run(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """The pass on the images' device: uint8 (B, 3, S, S) and ``params`` there -> uint8 (B, 3, S, S)."""
@@ -203,18 +207,18 @@ class FusedBatchAugment(BatchAugment):
         lo, hi, colour, slots = params.view(b, -1, 1).split([2, 2, 3, 2 * P], dim=1)
         in_box = ((self.grid >= lo) & (self.grid < hi)).all(dim=1, keepdim=True)
         y = torch.where(in_box, colour.float(), x.flatten(2).float())
-        geo = _Geometry(slots.view(b, 2, P, 1), self.xs, self.ys, self.stride, self.image_size)
+        geo = _Geometry(slots.view(b, 2, P, 1), self.xs, self.ys, self.stride, self.point_luts, self.image_size)
         for slot in geo.slots:
             y = self._slot(y, *slot)
         return y.to(torch.uint8).view_as(x)
 
     def _slot(self, x: torch.Tensor, equalize: torch.Tensor, histogram: torch.Tensor, contrast: torch.Tensor,
-              sharp: torch.Tensor, keep: torch.Tensor, frac: torch.Tensor, base: torch.Tensor, lut_row: torch.Tensor,
+              sharp: torch.Tensor, keep: torch.Tensor, frac: torch.Tensor, base: torch.Tensor, point: torch.Tensor,
               taps: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
         """One slot on float32 (B, 3, N) levels: the LUT, then the 4-tap sample (geometry and blends)."""
         index = x.long()
         luma = (index * self.luma_w).sum(dim=1, keepdim=True).add_(32768) >> 16  # PIL's L, exact integers
-        y = self._lut(index, equalize, histogram, self.point_luts[lut_row])
+        y = self._lut(index, equalize, histogram, point)
         d = torch.where(contrast, grey_level(luma).float(), luma.float())
         d = torch.where(sharp, self._smooth(x), d)
         return self._sample(y, d, base, frac, keep, taps, fill)
