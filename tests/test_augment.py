@@ -443,6 +443,19 @@ def test_fused_equals_per_op_for_random_policies(seed):
     assert torch.equal(fused(x, generator=g), per_op(x, generator=torch.Generator().manual_seed(seed)))
 
 
+def test_fused_and_per_op_ignore_autocast():
+    """Their exact-integer conv (SMOOTH) and tap matmul stay float32 inside an autocast region."""
+    per_op, fused = A.BatchAugment(24), AF.FusedBatchAugment(24)
+    x = fused_test_images(32, 24)
+    cut, policy = per_op.sample(32, generator=torch.Generator().manual_seed(23))
+    policy.op[:, 0] = A.OPS.index("Sharpness")
+    policy.applied[:, 0] = True
+    want = per_op.apply(x, cut, policy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(per_op.apply(x, cut, policy), want)
+        assert torch.equal(fused.apply(x, cut, policy), want)
+
+
 def test_fused_pass_is_static_and_never_reads_the_device():
     """The pass on 'meta' tensors (no data: any host read raises) runs, and two different draws dispatch the same
     operator sequence: no data-dependent control flow, shapes or indexing."""

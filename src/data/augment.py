@@ -62,6 +62,7 @@ Deviations from the PIL package (measured against Pillow 13 on random images, se
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -178,10 +179,18 @@ def smooth_kernel(device: torch.device | str = "cpu") -> torch.Tensor:
     return kernel
 
 
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device``: the exact-integer conv / matmul of the augmentation must stay float32."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()  # e.g. 'meta', which autocast does not know
+
+
 def smooth_interior(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """SMOOTH of float32 (B, 3, H, W) integer levels on the (H - 2, W - 2) interior, rounded. The sums are exact in
     float32 whatever the order (integers below 2^24), so the depthwise conv gives PIL's integer sums."""
-    return torch.nn.functional.conv2d(x, kernel, groups=3).div_(13).round_()
+    with full_precision(x.device):
+        return torch.nn.functional.conv2d(x, kernel, groups=3).div_(13).round_()
 
 
 def _smooth(img: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from src.data.augment import (CUBIC_COEFFS, GEOMETRIC_FILL, MAGNITUDES, OPS, RA_CUTOUT_FILL, BatchAugment,
-                              CutoutDraw, PolicyDraw, affine_matrix, apply_op, autocontrast_lut, grey_level, horner,
+                              CutoutDraw, PolicyDraw, affine_matrix, apply_op, autocontrast_lut, full_precision,
+                              grey_level, horner,
                               magnitude_value, smooth_interior, smooth_kernel, to_device_nonblocking)
 
 __all__ = ["FusedBatchAugment", "CapturedAugment", "SLOT_COLUMNS", "param_table", "point_lut_table"]
@@ -143,7 +144,7 @@ def _equalize_lut(hist: torch.Tensor, hi: torch.Tensor, n: int, levels: torch.Te
     return torch.where(step > 0, lut, levels)
 
 
-class _Geometry:
+class _SlotInputs:
     """From the parameters only, for both slots at once: per slot (``unbind``), the flags (B, 1, 1), the keep mask,
     fraction and tap base (B, 1, N), the point LUT (B, 1, 256), the tap offsets (B, 4, 1) and the fill (B, 3, 1)."""
 
@@ -159,7 +160,8 @@ class _Geometry:
         corner = vu.floor()
         frac = ((vu - corner) * tap).sum(dim=2, keepdim=True).add_(f_blend).float()
         base = (corner.clamp_(-1, size - 1) * stride).sum(dim=2, keepdim=True).long()
-        per_slot = (*flags, self.keep, frac, base, point_luts[lut_row.view(b, 2, 1).long()], taps.long(), fill.float())
+        point = point_luts[lut_row.view(b, 2, 1).long()]
+        per_slot = (*flags, self.keep, frac, base, point, taps.long(), fill.float())
         self.slots = list(zip(*(t.unbind(1) for t in per_slot)))
 
 
@@ -203,11 +205,15 @@ class FusedBatchAugment(BatchAugment):
 
     def run(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """The pass on the images' device: uint8 (B, 3, S, S) and ``params`` there -> uint8 (B, 3, S, S)."""
+        with full_precision(x.device):  # the tap matmul and the conv are exact in float32 only
+            return self._run(x, params)
+
+    def _run(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         lo, hi, colour, slots = params.view(b, -1, 1).split([2, 2, 3, 2 * P], dim=1)
         in_box = ((self.grid >= lo) & (self.grid < hi)).all(dim=1, keepdim=True)
         y = torch.where(in_box, colour.float(), x.flatten(2).float())
-        geo = _Geometry(slots.view(b, 2, P, 1), self.xs, self.ys, self.stride, self.point_luts, self.image_size)
+        geo = _SlotInputs(slots.view(b, 2, P, 1), self.xs, self.ys, self.stride, self.point_luts, self.image_size)
         for slot in geo.slots:
             y = self._slot(y, *slot)
         return y.to(torch.uint8).view_as(x)
