@@ -22,20 +22,23 @@ identities (an identity LUT; a sample at its own pixel with fraction 0):
      SMOOTH image); one ``where`` takes the fill outside the frame (128) or inside the Cutout op's box.
 
 The affine coordinates, keep masks, fractions and tap indices depend on the parameters only, so they are computed
-once for both slots. Every formula is the per-op form's (``src.data.augment``: ``apply_op`` for the LUT table,
-``autocontrast_lut``, ``grey_level``, ``horner``, ``smooth_interior``, coordinates in float64 in the same order),
-and Equalize follows torchvision's ``equalize`` step for step: the results are equal bit for bit
-(tests/test_augment.py). The cost is arithmetic: every stage runs on every image.
+once for both slots. The formulas are the per-op form's (``src.data.augment``: ``apply_op`` for the LUT table,
+``autocontrast_lut``, ``grey_level``, ``horner``, coordinates in float64 in the same order); Equalize follows
+torchvision's ``equalize`` step for step; SMOOTH's integer sums come from a depthwise conv and the cubic's
+coefficients from a 4 x 4 matmul, both exact in float32 (integers below 2^24; TF32 keeps values below 2^11 exact)
+with autocast off. The results equal the per-op form's bit for bit on the CPU (tests/test_augment.py). The cost
+is arithmetic: every stage runs on every image (on the CPU 15-50x the per-op form's time per batch).
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
 
 from src.data.augment import (CUBIC_COEFFS, GEOMETRIC_FILL, MAGNITUDES, OPS, RA_CUTOUT_FILL, BatchAugment,
-                              CutoutDraw, PolicyDraw, affine_matrix, apply_op, autocontrast_lut, full_precision,
-                              grey_level, horner,
-                              magnitude_value, smooth_interior, smooth_kernel, to_device_nonblocking)
+                              CutoutDraw, PolicyDraw, affine_matrix, apply_op, autocontrast_lut, grey_level, horner,
+                              magnitude_value, to_device_nonblocking)
 
 __all__ = ["FusedBatchAugment", "CapturedAugment", "SLOT_COLUMNS", "param_table", "point_lut_table"]
 
@@ -135,6 +138,29 @@ def point_lut_table() -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------- the stages
+
+def smooth_kernel(device: torch.device | str = "cpu") -> torch.Tensor:
+    """PIL ImageFilter.SMOOTH's 3x3 weights [[1,1,1],[1,5,1],[1,1,1]] (divided by 13 after the sum), one per
+    channel: float32 (3, 1, 3, 3) for a depthwise conv2d."""
+    kernel = torch.ones(3, 1, 3, 3, device=device)
+    kernel[:, :, 1, 1] = 5.0
+    return kernel
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device``: the exact-integer conv / matmul of the augmentation must stay float32."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()  # e.g. 'meta', which autocast does not know
+
+
+def smooth_interior(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """SMOOTH of float32 (B, 3, H, W) integer levels on the (H - 2, W - 2) interior, rounded. The sums are exact in
+    float32 whatever the order (integers below 2^24), so the depthwise conv gives PIL's integer sums."""
+    with full_precision(x.device):
+        return torch.nn.functional.conv2d(x, kernel, groups=3).div_(13).round_()
+
+
 
 def _equalize_lut(hist: torch.Tensor, hi: torch.Tensor, n: int, levels: torch.Tensor) -> torch.Tensor:
     """torchvision's equalize (PIL's rule) as a LUT: step = (N - count of the top level) // 255,
