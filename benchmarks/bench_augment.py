@@ -11,6 +11,9 @@ grouping, the fused form's parameters, then the device work) and prints one line
     per-op 128 images: N ops per batch (M aten calls with nested ones), T ms per batch
     fused 128 images: N ops per batch (...), T ms per batch
 
+On CUDA the fused pass is also timed as a CUDA graph replay (fused-graph) and under
+torch.compile(mode="reduce-overhead") (fused-compiled); --forms picks the forms.
+
 "ops" = the aten operators torch.profiler records at the top level (an operator called from Python, not from
 inside another); the nested count includes those inside. On CUDA the line adds the CUDA kernels launched. The time
 is the mean of --repeats runs after a warm-up (CUDA synchronised around each). The summary line gives the fused /
@@ -29,10 +32,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from src.data.augment import BatchAugment
-from src.data.augment_fused import FusedBatchAugment
+from src.data.gpu_pipeline import AUGMENT_FORMS, batch_augment
 from src.errors import UserError, report_user_errors
 
-FORMS = ("per-op", "fused")
+FORMS = ("per-op", "fused")  # the compared pair; on CUDA the fused pass's replays are timed too
+CUDA_FORMS = FORMS + ("fused-graph", "fused-compiled")
 TARGET_RATIO = 0.2
 
 
@@ -49,10 +53,6 @@ class Measurement:
         kernels = f", {self.kernels} CUDA kernels" if self.kernels is not None else ""
         return (f"{self.form} {self.batch} images: {self.ops} ops per batch ({self.nested_ops} aten calls with "
                 f"nested ones{kernels}), {self.ms:.2f} ms per batch")
-
-
-def make_form(form: str, image_size: int, device: torch.device) -> BatchAugment:
-    return (FusedBatchAugment if form == "fused" else BatchAugment)(image_size).to(device)
 
 
 def count_ops(aug: BatchAugment, x: torch.Tensor, draws: tuple) -> tuple[int, int, int | None]:
@@ -83,12 +83,12 @@ def time_batch(aug: BatchAugment, x: torch.Tensor, draws: tuple, repeats: int) -
 
 
 def measure(form: str, batch: int, args: argparse.Namespace, device: torch.device) -> Measurement:
-    aug = make_form(form, args.image_size, device)
+    aug = batch_augment(args.image_size, device, form)
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randint(0, 256, (batch, 3, args.image_size, args.image_size), generator=g, dtype=torch.uint8)
     x = x.to(device)
     draws = aug.sample(batch, "cpu", torch.Generator().manual_seed(args.seed))
-    for _ in range(2):  # warm-up: allocator, cuDNN, buffers on the device
+    for _ in range(3):  # warm-up: allocator, cuDNN, buffers on the device; the capture or compile of a replay
         aug.apply(x, *draws)
     ms = time_batch(aug, x, draws, args.repeats)
     ops, nested, kernels = count_ops(aug, x, draws)
@@ -118,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", default=448, type=int, help="image side S (default: 448)")
     p.add_argument("--batches", default="64,128", help="comma-separated batch sizes (default: 64,128)")
     p.add_argument("--repeats", default=5, type=int, help="timed runs per form and size (default: 5)")
+    p.add_argument("--forms", default=None, help=f"comma-separated, from {','.join(AUGMENT_FORMS)} (default: "
+                                                 f"{','.join(FORMS)}, plus the fused replays on CUDA)")
     p.add_argument("--seed", default=0, type=int, help="seed of the images and the draws (default: 0)")
     p.add_argument("--threads", default=None, type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the measurements to this JSON file")
@@ -126,6 +128,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
         p.error(f"--batches {args.batches!r}: expected comma-separated integers")
+    if args.forms is not None:
+        args.forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+        if not set(FORMS) <= set(args.forms) or not set(args.forms) <= set(AUGMENT_FORMS):
+            p.error(f"--forms {','.join(args.forms)}: include {' and '.join(FORMS)}, choose from "
+                    f"{','.join(AUGMENT_FORMS)}")
     if not args.batches or min(args.batches) <= 0 or args.image_size < 3 or args.repeats <= 0:
         p.error("--batches, --repeats must be positive and --image-size at least 3")
     return args
@@ -141,7 +148,8 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
                 raise UserError(f"--device {args.device}: no CUDA device here (use --device cpu)")
             if args.threads:
                 torch.set_num_threads(args.threads)
-            results = [measure(form, b, args, device) for b in args.batches for form in FORMS]
+            forms = args.forms or (CUDA_FORMS if device.type == "cuda" else FORMS)
+            results = [measure(form, b, args, device) for b in args.batches for form in forms]
     finally:
         torch.set_num_threads(threads)
     print(f"bench_augment: {device}, {args.image_size} px, torch {torch.__version__}, "

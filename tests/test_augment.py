@@ -443,6 +443,17 @@ def test_fused_equals_per_op_for_random_policies(seed):
     assert torch.equal(fused(x, generator=g), per_op(x, generator=torch.Generator().manual_seed(seed)))
 
 
+def test_fused_replays_run_eager_off_cuda():
+    """replay='cuda-graph' / 'compile' act on CUDA images only; elsewhere the pass runs eager, same output."""
+    x = fused_test_images(8, 16)
+    draws = A.BatchAugment(16).sample(8, generator=torch.Generator().manual_seed(24))
+    want = A.BatchAugment(16).apply(x, *draws)
+    for replay in AF.REPLAYS:
+        assert torch.equal(AF.FusedBatchAugment(16, replay=replay).apply(x, *draws), want), replay
+    with pytest.raises(ValueError, match="replay 'graph'"):
+        AF.FusedBatchAugment(16, replay="graph")
+
+
 def test_fused_and_per_op_ignore_autocast():
     """Their exact-integer conv (SMOOTH) and tap matmul stay float32 inside an autocast region."""
     per_op, fused = A.BatchAugment(24), AF.FusedBatchAugment(24)
@@ -505,11 +516,13 @@ def test_fused_on_cuda_captured_and_compiled():
     eager = fused.run(x, params)
     replay = AF.CapturedAugment(fused)
     assert torch.equal(replay(x, params), eager) and torch.equal(replay(x, params), eager)
+    graphed = AF.FusedBatchAugment(size, replay="cuda-graph").cuda()
+    assert torch.equal(graphed.apply(x, cut, policy), eager) and torch.equal(graphed.apply(x, cut, policy), eager)
     to = lambda d: type(d)(*(getattr(d, f).cuda() for f in d.__dataclass_fields__))  # noqa: E731
     reference = per_op.apply(x, to(cut), to(policy))
     diff = (eager.int() - reference.int()).abs()
     assert (diff > 1).float().mean() < 0.001
-    compiled = torch.compile(fused.run, mode="reduce-overhead", fullgraph=True)
+    compiled = AF.FusedBatchAugment(size, replay="compile").cuda()
     for _ in range(3):
-        out = compiled(x, params)
+        out = compiled.apply(x, cut, policy)
     assert ((out.int() - eager.int()).abs() > 1).float().mean() < 0.001

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks import bench_augment as ba
 
-LINE = re.compile(r"^(per-op|fused) (\d+) images: (\d+) ops per batch \((\d+) aten calls with nested ones\), "
+LINE = re.compile(r"^(per-op|masked|fused|fused-graph|fused-compiled) (\d+) images: (\d+) ops per batch \((\d+) aten calls with nested ones\), "
                   r"(\d+\.\d\d) ms per batch$")
 
 
@@ -25,7 +25,15 @@ def test_tiny_cpu_run_prints_counts_and_times(capsys, tmp_path):
     assert (tmp_path / "r.json").read_text().startswith("[")
 
 
-def test_bad_flags_exit_2():
+def test_forms_flag_adds_a_form(capsys):
+    ba.main(["--device", "cpu", "--image-size", "8", "--batches", "2", "--repeats", "1",
+             "--forms", "per-op,fused,masked"])
+    forms = [m[1] for m in map(LINE.match, capsys.readouterr().out.splitlines()) if m]
+    assert forms == ["per-op", "fused", "masked"]
+
+
+@pytest.mark.parametrize("argv", [["--batches", "4,x"], ["--forms", "fused"], ["--forms", "per-op,fused,best"]])
+def test_bad_flags_exit_2(argv):
     with pytest.raises(SystemExit) as e:
-        ba.main(["--batches", "4,x"])
+        ba.main(argv)
     assert e.value.code == 2

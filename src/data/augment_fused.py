@@ -32,6 +32,7 @@ is arithmetic: every stage runs on every image (on the CPU 15-50x the per-op for
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ from src.data.augment import (CUBIC_COEFFS, GEOMETRIC_FILL, MAGNITUDES, OPS, RA_
                               CutoutDraw, PolicyDraw, affine_matrix, apply_op, autocontrast_lut, grey_level, horner,
                               magnitude_value, to_device_nonblocking)
 
-__all__ = ["FusedBatchAugment", "CapturedAugment", "SLOT_COLUMNS", "param_table", "point_lut_table"]
+__all__ = ["FusedBatchAugment", "CapturedAugment", "REPLAYS", "SLOT_COLUMNS", "param_table", "point_lut_table"]
 
 # Per-slot parameter columns. PAIRS hold (row, column) = (y, x) pairs: the affine map (v, u) = A * x + B * y + C,
 # the shears' half-pixel shift and tap axis, the keep box [lo, hi).
@@ -53,6 +54,7 @@ NOT_APPLIED = len(OPS)  # the identity row of the tables
 TAPS = (-1, 0, 1, 2)  # PIL's cubic reads left - 1 .. left + 2
 PAD = 2  # replicated edge pixels around the sampled planes: PIL's edge-clamped taps
 POINT_OPS = ("Invert", "Solarize", "Posterize", "Brightness")
+REPLAYS = (None, "cuda-graph", "compile")  # how FusedBatchAugment runs its pass on CUDA images
 
 
 def _identity_row(size: int) -> dict[str, float]:
@@ -194,10 +196,12 @@ class _SlotInputs:
 class FusedBatchAugment(BatchAugment):
     """Cutout + RandAugment on uint8 (B, 3, S, S) as one static-shape pass; same draws and results as BatchAugment."""
 
-    def __init__(self, image_size: int, cutout_factor: float = 0.5, cuda_graph: bool = False) -> None:
+    def __init__(self, image_size: int, cutout_factor: float = 0.5, replay: str | None = None) -> None:
         super().__init__(image_size, cutout_factor)
-        self.cuda_graph = cuda_graph  # replay the pass as a CUDA graph (CapturedAugment) when the images are on CUDA
-        self._captured: CapturedAugment | None = None
+        if replay not in REPLAYS:
+            raise ValueError(f"replay {replay!r} is not one of {REPLAYS}")
+        self.replay = replay  # on CUDA images: run the pass as a CUDA graph or compiled (reduce-overhead); else eager
+        self._runner: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self.table = param_table(image_size)  # stays on the CPU with the draws (not a buffer)
         half = int(cutout_factor * image_size + 0.5) // 2  # CutoutPIL's box [c - half, c + half], both ends in
         self.cut_offsets = torch.zeros(CUT_COLUMNS + 2 * P, dtype=torch.float64)
@@ -288,21 +292,23 @@ class FusedBatchAugment(BatchAugment):
     def apply(self, x: torch.Tensor, cut: CutoutDraw, policy: PolicyDraw) -> torch.Tensor:
         """Deterministic part, as ``BatchAugment.apply``: the draws' parameters to the device, then the pass."""
         params = to_device_nonblocking(self.params(cut, policy), x.device)
-        if self.cuda_graph and x.device.type == "cuda":
-            self._captured = self._captured or CapturedAugment(self)
-            return self._captured(x, params)
-        return self.run(x, params)
+        if self.replay is None or x.device.type != "cuda":
+            return self.run(x, params)
+        if self._runner is None:
+            self._runner = CapturedAugment(self) if self.replay == "cuda-graph" else \
+                torch.compile(self.run, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        return self._runner(x, params).clone()  # both reuse their output memory on the next call
 
     def extra_repr(self) -> str:
-        return f"image_size={self.image_size}, cutout_factor={self.cutout.factor}, fused, cuda_graph={self.cuda_graph}"
+        return f"image_size={self.image_size}, cutout_factor={self.cutout.factor}, fused, replay={self.replay}"
 
 
 class CapturedAugment:
     """``FusedBatchAugment.run`` replayed as a CUDA graph: one capture per (batch, size), into static buffers.
 
     The pass has static shapes, no host reads and no allocation that depends on the data, which is what a capture
-    needs. ``__call__`` copies the images and parameters into the captured inputs, replays, and returns a copy
-    of the output (the graph reuses its output memory on the next replay). CUDA only.
+    needs. ``__call__`` copies the images and parameters into the captured inputs, replays, and returns the
+    captured output, which the next replay overwrites (clone it to keep it). CUDA only.
     """
 
     def __init__(self, fused: FusedBatchAugment) -> None:
@@ -332,4 +338,4 @@ class CapturedAugment:
         static_x.copy_(x)
         static_p.copy_(params)
         graph.replay()
-        return out.clone()
+        return out

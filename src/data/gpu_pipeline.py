@@ -4,7 +4,8 @@
       -> decode: one batched nvjpeg call on CUDA (``torchvision.io.decode_jpeg(list, RGB, device)``);
          per image with the CPU pipeline's decoder (``src.data.decode.decode_rgb``) on the CPU
       -> Resize((S, S)), antialiased bilinear, per group of images of one input size   -> uint8 (B, 3, S, S)
-      -> train only: ``BatchAugment`` (Cutout + RandAugment, draws from ``GpuTrainPreprocess.generator``)
+      -> train only: Cutout + RandAugment, batched (``batch_augment``: the form AUGMENT_FORM_BY_DEVICE picks;
+         draws from ``GpuTrainPreprocess.generator``)
       -> ``batch_to_float`` (x / 255), channels_last on CUDA                            -> float32 (B, 3, S, S)
 
 ``GpuTrainPreprocess`` / ``GpuEvalPreprocess`` are the ``preprocess`` callables of ``src.engine``.
@@ -49,10 +50,13 @@ __all__ = ["ImageDecodeError", "jpeg_frame_info", "decode_images", "resize_batch
 
 # The one place that chooses the batched augmentation's form (same draws, same results; docs/performance.md has
 # the measurements): "per-op" is BatchAugment (each op on the samples that drew it, the reference), "masked" is
-# BatchAugment(sync_free=True), "fused" is FusedBatchAugment (one static-shape pass). A form is used on a device
-# only where `python -m benchmarks.bench_augment --device ...` measured it faster there: on the CPU the per-op
-# form is (fused: ~8x slower per batch); on CUDA nothing is measured yet, so the reference stays.
-AUGMENT_FORMS = ("per-op", "masked", "fused")
+# BatchAugment(sync_free=True), "fused" is FusedBatchAugment (one static-shape pass), "fused-graph" and
+# "fused-compiled" replay that pass on CUDA as a CUDA graph / torch.compile(mode="reduce-overhead"). A form is
+# used on a device only where `python -m benchmarks.bench_augment --device ...` measured it faster there: on the
+# CPU the per-op form is (the fused one is 8 to 50x slower per batch); on CUDA nothing is measured yet, so the
+# reference stays.
+AUGMENT_FORMS = ("per-op", "masked", "fused", "fused-graph", "fused-compiled")
+_REPLAY = {"fused": None, "fused-graph": "cuda-graph", "fused-compiled": "compile"}
 AUGMENT_FORM_BY_DEVICE = {"cpu": "per-op", "cuda": "per-op"}
 
 
@@ -61,8 +65,8 @@ def batch_augment(image_size: int, device: torch.device, form: str | None = None
     form = form or AUGMENT_FORM_BY_DEVICE.get(device.type, "per-op")
     if form not in AUGMENT_FORMS:
         raise ValueError(f"augment form {form!r} is not one of {AUGMENT_FORMS}")
-    if form == "fused":
-        return FusedBatchAugment(image_size).to(device)
+    if form in _REPLAY:
+        return FusedBatchAugment(image_size, replay=_REPLAY[form]).to(device)
     return BatchAugment(image_size, sync_free=form == "masked").to(device)
 
 # Start-of-frame markers: baseline, extended and progressive Huffman JPEGs are what nvjpeg decodes.
