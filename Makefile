@@ -26,7 +26,8 @@ clean:
 	rm -rf $(VENV) runs data/toy_coco
 
 # The prepared GPU check (docs/performance.md): `make gpu-check OUT=dir` on a GPU machine, which runs its own
-# python3 (no .venv there); `make gpu-check DEVICE=cpu` rehearses it at toy size. `make gpu-carry` fills the one
+# python3 (no .venv there); `make gpu-check DEVICE=cpu` rehearses it at toy size; AUGMENT=fused (or per-op, masked)
+# runs its sync and bench steps with that form of the batched augmentation. `make gpu-carry` fills the one
 # git-ignored folder a GPU run carries, .carry: the pycocotools wheel for python 3.12, which those machines lack.
 DEVICE ?= cuda
 OUT ?= runs/gpu-check
@@ -36,7 +37,8 @@ WHEEL_FLAGS := --no-deps --only-binary=:all: --python-version 3.12 --implementat
 	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
 gpu-check:
-	$(GPU_PY) -m benchmarks.gpu_check --device $(DEVICE) --out $(OUT) --wheels $(CARRY)
+	$(GPU_PY) -m benchmarks.gpu_check --device $(DEVICE) --out $(OUT) --wheels $(CARRY) \
+		$(if $(AUGMENT),--augment-form $(AUGMENT))
 
 gpu-carry: $(STAMP)
 	mkdir -p $(CARRY)

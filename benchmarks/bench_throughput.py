@@ -56,7 +56,7 @@ from PIL import Image, ImageDraw
 from benchmarks.official_style_baseline import EMA_DECAY, PilReferenceImages, StateDictEma
 from src.data.builders import Datasets
 from src.data.datasets import MultiLabelImages, collate_multilabel
-from src.data.gpu_pipeline import GpuTrainPreprocess
+from src.data.gpu_pipeline import AUGMENT_FORM_BY_DEVICE, AUGMENT_FORMS, GpuTrainPreprocess
 from src.data.labels import LabelEntry
 from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo
@@ -277,8 +277,9 @@ def training_run(args, image_dir: Path, entries) -> Run:
                                                                                    else []))
     compute = resolve_compute(train_args, DistInfo())
     pipeline = input_pipeline(train_args, compute.device)
-    if args.sync_free_augment and pipeline.raw:
-        pipeline.train_pre = GpuTrainPreprocess(args.image_size, compute.device, sync_free=True)
+    if (args.sync_free_augment or args.augment_form) and pipeline.raw:
+        pipeline.train_pre = GpuTrainPreprocess(args.image_size, compute.device, sync_free=args.sync_free_augment,
+                                                augment_form=args.augment_form)
     train, test = (MultiLabelImages(image_dir, entries, NUM_CLASSES, transform=tf, raw=pipeline.raw)
                    for tf in (pipeline.train_tf, pipeline.val_tf))
     return build_run(train_args, Datasets(train, test, NUM_CLASSES, str(image_dir)), compute, pipeline)
@@ -292,7 +293,17 @@ def describe(args, run: Run) -> dict:
             "model": args.model_name, "image_size": args.image_size, "batch_size": args.batch_size,
             "steps": args.steps, "warmup": args.warmup, "num_images": args.num_images, "compile": args.compile,
             "amp": str(run.compute.amp_dtype), "pipeline": "gpu" if run.pipeline.raw else "cpu",
-            "sync_free_augment": args.sync_free_augment, "prefetch": args.prefetch, "parts": ",".join(args.parts)}
+            "sync_free_augment": args.sync_free_augment, "augment_form": augment_form(args, run),
+            "prefetch": args.prefetch, "parts": ",".join(args.parts)}
+
+
+def augment_form(args, run: Run) -> str | None:
+    """The batched augmentation's form that (a) and data ran with (None: the CPU pipeline, no batched form)."""
+    if not run.pipeline.raw:
+        return None
+    if args.sync_free_augment:
+        return "masked"
+    return args.augment_form or AUGMENT_FORM_BY_DEVICE.get(run.compute.device.type, "per-op")
 
 
 def cycling(dataset, args, device: torch.device) -> Callable[[int], object]:
@@ -413,7 +424,7 @@ def report(r: dict) -> str:
             ("(c) its data pipeline alone (PIL, workers)", "c_data_img_s")]
     lines = [f"{r['device']}, torch {r['torch']}, {r['model']} @ {r['image_size']} px, batch {r['batch_size']}, "
              f"{r['workers']} workers, {r['pipeline']} pipeline, amp {r['amp']}, compile {r['compile']}, "
-             f"sync-free augment {r['sync_free_augment']}, prefetch {r['prefetch']}"]
+             f"augment form {r['augment_form']}, prefetch {r['prefetch']}"]
     lines += [f"  {name:<42} {r[key]:>9.1f} img/s" for name, key in rows if key in r]
     ratios = [f"(a)/(b) {r['ratio_a_b']:.2f}" if r["ratio_a_b"] else "",
               f"no overlap/(b) {r['ratio_a_serial_b']:.2f}" if r["ratio_a_serial_b"] else "",
@@ -452,6 +463,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--workers, at least 1; on CUDA torch's choice)")
     p.add_argument("--sync-free-augment", action="store_true",
                    help="BatchAugment(sync_free=True): every op on the whole batch, no host sync")
+    p.add_argument("--augment-form", default=None, choices=AUGMENT_FORMS,
+                   help="the GPU pipeline's batched augmentation (default: gpu_pipeline.AUGMENT_FORM_BY_DEVICE's "
+                        "choice for the device)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"which parts to run (default: {','.join(PARTS)})")
     p.add_argument("--prefetch", default=1, type=int,
                    help="batches prepared ahead of the step in (a), data and eval (default: 1; 0 = no overlap)")

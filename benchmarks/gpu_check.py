@@ -52,7 +52,8 @@ from PIL import Image
 
 from benchmarks.bench_throughput import make_images, random_entries
 from src.data.augment import BatchAugment
-from src.data.gpu_pipeline import GpuTrainPreprocess, decode_images, decode_resize
+from src.data.gpu_pipeline import (AUGMENT_FORM_BY_DEVICE, AUGMENT_FORMS, GpuTrainPreprocess, decode_images,
+                                   decode_resize)
 from src.data.labels import LabelEntry, write_label_list
 from src.data.prefetch import Prefetcher
 
@@ -277,7 +278,8 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def bench(runner: Runner, pool: Path, size: Size, device: str, work: Path, compile_: bool, tag: str) -> dict:
+def bench(runner: Runner, pool: Path, size: Size, device: str, work: Path, compile_: bool, tag: str,
+          augment_form: str | None = None) -> dict:
     out = work / f"{tag}.json"
     parts = "a,b" if compile_ else "a,a-serial,b,data,eval"
     argv = [sys.executable, "-m", "benchmarks.bench_throughput", "--device", device, "--image-dir", str(pool),
@@ -285,6 +287,7 @@ def bench(runner: Runner, pool: Path, size: Size, device: str, work: Path, compi
             "--batch-size", str(size.batch), "--model-name", size.model, "--steps", str(size.bench_steps),
             "--warmup", str(size.bench_warmup), "--workers", str(size.workers), "--parts", parts,
             "--json", str(out)] + (["--compile"] if compile_ else []) + (["--threads", "1"] if device == "cpu" else [])
+    argv += ["--augment-form", augment_form] if augment_form else []
     rc, lines, _ = runner.run(tag, argv, 300 if compile_ else 180)
     if rc != 0 or not out.is_file():
         raise CheckError(f"bench_throughput failed (exit {rc}): {_tail(lines)}")
@@ -304,20 +307,21 @@ def baseline(runner: Runner, pool: Path, size: Size, device: str, work: Path) ->
     return json.loads(out.read_text())
 
 
-def sync_check(runner: Runner, pool: Path, size: Size) -> dict:
-    rc, lines, _ = runner.run("sync", [sys.executable, "-m", "benchmarks.gpu_check", "--run-sync-check", str(pool),
-                                       "--image-size", str(size.image_size), "--batch", str(size.batch)], 120)
+def sync_check(runner: Runner, pool: Path, size: Size, augment_form: str | None = None) -> dict:
+    argv = [sys.executable, "-m", "benchmarks.gpu_check", "--run-sync-check", str(pool),
+            "--image-size", str(size.image_size), "--batch", str(size.batch)]
+    rc, lines, _ = runner.run("sync", argv + (["--augment-form", augment_form] if augment_form else []), 120)
     if rc != 0:
         raise CheckError(f"host sync in the input path: {_tail(lines)}")
     return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
 
 
-def run_sync_check_child(pool: Path, image_size: int, batch: int) -> None:
+def run_sync_check_child(pool: Path, image_size: int, batch: int, augment_form: str | None = None) -> None:
     """GpuTrainPreprocess's augmentation (after its decode, which waits for its own stream by design) and the
     Prefetcher's handover under set_sync_debug_mode('error'), after one warm-up batch."""
     files = sorted(pool.glob("*.jpg"))[:batch]
     raw = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
-    pre = GpuTrainPreprocess(image_size, "cuda")
+    pre = GpuTrainPreprocess(image_size, "cuda", augment_form=augment_form)
     decoded = decode_resize(raw, image_size, "cuda")
     batches = [(decoded, None, torch.arange(len(raw)), 0)] * 3
     augment = pre.augment_decoded
@@ -444,7 +448,8 @@ def _fmt(v) -> str:
 def markdown(report: dict) -> str:
     lines = [f"# gpu-check: {report['device']}, torch {report['torch']}, {report['date']}", "",
              f"{report['size_name']} size: {report['size']['model']} @ {report['size']['image_size']} px, "
-             f"batch {report['size']['batch']}, {report['size']['workers']} workers. "
+             f"batch {report['size']['batch']}, {report['size']['workers']} workers, augmentation form "
+             f"{report.get('augment_form', 'per-op')} (sync and bench steps). "
              + ("CPU rehearsal: the figures say nothing about speed and the targets are not judged."
                 if report["device_type"] == "cpu" else ""), "",
              "| step | status | seconds | detail |", "| --- | --- | ---: | --- |"]
@@ -488,6 +493,7 @@ class Context:
     size: Size
     device: str
     wheels: Path | None
+    augment_form: str | None = None  # the batched augmentation's form for sync, bench, bench-compile (None: default)
 
     @property
     def data(self) -> Path:
@@ -518,14 +524,15 @@ def _run_step(name: str, ctx: Context) -> dict:
     if not pool.is_dir():
         raise CheckError("no data: the data step failed")
     if name == "sync":
-        return sync_check(ctx.runner, pool, ctx.size)
+        return sync_check(ctx.runner, pool, ctx.size, ctx.augment_form)
     if name == "decode":
         return decode_check(ctx.runner, pool, ctx.device)
     if name in ("train", "train-compile"):
         return train_end_to_end(ctx.runner, ctx.data, ctx.work / "runs" / name, ctx.size, ctx.device,
                                 name == "train-compile", name)
     if name in ("bench", "bench-compile"):
-        return bench(ctx.runner, pool, ctx.size, ctx.device, ctx.work, name == "bench-compile", name)
+        return bench(ctx.runner, pool, ctx.size, ctx.device, ctx.work, name == "bench-compile", name,
+                     ctx.augment_form)
     return baseline(ctx.runner, pool, ctx.size, ctx.device, ctx.work)
 
 
@@ -572,10 +579,11 @@ def run_check(args) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work / "site"), env.get("PYTHONPATH", "")) if p)
     (out / "gpu_check.log").write_text("")
     runner = Runner(out / "gpu_check.log", args.budget or size.budget_s, env)
-    ctx = Context(runner, work, size, device, Path(args.wheels) if args.wheels else None)
+    ctx = Context(runner, work, size, device, Path(args.wheels) if args.wheels else None, args.augment_form)
     report = {"device_type": device, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
               "size_name": "toy" if size is TOY else "full", "size": asdict(size),
-              "python": platform.python_version(), "cpus": os.cpu_count()}
+              "python": platform.python_version(), "cpus": os.cpu_count(),
+              "augment_form": args.augment_form or AUGMENT_FORM_BY_DEVICE.get(device, "per-op")}
     runner.say(f"gpu-check ({device}), torch {torch.__version__}, {report['size_name']} size, "
                f"budget {runner.left():.0f} s, scratch {work}")
     try:
@@ -612,6 +620,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                     "folder, removed at the end)")
     p.add_argument("--budget", default=None, type=float, metavar="S",
                    help=f"seconds for the whole check (default: {FULL.budget_s} full, {TOY.budget_s} toy)")
+    p.add_argument("--augment-form", default=None, choices=AUGMENT_FORMS,
+                   help="the batched augmentation's form for the sync and bench steps (default: "
+                        "gpu_pipeline.AUGMENT_FORM_BY_DEVICE's choice); train.py runs the default")
     p.add_argument("--toy", action="store_true", help="toy size on CUDA too (a quick look, not the measurement)")
     p.add_argument("--run-sync-check", default=None, help=argparse.SUPPRESS)  # the sync step's own process
     p.add_argument("--run-decode-check", default=None, help=argparse.SUPPRESS)  # the decode step's own process
@@ -629,7 +640,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.run_sync_check:
-        run_sync_check_child(Path(args.run_sync_check), args.image_size, args.batch)
+        run_sync_check_child(Path(args.run_sync_check), args.image_size, args.batch, args.augment_form)
         return 0
     if args.run_decode_check:
         run_decode_check_child(Path(args.run_decode_check), args.device)

@@ -2,6 +2,7 @@
 parts: process kill on cue and time limit, the table's ratios and verdicts, failure status."""
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,24 @@ def test_the_closing_line_counts_passed_skipped_failed_and_names_missed_targets(
     assert clean == "exit status 0: 2 of 2 steps passed; 1 of 1 targets met"
     unjudged = gc.verdict({"steps": steps[:3], "rows": [rows[2]], "failed": [], "exit_status": 0})
     assert "1 skipped (sync)" in unjudged and "every" not in unjudged and "no target judged" in unjudged
+
+
+def test_augment_form_reaches_the_sync_and_bench_commands(tmp_path, monkeypatch):
+    """--augment-form (make gpu-check AUGMENT=...) is passed to the sync and bench steps' processes."""
+    seen = {}
+
+    class FakeRunner:
+        def run(self, tag, argv, limit):
+            seen[tag] = argv
+            if "--json" in argv:  # bench reads the figures its process writes
+                Path(argv[argv.index("--json") + 1]).write_text("{}")
+            return 0, ['{"batches_without_sync": 3}'], 0.0
+
+    pool = tmp_path / "pool"
+    gc.bench(FakeRunner(), pool, gc.TOY, "cpu", tmp_path, False, "bench", "fused")
+    gc.sync_check(FakeRunner(), pool, gc.TOY, "fused-graph")
+    assert seen["bench"][seen["bench"].index("--augment-form") + 1] == "fused"
+    assert seen["sync"][seen["sync"].index("--augment-form") + 1] == "fused-graph"
+    gc.bench(FakeRunner(), pool, gc.TOY, "cpu", tmp_path, False, "bench", None)
+    assert "--augment-form" not in seen["bench"]
+    assert gc.parse_args(["--device", "cpu", "--augment-form", "fused"]).augment_form == "fused"

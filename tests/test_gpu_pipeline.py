@@ -207,3 +207,16 @@ def test_train_augmentation_never_reads_the_device():
     assert out.device.type == "meta" and out.shape == x.shape and out.dtype == torch.uint8
     with pytest.raises((NotImplementedError, RuntimeError)):
         pre.augment(x)  # draws on 'meta': the group sizes would have to be read from the device
+
+
+def test_every_augment_form_gives_the_same_batch(batch):
+    """The forms of gpu_pipeline.AUGMENT_FORMS differ in cost only: same seed, same output, bit for bit (CPU)."""
+    outs = []
+    for form in G.AUGMENT_FORMS:
+        pre = G.GpuTrainPreprocess(SIZE, torch.device("cpu"), seed=5, augment_form=form)
+        outs.append(pre(batch))
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
+    assert type(G.batch_augment(SIZE, torch.device("cpu"), "fused")).__name__ == "FusedBatchAugment"
+    assert G.GpuTrainPreprocess(SIZE, "cpu").augment.__class__ is BatchAugment  # the CPU choice: per-op
+    with pytest.raises(ValueError, match="augment form 'graph'"):
+        G.batch_augment(SIZE, torch.device("cpu"), "graph")

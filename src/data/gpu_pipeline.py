@@ -4,7 +4,8 @@
       -> decode: one batched nvjpeg call on CUDA (``torchvision.io.decode_jpeg(list, RGB, device)``);
          per image with the CPU pipeline's decoder (``src.data.decode.decode_rgb``) on the CPU
       -> Resize((S, S)), antialiased bilinear, per group of images of one input size   -> uint8 (B, 3, S, S)
-      -> train only: ``BatchAugment`` (Cutout + RandAugment, draws from ``GpuTrainPreprocess.generator``)
+      -> train only: Cutout + RandAugment, batched (``batch_augment``: the form AUGMENT_FORM_BY_DEVICE picks;
+         draws from ``GpuTrainPreprocess.generator``)
       -> ``batch_to_float`` (x / 255), channels_last on CUDA                            -> float32 (B, 3, S, S)
 
 ``GpuTrainPreprocess`` / ``GpuEvalPreprocess`` are the ``preprocess`` callables of ``src.engine``.
@@ -41,10 +42,32 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 from src.data.augment import BatchAugment, batch_to_float, to_device_nonblocking
+from src.data.augment_fused import FusedBatchAugment
 from src.data.decode import BadImageError, decode_rgb
 
 __all__ = ["ImageDecodeError", "jpeg_frame_info", "decode_images", "resize_batch", "decode_resize",
-           "GpuTrainPreprocess", "GpuEvalPreprocess"]
+           "GpuTrainPreprocess", "GpuEvalPreprocess", "AUGMENT_FORMS", "AUGMENT_FORM_BY_DEVICE", "batch_augment"]
+
+# The one place that chooses the batched augmentation's form (same draws, same results; docs/performance.md has
+# the measurements): "per-op" is BatchAugment (each op on the samples that drew it, the reference), "masked" is
+# BatchAugment(sync_free=True), "fused" is FusedBatchAugment (one static-shape pass), "fused-graph" and
+# "fused-compiled" replay that pass on CUDA as a CUDA graph / torch.compile(mode="reduce-overhead"). A form is
+# used on a device only where `python -m benchmarks.bench_augment --device ...` measured it faster there: on the
+# CPU the per-op form is (the fused one is 8 to 50x slower per batch); on CUDA nothing is measured yet, so the
+# reference stays.
+AUGMENT_FORMS = ("per-op", "masked", "fused", "fused-graph", "fused-compiled")
+_REPLAY = {"fused": None, "fused-graph": "cuda-graph", "fused-compiled": "compile"}
+AUGMENT_FORM_BY_DEVICE = {"cpu": "per-op", "cuda": "per-op"}
+
+
+def batch_augment(image_size: int, device: torch.device, form: str | None = None) -> BatchAugment:
+    """The batched augmentation module for ``device`` in ``form`` (default: AUGMENT_FORM_BY_DEVICE's choice)."""
+    form = form or AUGMENT_FORM_BY_DEVICE.get(device.type, "per-op")
+    if form not in AUGMENT_FORMS:
+        raise ValueError(f"augment form {form!r} is not one of {AUGMENT_FORMS}")
+    if form in _REPLAY:
+        return FusedBatchAugment(image_size, replay=_REPLAY[form]).to(device)
+    return BatchAugment(image_size, sync_free=form == "masked").to(device)
 
 # Start-of-frame markers: baseline, extended and progressive Huffman JPEGs are what nvjpeg decodes.
 _SOF_NVJPEG = frozenset({0xC0, 0xC1, 0xC2})
@@ -226,15 +249,16 @@ class GpuTrainPreprocess:
 
     Every random draw comes from ``self.generator``, a CPU ``torch.Generator`` seeded with ``seed`` (on the CPU
     the grouping of samples by op needs no host sync, and the draws are the same on every device); re-seed it per
-    epoch with ``preprocess.generator.manual_seed(s)`` for reproducible augmentation. ``sync_free`` selects
-    ``BatchAugment``'s mode: False (default) runs each op on the samples that drew it; True runs every op on the
-    whole batch (~10x the arithmetic). Neither waits for the device.
+    epoch with ``preprocess.generator.manual_seed(s)`` for reproducible augmentation. ``augment_form`` (one of
+    AUGMENT_FORMS; default: AUGMENT_FORM_BY_DEVICE's choice for the device) selects the batched form; all give
+    the same output for the same draws, and none waits for the device. ``sync_free=True`` is form "masked".
     """
 
-    def __init__(self, image_size: int, device: torch.device | str, *, seed: int = 0, sync_free: bool = False):
+    def __init__(self, image_size: int, device: torch.device | str, *, seed: int = 0, sync_free: bool = False,
+                 augment_form: str | None = None):
         self.image_size = image_size
         self.device = torch.device(device)
-        self.augment = BatchAugment(image_size, sync_free=sync_free).to(self.device)
+        self.augment = batch_augment(image_size, self.device, "masked" if sync_free else augment_form)
         self.generator = torch.Generator()  # CPU draws: see the class docstring
         self.generator.manual_seed(seed)
 
