@@ -1,49 +1,80 @@
-"""A shrunken `make demo` end to end: toy data, pretraining, train.py runs, table and figures."""
+"""`make demo` shrunk: protocol L on batched heads over a tiny toy, its tables and figure, and the scripts' pass."""
+import dataclasses
+import hashlib
 import json
 
-from src.experiments import demo
+import pytest
+import timm
+import torch
+
+from src.experiments import demo, preregistered_plan
+from src.experiments.linear_heads import Head
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def small_demo(tmp_path, *extra):
-    return ["--losses", "hill", "--epochs", "2", "--train-images", "48", "--val-images", "24", "--image-size", "32",
-            "--max-steps-per-epoch", "2", "-b", "8", "-j", "0", "--pretrain-epochs", "1", "--pretrain-per-class", "4",
-            "--model-name", "resnet10t", "--device", "cpu", "--data-root", str(tmp_path / "data"),
-            "--out-dir", str(tmp_path / "runs"), "--pics", str(tmp_path / "pics"), *extra]
+@pytest.fixture
+def tiny_demo(tmp_path, monkeypatch):
+    """The demo on a 48/24-image toy at 32 px, a 4-epoch schedule stopped at epoch 2, batch 8, and a random
+    backbone standing in for the shipped one (with its checksum file)."""
+    torch.manual_seed(0)
+    backbone = tmp_path / "backbone.safetensors"
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet10t").state_dict().items()
+               if not k.startswith("fc.")}, str(backbone))
+    sha = tmp_path / "backbone.sha256"
+    sha.write_text(hashlib.sha256(backbone.read_bytes()).hexdigest() + "  backbone.safetensors\n")
+    monkeypatch.setattr(demo, "BACKBONE", backbone)
+    monkeypatch.setattr(demo, "BACKBONE_SHA256", sha)
+    toy = {"train": 48, "val": 24, "image_size": 32}
+    monkeypatch.setattr(demo, "TOY", toy)
+    monkeypatch.setattr(preregistered_plan, "TOY", toy)
+    monkeypatch.setattr(demo, "PROTOCOL", dataclasses.replace(demo.PROTOCOL, epochs=4, stop_epoch=2))
+    monkeypatch.setattr(demo, "PIPELINE_EPOCHS", 1)
+    monkeypatch.setattr(preregistered_plan, "BATCH", 8)
+    return ["--data-root", str(tmp_path / "data"), "--out-dir", str(tmp_path / "runs"), "--pics",
+            str(tmp_path / "pics")]
 
 
-def test_small_demo_trains_tables_and_plots(tmp_path, capsys):
-    table = demo.main(small_demo(tmp_path))
-    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert lines[0].startswith("| loss | labels | best mAP")
-    assert [line.split("|")[1].strip() for line in lines[1:]] == ["Hill", "BCE"]
-    hill, full = (line.split("|") for line in lines[1:])
-    assert hill[2].strip() == "0.4left" and full[2].strip() == "full"
-    assert 0 <= float(hill[3]) <= 100
-    assert hill[7].strip() != "-" and hill[9].strip() != "-"  # the oracle logged missing labels: AUROC, P / R
-    assert full[7].strip() == full[8].strip() == full[9].strip() == "-"  # nothing is missing from the full list
-    for name in ("demo_map.png", "demo_missing_labels.png"):
-        assert (tmp_path / "pics" / name).read_bytes()[:8] == PNG_MAGIC
+def test_the_demo_prints_its_findings_over_seeds_and_checks_the_scripts(tiny_demo, tmp_path, capsys):
+    table = demo.main([*tiny_demo, "--seeds", "2"])
     out = capsys.readouterr().out
-    assert "== run 1/2: Hill" in out and "== run 2/2: BCE on coco_train_full.txt" in out
-    assert "epoch 1/1" in out  # train.py's per-epoch lines
-    args = json.loads((tmp_path / "runs" / "0.4left-Hill-s0" / "args.json").read_text())
-    assert args["pretrained"].endswith("best.ckpt") and args["oracle_list"].endswith("coco_train_full.txt")
+    for stage in ("== toy COCO", "== protocol L on 2 seeds", "== the scripts end to end"):
+        assert stage in out
+    assert out.count("   done in ") == 3 and "total " in out
+    assert "validate.py" in out and "they agree" in out
+    assert "| (a) loss − ASL | 0.4left | held-out pick |" in table
+    assert "| (b) ASL drop − loss drop | singlelabel | last epoch |" in table
+    assert "(n=2, " in table and "The premise" in table
+    lines = [json.loads(x) for x in (tmp_path / "runs" / "linear_heads.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 * 3 * 5 and {x["seed"] for x in lines} == {0, 1}
+    assert all(len(x["rows"]) == 3 for x in lines)
+    assert (tmp_path / "pics" / "demo_findings.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "runs" / demo.PIPELINE.name / "best.ckpt").is_file()
 
-    # A second call reuses the data, the pretrained backbone and both finished runs.
-    demo.main(small_demo(tmp_path))
-    again = capsys.readouterr().out
-    assert again.count("cached:") == 3 and "train epoch" not in again and "epoch 0/" not in again
+
+def test_a_changed_backbone_is_refused_naming_the_file(tiny_demo, capsys):
+    demo.BACKBONE.write_bytes(demo.BACKBONE.read_bytes() + b"x")
+    with pytest.raises(SystemExit, match="checksum"):
+        demo.main([*tiny_demo, "--no-pipeline"])
 
 
-def test_changed_flags_do_not_reuse_a_run(tmp_path, capsys):
-    run = tmp_path / "runs" / "0.4left-Hill-s0"
-    run.mkdir(parents=True)
-    (run / "command.json").write_text('["--something", "else"]\n')
-    try:
-        demo.main(small_demo(tmp_path, "--pretrain-epochs", "0", "--no-upper-bound"))
-    except SystemExit as e:
-        assert "other flags" in str(e) and "0.4left-Hill-s0" in str(e)
-    else:
-        raise AssertionError("a run folder made with other flags was reused")
+def _rows(test_map: float, held: float) -> list[dict]:
+    row = {"map": held, "map_ema": held - 1, "map_full": held, "map_ema_full": held - 1, "test_map": test_map,
+           "test_map_ema": 0.0, "missing_precision": 80.0, "missing_recall": 10.0, "missing_auroc": 70.0}
+    return [{**row, "epoch": e} for e in range(demo.PROTOCOL.stop_epoch + 1)]
+
+
+def test_findings_pair_by_seed_and_count_the_seeds_above_zero():
+    """Hill beats ASL by 1 and 3 on two seeds of 0.4left: +2.00 ± 1.41 (n=2, 2 > 0)."""
+    runs = []
+    for seed, gain in ((0, 1.0), (1, 3.0)):
+        for setting in demo.SETTINGS:
+            for loss in demo.PROTOCOL.losses:
+                base = 40.0 if setting == "full" else 30.0
+                runs.append((Head(loss, setting, seed), _rows(base + (gain if loss == "Hill" and setting == "0.4left"
+                                                                      else 0.0), 50.0)))
+    table = demo.findings(runs)
+    assert "| (a) loss − ASL | 0.4left | held-out pick | +2.00 ± 1.41 (n=2, 2 > 0) | +0.00 ± 0.00 (n=2, 0 > 0) |" \
+        in table
+    assert "| Hill | 0.4left | 80.0 ± 0.0 / 80.0 ± 0.0 | 10.0 ± 0.0 / 10.0 ± 0.0 | 70.0 ± 0.0 / 70.0 ± 0.0 |" in table

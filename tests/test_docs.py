@@ -11,7 +11,6 @@ check) cannot be run here; the prose right before its block must then name the c
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -20,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from src.experiments.demo import DEFAULT_LOSSES
-from src.experiments.experiments import RunSpec, add_size_args, toy_coco_dir
+from src.experiments.demo import PIPELINE
+from src.experiments.experiments import toy_coco_dir
+from src.experiments.preregistered_plan import TOY
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -54,7 +54,7 @@ def _anchors(path: Path) -> set[str]:
 
 
 # Outputs of commands the docs check does not run, and the command that makes each.
-PRODUCERS = ((re.compile(r"\bruns/demo\b|\bdata/toy_coco-\d"), "make demo"),)
+PRODUCERS = ((re.compile(r"\bruns/demo\b|\bdata/toy_coco(?:-\d|(?![\w-]))"), "make demo"),)
 COMMAND_BLOCK = re.compile(r"^(```|~~~)\s*(bash|sh|shell|console|python|)\s*$")
 
 
@@ -177,16 +177,13 @@ def test_runnable_commands_run_as_written(tmp_path):
 def test_the_demo_outputs_the_docs_name_are_those_make_demo_writes():
     """A command the docs check cannot run reads make demo's files: their names must be the ones the demo, with
     its defaults, writes, so that run after `make demo` it finds them."""
-    parser = argparse.ArgumentParser()
-    add_size_args(parser)
-    a = parser.parse_args([])
-    data = toy_coco_dir(Path("data"), a.train_images, a.val_images, a.image_size).as_posix()
-    runs = {f"runs/demo/{RunSpec(loss, '0.4left').name}" for loss in DEFAULT_LOSSES} | {"runs/demo/full-BCE-s0"}
+    data = toy_coco_dir(Path("data"), TOY["train"], TOY["val"], TOY["image_size"]).as_posix()
+    runs = {f"runs/demo/{PIPELINE.name}"}
     named = set()
     for doc in DOCS:
         text = doc.read_text()
         # a run folder (runs/demo/NAME/...), not a file the docs' own commands write into runs/demo
         named |= {(doc.name, f"runs/demo/{m}") for m in re.findall(r"\bruns/demo/([\w.-]+)/", text)}
-        named |= {(doc.name, m) for m in re.findall(r"\bdata/toy_coco-[\w-]+", text)}
+        named |= {(doc.name, m) for m in re.findall(r"\bdata/toy_coco(?:-[\w-]+|(?![\w]))", text)}
     assert named, "no doc names make demo's outputs: this check checks nothing"
     assert sorted(n for n in named if n[1] not in runs | {data}) == []

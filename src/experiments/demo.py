@@ -38,7 +38,7 @@ from src.io_utils import atomic_write_text
 from src.loss_functions.losses import loss_hyperparameters
 from src.tools.plot_metrics import display_name
 
-__all__ = ["BACKBONE", "DEMO_SEEDS", "main"]
+__all__ = ["BACKBONE", "DEMO_SEEDS", "PIPELINE", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 # The study's pretraining draw 0 (src.experiments.preregistered_plan.PRETRAIN, 200 images per class, seed 0):
@@ -49,6 +49,7 @@ DEMO_SEEDS = 5
 PROTOCOL = PROTOCOLS["L"]
 SETTINGS = PROTOCOL.settings
 TAU = float(loss_hyperparameters("SPLC")["tau"])
+PIPELINE = RunSpec("Hill", "0.4left")  # the end-to-end run: OUT_DIR/0.4left-Hill-s0
 PIPELINE_EPOCHS = 2
 
 
@@ -68,8 +69,9 @@ class Stages:
 
 # ----------------------------------------------------------------------------- the backbone
 
-def check_backbone(path: Path = BACKBONE) -> Path:
+def check_backbone() -> Path:
     """The shipped backbone, checked against its sha256; SystemExit naming the file and the remedy."""
+    path = BACKBONE
     if not path.is_file():
         raise SystemExit(f"error: {path} is missing: restore it from git, or make it again with "
                          "`python -m src.experiments.demo --remake-backbone` (hours on a CPU)")
@@ -114,7 +116,8 @@ def run_linear(data: Path, backbone: Path, seeds: int, out_dir: Path) -> list[tu
     probe = probe_features(linear_argv(data, backbone, study_lr()),
                            {s: data / f"coco_train_{s}.txt" for s in SETTINGS})
     heads = [Head(loss, setting, seed) for seed in range(seeds) for setting in SETTINGS for loss in PROTOCOL.losses]
-    rows = train_heads(probe, heads, oracle_epochs=(CHANGE_EPOCH, PROTOCOL.stop_epoch), oracle_threshold=TAU)
+    rows = train_heads(probe, heads, oracle_epochs=(CHANGE_EPOCH, PROTOCOL.stop_epoch), oracle_threshold=TAU,
+                       held_out_full=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "linear_heads.jsonl", "".join(
         json.dumps({"loss": h.loss, "setting": h.setting, "seed": h.seed, "rows": r}) + "\n"
@@ -184,8 +187,8 @@ def run_pipeline(data: Path, backbone: Path, out_dir: Path) -> tuple[float, floa
     lr = float(json.loads((ROOT / "results" / "prereg" / "E" / "lr.json").read_text())["lr"])
     recipe = e.recipe(lr)
     recipe = type(recipe)(**{**recipe.__dict__, "stop_epoch": PIPELINE_EPOCHS - 1})
-    run = train_run(RunSpec("Hill", "0.4left"), data, out_dir, recipe, backbone, oracle=False)
-    best = out_dir / RunSpec("Hill", "0.4left").name / "best.ckpt"
+    run = train_run(PIPELINE, data, out_dir, recipe, backbone, oracle=False)
+    best = out_dir / PIPELINE.name / "best.ckpt"
     report = best.with_name("validate.json")
     report.unlink(missing_ok=True)
     subprocess.run([sys.executable, str(ROOT / "validate.py"), "--model-path", str(best), "--data", str(data),
@@ -227,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     if not a.no_pipeline:
         stages.begin(f"the scripts end to end: train.py, Hill on 0.4left, {PIPELINE_EPOCHS} epochs; validate.py "
                      "on its best.ckpt")
-        trained, validated = run_pipeline(data, backbone, a.out_dir / "pipeline")
+        trained, validated = run_pipeline(data, backbone, a.out_dir)
         agree = abs(trained - validated) < 0.01
         print(f"   train.py best mAP {trained:.2f}, validate.py {validated:.2f}: "
               f"{'they agree' if agree else 'THEY DISAGREE'}", flush=True)

@@ -146,23 +146,31 @@ def _grid(heads: Sequence[Head]) -> _Grid:
 
 
 def train_heads(probe: Probe, heads: Sequence[Head], oracle_epochs: Sequence[int] | None = None,
-                oracle_threshold: float = 0.6, log=print) -> list[list[dict]]:
+                oracle_threshold: float = 0.6, held_out_full: bool = True, log=print) -> list[list[dict]]:
     """Train ``heads`` (a seed-major grid) as ``train.py --freeze-backbone`` would, each alone; return every
     head's metrics rows, one per epoch: ``map`` / ``map_ema`` / ``selected`` on the held-out split with the
-    head's own labels, ``map_full`` / ``map_ema_full`` with the full labels, ``test_map`` / ``test_map_ema``,
-    ``train_loss``, ``first_step_loss``, ``lr`` and, at ``oracle_epochs`` (None: every epoch), the missing-label
-    statistics of settings with missing labels."""
+    head's own labels, ``map_full`` / ``map_ema_full`` with the full labels (``held_out_full``), ``train_loss``,
+    ``first_step_loss``, ``lr``; ``test_map`` / ``test_map_ema`` (the val set's) at every epoch a held-out
+    reading may pick (a new best on either held-out mAP) and at the last; and, at ``oracle_epochs`` (None:
+    every epoch), the missing-label statistics of settings with missing labels."""
     grid = _grid(heads)
     args = probe.args
     state = _State.start(probe, grid)
+    scorer = _Scorer(probe, grid, held_out_full)
     epochs = min(args.stop_epoch, args.epochs - 1) + 1
     rows: list[list[dict]] = [[] for _ in grid.heads]
     start = time.perf_counter()
     for epoch in range(epochs):
         want_oracle = oracle_epochs is None or epoch in oracle_epochs
         stats = state.train_epoch(probe, grid, epoch, want_oracle)
-        scores = state.evaluate(probe)
-        for h, row in enumerate(_rows(probe, grid, epoch, stats, scores, oracle_threshold, want_oracle)):
+        metrics = scorer.score(state, last=epoch == epochs - 1)
+        for h, head in enumerate(grid.heads):
+            row = {"epoch": epoch, **{k: float(v[h]) for k, v in metrics.items() if v[h] == v[h]},
+                   "train_loss": float(stats["train_loss"][h]),
+                   "first_step_loss": float(stats["first_step_loss"][h]), "lr": stats["lr"]}
+            row["selected"] = select_model({"model": row["map"], "ema": row["map_ema"]})
+            if want_oracle and head.setting != "full":
+                row.update(_missing(probe, head, stats["scores"][h], oracle_threshold))
             rows[h].append(row)
         if epoch % 10 == 0 or epoch == epochs - 1:
             log(f"  linear heads: epoch {epoch}/{epochs - 1} done, {len(grid.heads)} heads "
@@ -182,6 +190,7 @@ class _State:
     criteria: dict[str, torch.nn.Module]
     labels: torch.Tensor  # P x N x C: each pair's training labels
     steps: int  # per epoch
+    by_loss: dict[str, list[int]]  # loss -> the pairs that train with it
 
     @classmethod
     def start(cls, probe: Probe, grid: _Grid) -> "_State":
@@ -190,7 +199,7 @@ class _State:
         w = torch.stack([inits[h.seed][0] for h in grid.heads]).requires_grad_(True)
         b = torch.stack([inits[h.seed][1] for h in grid.heads]).requires_grad_(True)
         optimizer = torch.optim.Adam([{"params": [b], "weight_decay": 0.0},
-                                      {"params": [w], "weight_decay": args.weight_decay}], lr=args.lr)
+                                      {"params": [w], "weight_decay": args.weight_decay}], lr=args.lr, fused=True)
         steps = -(-len(probe.train_idx) // args.batch_size)
         if args.max_steps_per_epoch:
             steps = min(steps, args.max_steps_per_epoch)
@@ -198,7 +207,11 @@ class _State:
                                                         steps_per_epoch=steps, pct_start=0.2)
         criteria = {loss: build_loss(loss, reduction="none") for loss, _ in grid.pairs}
         labels = torch.stack([probe.labels[setting] for _, setting in grid.pairs])
-        return cls(w, b, w.detach().clone(), b.detach().clone(), optimizer, scheduler, criteria, labels, steps)
+        by_loss: dict[str, list[int]] = {}
+        for p, (loss, _) in enumerate(grid.pairs):
+            by_loss.setdefault(loss, []).append(p)
+        return cls(w, b, w.detach().clone(), b.detach().clone(), optimizer, scheduler, criteria, labels, steps,
+                   by_loss)
 
     def train_epoch(self, probe: Probe, grid: _Grid, epoch: int, want_oracle: bool) -> dict:
         """One epoch of every head: per head the mean loss, the first step's loss and (``want_oracle``) the
@@ -231,28 +244,74 @@ class _State:
                 "lr": self.scheduler.get_last_lr()[0]}
 
     def _losses(self, grid: _Grid, logits: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        """S x P: each head's summed loss, each pair with its own criterion."""
-        out = torch.zeros(logits.shape[:2])
-        for p, (loss, _) in enumerate(grid.pairs):
-            c = logits.shape[-1]
-            value = self.criteria[loss](logits[:, p].reshape(-1, c), y[:, p].reshape(-1, c), epoch=epoch)
-            out[:, p] = value.reshape(logits.shape[0], -1).sum(1)
-        return out
+        """S x P: each head's summed loss, the pairs of one loss through its criterion at once."""
+        s, c = logits.shape[0], logits.shape[-1]
+        parts, order = [], []
+        for loss, pairs in self.by_loss.items():
+            value = self.criteria[loss](logits[:, pairs].reshape(-1, c), y[:, pairs].reshape(-1, c), epoch=epoch)
+            parts.append(value.reshape(s, len(pairs), -1).sum(2))
+            order += pairs
+        return torch.cat(parts, 1)[:, torch.tensor(order).argsort()]
 
     @torch.no_grad()
     def _update_ema(self, decay: float) -> None:
-        """timm's ModelEmaV3.update: ema <- lerp(ema, model, 1 - decay)."""
+        """timm's ModelEmaV3.update: ema <- lerp(ema, model, 1 - decay). With decay 0 that is the model itself
+        (torch.lerp with weight 1 returns its end exactly), so the EMA then stays the model's tensors."""
+        if decay == 0.0:
+            self.w_ema, self.b_ema = self.w.detach(), self.b.detach()
+            return
         self.w_ema.lerp_(self.w.detach(), 1.0 - decay)
         self.b_ema.lerp_(self.b.detach(), 1.0 - decay)
 
+    def models(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The model's and the EMA's weights (the EMA left out while it is the model itself: decay 0)."""
+        out = {"model": (self.w.detach(), self.b.detach())}
+        if self.w_ema.data_ptr() != self.w.data_ptr():
+            out["ema"] = (self.w_ema, self.b_ema)
+        return out
+
+
+def _scores(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Sigmoid scores (H x N x C) of N feature rows under every head."""
+    return torch.sigmoid(torch.einsum("nd,hcd->hnc", x, w) + b[:, None])
+
+
+class _Scorer:
+    """Every epoch's held-out mAPs of every head, and the val set's where a reading may pick the epoch."""
+
+    def __init__(self, probe: Probe, grid: _Grid, held_out_full: bool):
+        self.probe, self.held_out_full = probe, held_out_full
+        held = probe.held_idx
+        self.held = probe.train[held]
+        self.targets = {"": torch.stack([probe.labels[h.setting][held] for h in grid.heads])}
+        if held_out_full:
+            self.targets["_full"] = probe.full[held]
+        self.best = {key: np.full(len(grid.heads), -np.inf) for key in self.targets}
+
     @torch.no_grad()
-    def evaluate(self, probe: Probe) -> dict[str, torch.Tensor]:
-        """Sigmoid scores (H x rows x C) of model and EMA on the held-out rows and on the test set."""
-        held = probe.train[probe.held_idx]
+    def score(self, state: _State, last: bool) -> dict[str, np.ndarray]:
+        """{metric: H values} (NaN where not computed): map, map_ema (and the _full ones), test_map,
+        test_map_ema."""
+        models = state.models()
         out = {}
-        for name, (w, b) in {"model": (self.w, self.b), "ema": (self.w_ema, self.b_ema)}.items():
-            out[f"held_{name}"] = torch.sigmoid(torch.einsum("nd,hcd->hnc", held, w) + b[:, None])
-            out[f"test_{name}"] = torch.sigmoid(torch.einsum("nd,hcd->hnc", probe.test, w) + b[:, None])
+        for name, (w, b) in models.items():
+            scores = _scores(self.held, w, b)
+            for key, targets in self.targets.items():
+                out[f"{'map' if name == 'model' else 'map_ema'}{key}"] = head_maps(targets, scores)
+        for key in self.targets:  # the EMA of decay 0 is the model
+            out.setdefault(f"map_ema{key}", out[f"map{key}"])
+        picked = np.zeros(len(out["map"]), dtype=bool)
+        for key, best in self.best.items():
+            selected = np.maximum(out[f"map{key}"], out[f"map_ema{key}"])
+            picked |= selected > best
+            np.maximum(best, selected, out=best)
+        heads = np.arange(len(picked)) if last else np.flatnonzero(picked)
+        for name, (w, b) in models.items():
+            test = np.full(len(picked), np.nan)
+            if heads.size:
+                test[heads] = head_maps(self.probe.test_targets, _scores(self.probe.test, w[heads], b[heads]))
+            out["test_map" if name == "model" else "test_map_ema"] = test
+        out.setdefault("test_map_ema", out["test_map"])
         return out
 
 
@@ -276,27 +335,6 @@ def head_maps(targets: torch.Tensor, scores: torch.Tensor) -> np.ndarray:
     if np.isnan(ap).all(axis=1).any():
         raise ValueError("mAP: a head's targets have no positive in any class")
     return 100.0 * np.nanmean(ap, axis=1)
-
-
-def _rows(probe: Probe, grid: _Grid, epoch: int, stats: dict, scores: dict, threshold: float,
-          want_oracle: bool) -> list[dict]:
-    held = probe.held_idx
-    observed = torch.stack([probe.labels[h.setting][held] for h in grid.heads])
-    maps = {key: head_maps(observed, scores[f"held_{key}"]) for key in ("model", "ema")}
-    maps_full = {key: head_maps(probe.full[held], scores[f"held_{key}"]) for key in ("model", "ema")}
-    test = {key: head_maps(probe.test_targets, scores[f"test_{key}"]) for key in ("model", "ema")}
-    rows = []
-    for h, head in enumerate(grid.heads):
-        row = {"epoch": epoch, "map": float(maps["model"][h]), "map_ema": float(maps["ema"][h]),
-               "map_full": float(maps_full["model"][h]), "map_ema_full": float(maps_full["ema"][h]),
-               "test_map": float(test["model"][h]), "test_map_ema": float(test["ema"][h]),
-               "train_loss": float(stats["train_loss"][h]), "first_step_loss": float(stats["first_step_loss"][h]),
-               "lr": stats["lr"]}
-        row["selected"] = select_model({"model": row["map"], "ema": row["map_ema"]})
-        if want_oracle and head.setting != "full":
-            row.update(_missing(probe, head, stats["scores"][h], threshold))
-        rows.append(row)
-    return rows
 
 
 def _missing(probe: Probe, head: Head, scores: torch.Tensor, threshold: float) -> dict:

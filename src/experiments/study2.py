@@ -109,21 +109,30 @@ def results(lines: Sequence[dict], reading: str) -> list[RunResult]:
 
 
 def analyze(export: Path) -> str:
-    """(a) and (b) of S2.1 under each reading, over every exported draw, and per draw."""
+    """(a) and (b) of S2.1 under each reading, over every exported draw (mean ± std over (draw, seed) pairs),
+    then by draw (each draw's mean over its seeds) where there are several."""
     lr = float(read_json(export / "L" / "lr.json")["lr"])
-    files = sorted((export / "L").glob(f"lr{lr:g}-d*.jsonl"))
-    lines = [x for f in files for x in read_runs(f)]
+    lines = [x for f in sorted((export / "L").glob(f"lr{lr:g}-d*.jsonl")) for x in read_runs(f)]
     draws = sorted({x["draw"] for x in lines})
+    by_reading = {name: results(lines, reading) for name, reading in READINGS.items()}
+    missing = [s for s in PROTOCOL.settings if s != "full"]
+    questions = (("(a) loss − ASL", paired), ("(b) ASL drop − loss drop", drop_advantage))
     out = [f"### S2.1: protocol L at lr {lr:g}, draws {draws} ({len(lines)} runs)", "",
            "| question | setting | reading | Hill | SPLC |", "| --- | --- | --- | --- | --- |"]
-    for label, fn in (("(a) loss − ASL", paired), ("(b) ASL drop − loss drop", drop_advantage)):
-        for s in [s for s in PROTOCOL.settings if s != "full"]:
-            for name, reading in READINGS.items():
-                rs = results(lines, reading)
-                by_draw = " · ".join(f"d{d} {mean_sd(fn([r for r in rs if r.draw == d], x, s))}"
-                                     for x in GAP_LOSSES for d in draws) if len(draws) > 1 else ""
-                out.append(f"| {label} | {s} | {name} | " + " | ".join(stats(fn(rs, x, s)) for x in GAP_LOSSES)
-                           + " |" + (f" by draw: {by_draw}" if by_draw else ""))
+    for label, fn in questions:
+        for s in missing:
+            for name, rs in by_reading.items():
+                out.append(f"| {label} | {s} | {name} | " + " | ".join(stats(fn(rs, x, s)) for x in GAP_LOSSES) + " |")
+    if len(draws) > 1:
+        out += ["", "By pretraining draw (mean ± std over that draw's seeds):", "",
+                "| question | setting | reading | draw | Hill | SPLC |", "| --- | --- | --- | ---: | --- | --- |"]
+        for label, fn in questions:
+            for s in missing:
+                for name, rs in by_reading.items():
+                    for d in draws:
+                        own = [r for r in rs if r.draw == d]
+                        out.append(f"| {label} | {s} | {name} | {d} | "
+                                   + " | ".join(mean_sd(fn(own, x, s)) for x in GAP_LOSSES) + " |")
     return "\n".join(out) + "\n"
 
 
