@@ -31,8 +31,8 @@ from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3, random_seed
 from torch import nn
 
-from src.checkpoint import (CheckpointError, load_checkpoint, load_weights, plain, rng_state, save_checkpoint,
-                            set_rng_state)
+from src.checkpoint import (CheckpointError, best_checkpoint, load_checkpoint, load_weights, plain, rng_state,
+                            save_checkpoint, set_rng_state)
 from src.cli import torchrun_hint
 from src.data.augment import train_transform, val_transform
 from src.data.builders import Datasets
@@ -48,7 +48,7 @@ from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import build_loss, loss_hyperparameters
 from src.models import PretrainedUnavailable, create_model, create_model_with_weights
-from src.run_folder import adopt_best, check_same_data, check_same_run, open_run_folder, run_folder
+from src.run_folder import check_same_data, check_same_run, open_run_folder, run_folder, settle_record
 from src.run_metrics import append_row, write_rows
 from src.training_flags import check_args, loss_kwargs
 
@@ -360,7 +360,7 @@ def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.E
         log(info, f"already finished at epoch {state.epoch} (best mAP {state.best['map']:.2f} in "
                   f"{run.out_dir / 'best.ckpt'})")
         return dict(state.best)
-    _begin(run, state, resume_path)
+    _begin(run, state)
     progress = Progress(run.last_epoch, args.print_freq)
     for epoch in range(state.epoch + 1, run.last_epoch + 1):
         start = time.perf_counter()
@@ -455,12 +455,10 @@ def _checked(args, data: Datasets) -> Datasets:
     return data
 
 
-def _begin(run: Run, state: RunState, resume_path: Path | None) -> None:
+def _begin(run: Run, state: RunState) -> None:
     """Write metrics.jsonl (the rows so far) and args.json, and say what is being trained where."""
     info, out_dir, args = run.compute.info, run.out_dir, run.args
     if info.is_main:
-        if resume_path is not None:
-            adopt_best(resume_path, out_dir, state.best, info)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_rows(out_dir, state.history)
         atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=1, default=str) + "\n")
@@ -524,7 +522,8 @@ def _oracle(args, train_set: MultiLabelImages, observed: torch.Tensor, device) -
 
 
 def _restore(run: Run, path: Path) -> RunState:
-    """Load last.ckpt into the run's objects; a mismatch is an error, never a silent fresh start."""
+    """Load last.ckpt into the run's objects, and bring the run folder's record (metrics.jsonl, best.ckpt) to it;
+    a mismatch is an error, never a silent fresh start."""
     ckpt = load_checkpoint(path, required=LAST_KEYS, kind="last")
     check_same_run(path, ckpt, run.args)
     check_same_data(path, ckpt, run.identity)
@@ -542,32 +541,44 @@ def _restore(run: Run, path: Path) -> RunState:
                               f"training list {tuple(learner.label_store.shape)}")
     learner.label_store.copy_(ckpt["label_store"])
     set_rng_state(ckpt["rng"])
+    if run.compute.info.is_main:
+        settle_record(path, run.out_dir, ckpt, run.compute.info)
     if ckpt["epoch"] < run.last_epoch:  # a finished run says only that it is finished (in _run)
         log(run.compute.info, f"resumed from {path}: epoch {ckpt['epoch']} done, continuing at epoch "
                               f"{ckpt['epoch'] + 1}")
     return RunState(ckpt["epoch"], ckpt["global_step"], ckpt["history"], ckpt["best"])
 
 
+# The order in which an epoch is committed. last.ckpt comes first: it holds the epoch's row (its history) and the
+# best record, so a kill at any instant leaves either the previous epoch's last.ckpt (the epoch is trained again)
+# or this one's, ahead of which nothing else can be; a resume then brings metrics.jsonl and best.ckpt up to it
+# (``run_folder.settle_record``). tests/test_faults.py kills a run at each of these writes.
+EPOCH_WRITES = ("last.ckpt", "metrics.jsonl", "best.ckpt")
+
+
 def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
-    """Append the metrics row, then write last.ckpt (and best.ckpt), each atomically. Only tensors and plain
-    values go in, so that both load with torch.load(weights_only=True)."""
-    args, learner, identity, out_dir = run.args, run.learner, run.identity, run.out_dir
-    meta = {"model_name": args.model_name, "num_classes": identity["num_classes"], "image_size": args.image_size,
-            "class_names": identity["class_names"], "args": plain(vars(args))}
-    append_row(out_dir, row)
+    """Commit an epoch in the order of EPOCH_WRITES: last.ckpt, the metrics row, best.ckpt (when the epoch is
+    the best so far), each atomically (the row: appended and fsynced). Only tensors and plain values go in, so
+    that both checkpoints load with torch.load(weights_only=True)."""
+    last = _last_checkpoint(run, state)
+    save_checkpoint(last, run.out_dir / "last.ckpt")
+    append_row(run.out_dir, row)
     if improved:
-        which = state.best["which"]
-        weights = run.ema_state_dict() if which == "ema" else run.model.state_dict()
-        save_checkpoint({"kind": "best", **meta, "model": weights, "which": which, "epoch": row["epoch"],
-                         "map": float(state.best["map"])}, out_dir / "best.ckpt")
-    save_checkpoint({"kind": "last", **meta, "model": run.model.state_dict(), "ema": run.ema_state_dict(),
-                     "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
-                     "scaler": learner.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
-                     "history": plain(state.history), "best": plain(state.best),
-                     "label_store": learner.label_store.cpu(), "rng": rng_state(),
-                     "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"],
-                     "test_fingerprint": identity["test_fingerprint"]},
-                    out_dir / "last.ckpt")
+        save_checkpoint(best_checkpoint(last), run.out_dir / "best.ckpt")
+
+
+def _last_checkpoint(run: Run, state: RunState) -> dict:
+    """What last.ckpt holds: everything an exact resume needs, and what best.ckpt takes from it."""
+    args, learner, identity = run.args, run.learner, run.identity
+    return {"kind": "last", "model_name": args.model_name, "num_classes": identity["num_classes"],
+            "image_size": args.image_size, "class_names": identity["class_names"], "args": plain(vars(args)),
+            "model": run.model.state_dict(), "ema": run.ema_state_dict(),
+            "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
+            "scaler": learner.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
+            "history": plain(state.history), "best": plain(state.best),
+            "label_store": learner.label_store.cpu(), "rng": rng_state(),
+            "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"],
+            "test_fingerprint": identity["test_fingerprint"]}
 
 
 def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:
