@@ -16,8 +16,10 @@ import torch
 import train
 import validate
 from src.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from src.engine import selected_map
 from src.tools import upgrade_checkpoint
 from src.toy.shapes import NUM_CLASSES
+from src.trainer import EPOCH_WRITES
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
@@ -283,42 +285,92 @@ def test_every_checkpoint_load_names_a_damaged_file(toy, reference, tmp_path, ca
 
 # ----------------------------------------------------------------------------- crashes
 
-KILL_DURING_WRITE = """
-import os, signal, sys
-from pathlib import Path
+# A run that SIGKILLs itself at one write of an epoch's commit (src.trainer.EPOCH_WRITES), named by KILL_AT =
+# "WRITE:WHEN:EPOCH": WHEN "during" leaves part of the file (an atomic write's temporary, or half a metrics row),
+# "after" kills right after the write is complete.
+KILL_AT_WRITE = """
+import json, os, signal, sys
 sys.path.insert(0, os.getcwd())
-import src.io_utils as io
-real, calls = io.atomic_write, []
+import src.trainer as trainer
+from src.io_utils import atomic_write
 
-def dying(path, write):  # the second last.ckpt (epoch 1): write part of it, then kill -9 ourselves
-    if Path(path).name == "last.ckpt":
-        calls.append(path)
-        if len(calls) == 2:
-            def partial(f):
-                f.write(b"PK\\x03\\x04 part of a checkpoint")
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(path, partial)
-    return real(path, write)
+name, when, epoch = os.environ["KILL_AT"].split(":")
+real_save, real_append = trainer.save_checkpoint, trainer.append_row
 
-io.atomic_write = dying
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def partial(f):
+    f.write(b"PK\\x03\\x04 part of a checkpoint")
+    f.flush()
+    die()
+
+def save_checkpoint(state, path):
+    if path.name == name and state["epoch"] == int(epoch):
+        if when == "during":
+            atomic_write(path, partial)
+        real_save(state, path)
+        die()
+    return real_save(state, path)
+
+def append_row(run_dir, row):
+    if name == "metrics.jsonl" and row["epoch"] == int(epoch):
+        if when == "during":
+            with open(run_dir / name, "a") as f:
+                f.write(json.dumps(row)[:25])
+            die()
+        real_append(run_dir, row)
+        die()
+    return real_append(run_dir, row)
+
+trainer.save_checkpoint, trainer.append_row = save_checkpoint, append_row
 import train
 train.main(sys.argv[1:])
 """
 
 
-def test_kill_9_while_writing_a_checkpoint_then_resume_is_exact(toy, reference, tmp_path):
-    run = tmp_path / "run"
+def improving_epoch(reference: Path) -> int:
+    """The last epoch after 0 whose model beats every earlier one (it writes best.ckpt); 0 when none does."""
+    maps = [selected_map(r) for r in rows(reference)]
+    return max((e for e in range(1, len(maps)) if maps[e] > max(maps[:e])), default=0)
+
+
+def kill_at(toy: Path, run: Path, write: str, when: str, epoch: int) -> None:
     # the same thread count as this process (the reference run's), so that the float sums match bit for bit
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    done = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, *run_args(toy, run, stop=1)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "KILL_AT": f"{write}:{when}:{epoch}"}
+    done = subprocess.run([sys.executable, "-c", KILL_AT_WRITE, *run_args(toy, run)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    leftovers = [p.name for p in run.glob(".last.ckpt.*.tmp")]
-    assert len(leftovers) == 1 and load_checkpoint(run / "last.ckpt")["epoch"] == 0
-    train.main(run_args(toy, run, "--resume", "auto", stop=1))
+
+
+def last_epoch_in(run: Path) -> int | None:
+    return load_checkpoint(run / "last.ckpt")["epoch"] if (run / "last.ckpt").exists() else None
+
+
+@pytest.mark.parametrize("write, when, at", [(w, when, "improving") for w in EPOCH_WRITES
+                                             for when in ("during", "after")]
+                         + [("last.ckpt", "during", "first"), ("best.ckpt", "during", "first")])
+def test_a_kill_at_each_write_of_an_epoch_then_resume_is_exact(toy, reference, tmp_path, capsys, write, when, at):
+    """SIGKILL at (or inside) each write of an epoch's commit, in an epoch that improves the best (so that it
+    writes all three) and in the first: --resume auto cuts the record back to last.ckpt, or rebuilds what
+    last.ckpt is ahead of, and ends with the uninterrupted run's rows and best.ckpt."""
+    epoch = improving_epoch(reference) if at == "improving" else 0
+    run = tmp_path / "run"
+    kill_at(toy, run, write, when, epoch)
+    committed = EPOCH_WRITES.index(write) + (when == "after")  # how many of the epoch's writes are complete
+    assert last_epoch_in(run) == (epoch if committed else epoch - 1 if epoch else None)
+    capsys.readouterr()
+    train.main(run_args(toy, run, "--resume", "auto"))
+    out = capsys.readouterr().out
+    if write == "metrics.jsonl" and when == "during":
+        assert "dropped 1 torn line from" in out
+    if 1 <= committed < len(EPOCH_WRITES):  # last.ckpt of the epoch written, best.ckpt not
+        assert f"wrote {run / 'best.ckpt'} (epoch {epoch}) from {run / 'last.ckpt'}" in out
     assert not list(run.glob(".*.tmp"))
-    same_rows(rows(run), rows(reference)[:2])  # epochs 0 and 1 of the uninterrupted run, bit for bit
+    same_rows(rows(run), rows(reference))
+    got, want = load_checkpoint(run / "best.ckpt"), load_checkpoint(reference / "best.ckpt")
+    assert (got["epoch"], got["which"], got["map"]) == (want["epoch"], want["which"], want["map"])
+    assert all(torch.equal(got["model"][k], v) for k, v in want["model"].items())
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(toy, reference, tmp_path, capsys, monkeypatch):
