@@ -17,7 +17,7 @@ from src.distributed import DistInfo, log
 from src.errors import UserError
 from src.io_utils import LOCK_NAME, RunFolderLock, atomic_write, atomic_write_text, remove_stale_temporaries
 from src.run_metrics import METRICS_FILE, recorded_epochs, rows_text
-from src.training_flags import RUN_DEFINING, RUN_DEFINING_BEFORE
+from src.training_flags import changed_run_flags
 
 __all__ = ["run_folder", "open_run_folder", "checkpoint_to_resume", "check_same_data", "check_same_test_set",
            "check_same_run", "settle_record", "read_saved_args", "remove_if_unused"]
@@ -108,8 +108,7 @@ def check_restart(args, out_dir: Path, present: list[str]) -> None:
     if not saved_args.exists():
         return
     saved = read_saved_args(saved_args)
-    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RUN_DEFINING
-               if k in saved and saved[k] != getattr(args, k)]
+    changed = changed_run_flags(saved, args)
     if changed:
         raise UserError(f"{out_dir} holds another run ({saved_args} differs: {'; '.join(changed)}); "
                         "choose another --output")
@@ -170,8 +169,7 @@ def check_same_run(path: Path, ckpt: dict, args) -> None:
     if ckpt.get("kind") != "last":
         raise CheckpointError(f"{path} is a {ckpt.get('kind')} checkpoint; resume needs a last.ckpt")
     saved = ckpt["args"]
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RUN_DEFINING
-               if saved.get(k, RUN_DEFINING_BEFORE.get(k)) != getattr(args, k)]
+    changed = changed_run_flags(saved, args)
     if changed:
         raise CheckpointError(f"{path} was written by a different run: " + "; ".join(changed))
 

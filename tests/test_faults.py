@@ -1,5 +1,6 @@
 """Fault injection: every bad input or accident ends in a one-line error naming its culprit (exit status 2),
 or in an exact recovery, and nothing written earlier is lost. docs/reliability.md lists the guarantees."""
+import hashlib
 import json
 import os
 import shutil
@@ -209,6 +210,31 @@ def test_resume_auto_never_restarts_a_run_whose_last_ckpt_was_deleted(toy, refer
     before = files(run)
     line = error_line(capsys, train.main, run_args(toy, run, "--resume", "auto", stop=0))
     assert f"{run} holds best.ckpt and metrics.jsonl but no last.ckpt" in line and "another --output" in line
+    assert files(run) == before
+
+
+def test_a_resume_that_changes_a_run_defining_flag_is_refused_naming_it(toy, reference, tmp_path, capsys):
+    """--max-steps-per-epoch cuts the OneCycle schedule: it was accepted and args.json rewritten to claim it."""
+    run = copy_run(reference, tmp_path / "run")
+    before = files(run)
+    line = error_line(capsys, train.main, run_args(toy, run, "--resume", "auto", stop=3, steps=3))
+    assert f"{run / 'last.ckpt'} was written by a different run: --max-steps-per-epoch 2 -> 3" in line
+    assert files(run) == before
+
+
+def test_another_pretrained_file_at_the_same_path_is_refused_on_resume(toy, reference, tmp_path, capsys):
+    weights = tmp_path / "weights.ckpt"
+    shutil.copy(reference / "best.ckpt", weights)
+    run = tmp_path / "run"
+    argv = run_args(toy, run, stop=0)
+    argv[argv.index("--pretrained") + 1] = str(weights)
+    train.main(argv)
+    recorded = json.loads((run / "args.json").read_text())["pretrained_sha256"]
+    assert recorded == hashlib.sha256(weights.read_bytes()).hexdigest()
+    shutil.copy(reference / "last.ckpt", weights)  # another file at the same path
+    before = files(run)
+    line = error_line(capsys, train.main, argv + ["--resume", "auto", "--stop-epoch", "1"])
+    assert f"different run: --pretrained {weights}: another file at that path (sha256 {recorded[:12]}" in line
     assert files(run) == before
 
 

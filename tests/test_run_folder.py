@@ -2,21 +2,23 @@
 folder, and the checks that a checkpoint belongs to this run and its data. tests/test_train.py and
 tests/test_faults.py run the same checks through train.py."""
 import argparse
+import hashlib
 import json
 
 import pytest
 
+import train
 from src.checkpoint import CheckpointError
 from src.errors import UserError
 from src.data.labels import LabelEntry, list_fingerprint
 from src.run_folder import (check_output_folder, check_same_data, check_same_run, checkpoint_to_resume,
                             remove_if_unused)
-from src.training_flags import RUN_DEFINING
+from src.training_flags import FLAG_ROLES, PRETRAINED_SHA256, RUN, RUN_DEFINING, check_args
 
 
 def run_args(**changes):
-    values = {k: None for k in RUN_DEFINING} | {"model_name": "resnet50", "loss": "Hill", "lr": 1e-4,
-                                                 "resume": None} | changes
+    """train.py's flags at their defaults (``pretrained_sha256`` as check_args records it), with ``changes``."""
+    values = vars(train.get_parser().parse_args([])) | {PRETRAINED_SHA256: None} | changes
     return argparse.Namespace(**values)
 
 
@@ -137,3 +139,51 @@ def test_check_same_data_refuses_another_test_set(tmp_path, capsys):
     old = {k: v for k, v in ckpt.items() if k != "test_fingerprint"}  # written before test sets were recorded
     check_same_data(path, old, grown)
     assert "records no test-set fingerprint" in capsys.readouterr().err
+
+
+def _another(value):
+    """A value other than ``value`` of the same kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    return f"{value}-other"
+
+
+@pytest.mark.parametrize("dest", RUN_DEFINING)
+def test_every_run_defining_flag_changed_on_resume_is_refused_naming_it(tmp_path, dest):
+    """The walk over the table of docs/training.md (FLAG_ROLES): last.ckpt's flags and args.json's both."""
+    saved = vars(run_args())
+    changed = run_args(**{dest: _another(saved[dest])})
+    flag = "--" + dest.replace("_", "-")
+    with pytest.raises(CheckpointError, match=f"different run: {flag} "):
+        check_same_run(tmp_path / "last.ckpt", {"kind": "last", "args": saved}, changed)
+    (tmp_path / "args.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=f"args.json differs: {flag} "):
+        check_output_folder(run_args(resume="auto", **{dest: changed.__dict__[dest]}), tmp_path, None)
+
+
+def test_the_flags_that_may_change_on_resume_are_accepted(tmp_path):
+    saved = vars(run_args())
+    free = [d for d, (role, _) in FLAG_ROLES.items() if role != RUN and d in saved]
+    check_same_run(tmp_path / "last.ckpt", {"kind": "last", "args": saved},
+                   run_args(**{d: _another(saved[d]) for d in free}))
+
+
+def test_another_pretrained_file_at_the_same_path_is_refused(tmp_path):
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"first")
+    p = train.get_parser()
+    saved = p.parse_args(["--pretrained", str(weights), "--epochs", "3"])
+    check_args(p, saved)
+    assert getattr(saved, PRETRAINED_SHA256) == hashlib.sha256(b"first").hexdigest()
+    ckpt = {"kind": "last", "args": vars(saved)}
+    now = p.parse_args(["--pretrained", str(weights), "--epochs", "3", "--resume", "auto"])
+    check_args(p, now)
+    check_same_run(tmp_path / "last.ckpt", ckpt, now)  # the same file
+    weights.write_bytes(b"second")
+    check_args(p, now)
+    with pytest.raises(CheckpointError, match=f"--pretrained {weights}: another file at that path"):
+        check_same_run(tmp_path / "last.ckpt", ckpt, now)
+    old = {k: v for k, v in vars(saved).items() if k != PRETRAINED_SHA256}  # recorded before the hash was
+    check_same_run(tmp_path / "last.ckpt", {"kind": "last", "args": old}, now)
