@@ -6,13 +6,15 @@ import hashlib
 import json
 
 import pytest
+import torch
 
 import train
-from src.checkpoint import CheckpointError
-from src.errors import UserError
+from src.checkpoint import CheckpointError, best_checkpoint, load_checkpoint, save_checkpoint
 from src.data.labels import LabelEntry, list_fingerprint
+from src.distributed import DistInfo
+from src.errors import UserError
 from src.run_folder import (check_output_folder, check_same_data, check_same_run, checkpoint_to_resume,
-                            remove_if_unused)
+                            remove_if_unused, settle_record)
 from src.training_flags import FLAG_ROLES, PRETRAINED_SHA256, RUN, RUN_DEFINING, check_args
 
 
@@ -187,3 +189,51 @@ def test_another_pretrained_file_at_the_same_path_is_refused(tmp_path):
         check_same_run(tmp_path / "last.ckpt", ckpt, now)
     old = {k: v for k, v in vars(saved).items() if k != PRETRAINED_SHA256}  # recorded before the hash was
     check_same_run(tmp_path / "last.ckpt", {"kind": "last", "args": old}, now)
+
+
+def _last(epoch: int, best_epoch: int, which: str = "ema") -> dict:
+    """A last.ckpt state of epoch ``epoch`` whose best is ``best_epoch`` (its model and EMA weights tell apart)."""
+    history = [{"epoch": e, "map": 10.0 + e, "map_ema": 9.0 + e, "selected": "model"} for e in range(epoch + 1)]
+    return {"kind": "last", "epoch": epoch, "history": history, "args": {"image_size": 32},
+            "best": {"map": 10.0 + best_epoch, "epoch": best_epoch, "which": which},
+            "model": {"w": torch.zeros(2)}, "ema": {"w": torch.ones(2)}, "model_name": "resnet10t",
+            "num_classes": 2, "image_size": 32, "class_names": None}
+
+
+def _record(folder, row_epochs, best_epoch, torn=False):
+    rows = "".join(json.dumps({"epoch": e, "map": 1.0, "map_ema": 1.0}) + "\n" for e in row_epochs)
+    (folder / "metrics.jsonl").write_text(rows + ('{"epoch": 9, "ma' if torn else ""))
+    if best_epoch is not None:
+        save_checkpoint({"kind": "best", "epoch": best_epoch, "model": {"w": torch.full((2,), 5.0)}},
+                        folder / "best.ckpt")
+
+
+def test_a_record_ahead_of_last_ckpt_is_cut_back_saying_what_was_dropped(tmp_path, capsys):
+    """An older version's order (row, best.ckpt, last.ckpt) killed before last.ckpt of epoch 2: rows of epoch 2
+    and a torn line, and best.ckpt of epoch 2, are ahead of last.ckpt (epoch 1, itself the best)."""
+    _record(tmp_path, [0, 1, 2], best_epoch=2, torn=True)
+    settle_record(tmp_path / "last.ckpt", tmp_path, _last(1, 1), DistInfo())
+    out = capsys.readouterr().out.splitlines()
+    assert [r["epoch"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [0, 1]
+    assert any(f"dropped the rows of epochs 2 and 1 torn line from {tmp_path / 'metrics.jsonl'}" in x for x in out)
+    assert any(f"dropped {tmp_path / 'best.ckpt'} (epoch 2), ahead of" in x for x in out)
+    best = load_checkpoint(tmp_path / "best.ckpt")  # rebuilt from last.ckpt: the EMA, epoch 1
+    assert (best["epoch"], best["which"], best["model_name"]) == (1, "ema", "resnet10t")
+    assert torch.equal(best["model"]["w"], torch.ones(2))
+
+
+def test_a_best_ckpt_that_cannot_be_rebuilt_is_said_so(tmp_path, capsys):
+    _record(tmp_path, [0, 1, 2], best_epoch=2)
+    settle_record(tmp_path / "last.ckpt", tmp_path, _last(1, 0), DistInfo())  # the best epoch 0 is gone
+    out = capsys.readouterr().out
+    assert "dropped" in out and "warning: no best.ckpt of epoch 0" in out and not (tmp_path / "best.ckpt").exists()
+
+
+def test_a_consistent_record_is_left_untouched(tmp_path, capsys):
+    last = _last(1, 1, which="model")
+    save_checkpoint(best_checkpoint(last), tmp_path / "best.ckpt")
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in last["history"]))
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    settle_record(tmp_path / "last.ckpt", tmp_path, last, DistInfo())
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+    assert capsys.readouterr().out == ""
