@@ -20,7 +20,9 @@ import copy
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,18 +335,74 @@ class RunState:
 
 # ----------------------------------------------------------------------------- the epoch loop
 
+class TrainingDiverged(UserError):
+    """A diverged or collapsed model, or a non-finite loss: one line, exit status 2; its epoch is not committed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler's stop, a preemption): the run stops where it is. ``folder``: its run folder,
+    once known."""
+    folder: Path | None = None
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a process killed by SIGTERM reports to its shell
+
+
 def run_training(parser: argparse.ArgumentParser, args: argparse.Namespace, build_datasets: BuildDatasets) -> dict:
     """Train as the flags say, evaluating model and EMA after every epoch; return the best result."""
     check_args(parser, args)
     info = init_distributed("cuda" if args.device.startswith("cuda") or
                             (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     try:
-        with report_user_errors(), contextlib.ExitStack() as held:  # a UserError: one line, exit status 2
-            return _run(args, build_datasets, info, held)
+        with _sigterm_stops_the_run(), report_user_errors(), contextlib.ExitStack() as held:  # a UserError:
+            return _run(args, build_datasets, info, held)  # one line, exit status 2
     except PretrainedUnavailable as e:
         parser.exit(2, f"{e}\n")
+    except Terminated as e:
+        if info.is_main:
+            print(_terminated_line(e.folder), file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_TERMINATED) from None
     finally:
         cleanup(info)
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_run():
+    """SIGTERM raises Terminated in the main thread (Python's default would end the process without a word).
+    Stopping at any instant is safe: an epoch is committed by last.ckpt (EPOCH_WRITES), atomic writes remove
+    their temporary, and the folder lock goes with the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _terminated_in(folder: Path):
+    """Give a Terminated raised inside the run folder it stopped."""
+    try:
+        yield
+    except Terminated as e:
+        e.folder = folder
+        raise
+
+
+def _terminated_line(folder: Path | None) -> str:
+    if folder is None:
+        return "stopped by SIGTERM before the run folder was opened: nothing was written"
+    if (folder / "last.ckpt").exists():
+        return (f"stopped by SIGTERM: {folder / 'last.ckpt'} (the last committed epoch) is intact; continue the run "
+                "with the same command and --resume auto")
+    return (f"stopped by SIGTERM before the first epoch of {folder} was committed; start it again with the same "
+            "command and --resume auto")
 
 
 def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.ExitStack) -> dict:
@@ -353,6 +411,7 @@ def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.E
     _torchrun_hint(args, compute)
     pipeline = input_pipeline(args, compute.device)
     data = _checked(args, build_datasets(args, pipeline.train_tf, pipeline.val_tf, pipeline.raw))
+    held.enter_context(_terminated_in(run_folder(args, data)))
     resume_path = open_run_folder(args, data, info, held)
     run = build_run(args, data, compute, pipeline, resuming=resume_path is not None)
     state = _restore(run, resume_path) if resume_path is not None else RunState()
@@ -386,7 +445,7 @@ def _train_and_evaluate(run: Run, epoch: int, progress: Progress) -> dict:
     try:
         stats = train_one_epoch(run.learner, run.train_batches(), epoch, progress)
     except NonFiniteLossError as e:
-        raise SystemExit(f"error: {e}") from e
+        raise TrainingDiverged(str(e)) from None
     evaluation = run.evaluate(run.scored_models(), f"eval epoch {epoch}/{run.last_epoch}")
     return {"epoch": epoch, **stats, **evaluation.metrics, "eval_skipped_images": evaluation.skipped,
             "score_spread": evaluation.spread["model"], "seconds": time.perf_counter() - start}
@@ -427,8 +486,8 @@ def _stop_if_diverged(run: Run, state: RunState, row: dict) -> None:
         print(_epoch_line(row, state.best, run.last_epoch), flush=True)
     kept = f"last.ckpt (epoch {state.epoch}) and best.ckpt are left as they were" if state.epoch >= 0 else \
         "no checkpoint was written"
-    raise SystemExit(f"error: training diverged at epoch {row['epoch']}: {row['diverged']}; lower --lr (now "
-                     f"{run.args.lr:g}); {kept}")
+    raise TrainingDiverged(f"training diverged at epoch {row['epoch']}: {row['diverged']}; lower --lr (now "
+                           f"{run.args.lr:g}); {kept}")
 
 
 def _torchrun_hint(args, compute: Compute) -> None:

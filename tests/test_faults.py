@@ -399,6 +399,44 @@ def test_a_kill_at_each_write_of_an_epoch_then_resume_is_exact(toy, reference, t
     assert all(torch.equal(got["model"][k], v) for k, v in want["model"].items())
 
 
+def test_a_non_finite_loss_is_one_error_line_with_status_2(toy, reference, tmp_path, capsys, monkeypatch):
+    import src.trainer as trainer
+    real = trainer.build_loss
+
+    def nan_loss(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        return lambda logits, targets, epoch=None: loss(logits, targets, epoch=epoch) * float("nan")
+
+    monkeypatch.setattr(trainer, "build_loss", nan_loss)
+    run = copy_run(reference, tmp_path / "run")
+    before = files(run)
+    line = error_line(capsys, train.main, run_args(toy, run, "--resume", "auto", stop=3))
+    assert line.startswith("error: non-finite loss at epoch 3, step ") and "is intact" in line
+    after = files(run)
+    assert all(after[name] == before[name] for name in ("last.ckpt", "best.ckpt", "metrics.jsonl"))
+
+
+def test_sigterm_stops_with_one_line_and_status_143_then_resume_is_exact(toy, reference, tmp_path):
+    """A scheduler's SIGTERM (a preemption) at whatever instant it comes: one line naming the folder and how to
+    continue, exit status 143 (128 + SIGTERM), and --resume auto ends as the uninterrupted run."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *run_args(toy, run)], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (run / "last.ckpt").exists():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == (f"stopped by SIGTERM: {run / 'last.ckpt'} (the last committed epoch) is "
+                                            "intact; continue the run with the same command and --resume auto")
+    assert "Traceback" not in err and not list(run.glob(".*.tmp"))
+    train.main(run_args(toy, run, "--resume", "auto"))
+    same_rows(rows(run), rows(reference))
+
+
 def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(toy, reference, tmp_path, capsys, monkeypatch):
     import errno
 
