@@ -201,7 +201,7 @@ class Run:
         """``dataset[indices]`` through the evaluation transform, this rank's shard, on the device."""
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=self.per_rank_batch, sampler=ShardSampler(list(indices), self.compute.info),
-            num_workers=_workers(self.args), collate_fn=collate_multilabel,
+            num_workers=_workers(self.args), collate_fn=collate_multilabel, worker_init_fn=_worker_ignores_sigterm,
             pin_memory=self.compute.device.type == "cuda")
         return Prefetcher(loader, self.pipeline.eval_pre, self.compute.device)
 
@@ -214,6 +214,13 @@ class Run:
             key, source = "train", copy.copy(self.data.train)
             source.transform = self.data.test.transform  # the evaluation transform: no augmentation
         return self.frozen.features(key, lambda: self._eval_batches(source, range(len(source))), len(source))
+
+
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """A DataLoader worker leaves SIGTERM to the main process, which shuts the workers down as it stops: a
+    scheduler signals the whole process group, and torch's workers would die of it and fill the log with the
+    main process's complaint about them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _workers(args: argparse.Namespace) -> int:
@@ -231,7 +238,7 @@ def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeli
     train_loader = torch.utils.data.DataLoader(
         data.train, batch_size=args.batch_size // compute.info.world_size, sampler=sampler,
         num_workers=_workers(args), drop_last=_single_last_batch(args, sampler, compute.info),
-        collate_fn=collate_multilabel,
+        collate_fn=collate_multilabel, worker_init_fn=_worker_ignores_sigterm,
         pin_memory=compute.device.type == "cuda", generator=loader_gen, persistent_workers=False)
     if args.max_steps_per_epoch:
         train_loader = _Truncated(train_loader, args.max_steps_per_epoch)
@@ -366,6 +373,34 @@ def run_training(parser: argparse.ArgumentParser, args: argparse.Namespace, buil
         cleanup(info)
 
 
+class _SigtermGate:
+    """SIGTERM raises Terminated at once, but inside ``deferred()`` (an epoch's commit) only at its end: torch.save's
+    zip writer interrupted mid-file raises its own error instead, and a commit that finishes saves the epoch."""
+
+    def __init__(self):
+        self.depth, self.pending = 0, False
+
+    def handler(self, signum, frame) -> None:
+        if self.depth:
+            self.pending = True
+            return
+        raise Terminated()
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending:
+            self.pending = False
+            raise Terminated()
+
+
+_SIGTERM = _SigtermGate()
+
+
 @contextlib.contextmanager
 def _sigterm_stops_the_run():
     """SIGTERM raises Terminated in the main thread (Python's default would end the process without a word).
@@ -374,11 +409,7 @@ def _sigterm_stops_the_run():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def stop(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, _SIGTERM.handler)
     try:
         yield
     finally:
@@ -601,7 +632,8 @@ def _restore(run: Run, path: Path) -> RunState:
     learner.label_store.copy_(ckpt["label_store"])
     set_rng_state(ckpt["rng"])
     if run.compute.info.is_main:
-        settle_record(path, run.out_dir, ckpt, run.compute.info)
+        with _SIGTERM.deferred():
+            settle_record(path, run.out_dir, ckpt, run.compute.info)
     if ckpt["epoch"] < run.last_epoch:  # a finished run says only that it is finished (in _run)
         log(run.compute.info, f"resumed from {path}: epoch {ckpt['epoch']} done, continuing at epoch "
                               f"{ckpt['epoch'] + 1}")
@@ -617,13 +649,14 @@ EPOCH_WRITES = ("last.ckpt", "metrics.jsonl", "best.ckpt")
 
 def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
     """Commit an epoch in the order of EPOCH_WRITES: last.ckpt, the metrics row, best.ckpt (when the epoch is
-    the best so far), each atomically (the row: appended and fsynced). Only tensors and plain values go in, so
-    that both checkpoints load with torch.load(weights_only=True)."""
+    the best so far), each atomically (the row: appended and fsynced); a SIGTERM meanwhile stops the run after
+    them. Only tensors and plain values go in, so that both checkpoints load with torch.load(weights_only=True)."""
     last = _last_checkpoint(run, state)
-    save_checkpoint(last, run.out_dir / "last.ckpt")
-    append_row(run.out_dir, row)
-    if improved:
-        save_checkpoint(best_checkpoint(last), run.out_dir / "best.ckpt")
+    with _SIGTERM.deferred():
+        save_checkpoint(last, run.out_dir / "last.ckpt")
+        append_row(run.out_dir, row)
+        if improved:
+            save_checkpoint(best_checkpoint(last), run.out_dir / "best.ckpt")
 
 
 def _last_checkpoint(run: Run, state: RunState) -> dict:

@@ -417,22 +417,67 @@ def test_a_non_finite_loss_is_one_error_line_with_status_2(toy, reference, tmp_p
 
 
 def test_sigterm_stops_with_one_line_and_status_143_then_resume_is_exact(toy, reference, tmp_path):
-    """A scheduler's SIGTERM (a preemption) at whatever instant it comes: one line naming the folder and how to
-    continue, exit status 143 (128 + SIGTERM), and --resume auto ends as the uninterrupted run."""
+    """A scheduler's SIGTERM (a preemption) to the whole process group, DataLoader workers included, at whatever
+    instant it comes: one line naming the folder and how to continue, no traceback, exit status 143
+    (128 + SIGTERM), and --resume auto ends as the uninterrupted run."""
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *run_args(toy, run)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    argv = run_args(toy, run)
+    argv[argv.index("-j") + 1] = "2"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (run / "last.ckpt").exists():
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be stopped"
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == (f"stopped by SIGTERM: {run / 'last.ckpt'} (the last committed epoch) is "
                                             "intact; continue the run with the same command and --resume auto")
     assert "Traceback" not in err and not list(run.glob(".*.tmp"))
+    train.main(run_args(toy, run, "--resume", "auto"))
+    same_rows(rows(run), rows(reference))
+
+
+def test_a_sigterm_inside_a_checkpoint_write_lets_the_commit_finish_then_stops(toy, reference, tmp_path, capsys,
+                                                                             monkeypatch):
+    """SIGTERM while torch.save writes last.ckpt (its zip writer cannot be interrupted cleanly: a traceback and
+    exit 1 before): the epoch's commit finishes, then the run stops with its line and status 143."""
+    import src.io_utils as io
+    real_fdopen, sent = io.os.fdopen, []
+
+    class SignalsOnAZipWrite:
+        """The run's first checkpoint file: SIGTERM at its third write, in the middle of the zip."""
+
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1 if self.writes or bytes(data[:2]) == b"PK" else 0
+            if self.writes == 3 and not sent:
+                sent.append(1)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(io.os, "fdopen", lambda *a, **k: SignalsOnAZipWrite(real_fdopen(*a, **k)))
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        train.main(run_args(toy, run))
+    monkeypatch.undo()
+    assert e.value.code == 143 and sent
+    assert f"stopped by SIGTERM: {run / 'last.ckpt'}" in capsys.readouterr().err
+    assert load_checkpoint(run / "last.ckpt")["epoch"] == 0 and load_checkpoint(run / "best.ckpt")["epoch"] == 0
+    assert [r["epoch"] for r in rows(run)] == [0] and not list(run.glob(".*.tmp"))
     train.main(run_args(toy, run, "--resume", "auto"))
     same_rows(rows(run), rows(reference))
 
