@@ -355,10 +355,10 @@ train.main(sys.argv[1:])
 """
 
 
-def improving_epoch(reference: Path) -> int:
-    """The last epoch after 0 whose model beats every earlier one (it writes best.ckpt); 0 when none does."""
+def improving_epochs(reference: Path) -> list[int]:
+    """The epochs whose model beats every earlier one (they write best.ckpt), 0 first."""
     maps = [selected_map(r) for r in rows(reference)]
-    return max((e for e in range(1, len(maps)) if maps[e] > max(maps[:e])), default=0)
+    return [e for e in range(len(maps)) if e == 0 or maps[e] > max(maps[:e])]
 
 
 def kill_at(toy: Path, run: Path, write: str, when: str, epoch: int) -> None:
@@ -373,14 +373,18 @@ def last_epoch_in(run: Path) -> int | None:
     return load_checkpoint(run / "last.ckpt")["epoch"] if (run / "last.ckpt").exists() else None
 
 
-@pytest.mark.parametrize("write, when, at", [(w, when, "improving") for w in EPOCH_WRITES
-                                             for when in ("during", "after")]
-                         + [("last.ckpt", "during", "first"), ("best.ckpt", "during", "first")])
+@pytest.mark.parametrize("write, when, at", [(w, when, "middle") for w in EPOCH_WRITES for when in ("during", "after")]
+                         + [("last.ckpt", "during", "first"), ("best.ckpt", "during", "first"),
+                            ("last.ckpt", "after", "last")])
 def test_a_kill_at_each_write_of_an_epoch_then_resume_is_exact(toy, reference, tmp_path, capsys, write, when, at):
-    """SIGKILL at (or inside) each write of an epoch's commit, in an epoch that improves the best (so that it
-    writes all three) and in the first: --resume auto cuts the record back to last.ckpt, or rebuilds what
-    last.ckpt is ahead of, and ends with the uninterrupted run's rows and best.ckpt."""
-    epoch = improving_epoch(reference) if at == "improving" else 0
+    """SIGKILL at (or inside) each write of an epoch's commit: in a middle epoch that improves the best (so that
+    it writes all three), in the first, and in the last (the resume finds the run finished). --resume auto cuts
+    the record back to last.ckpt, or rebuilds what last.ckpt is ahead of, and ends with the uninterrupted run's
+    rows and best.ckpt."""
+    improving, last = improving_epochs(reference), len(rows(reference)) - 1
+    middle = [e for e in improving if 0 < e < last]
+    assert middle, f"the reference run improves in no middle epoch ({improving}): the test needs one"
+    epoch = {"first": 0, "middle": middle[0], "last": last}[at]
     run = tmp_path / "run"
     kill_at(toy, run, write, when, epoch)
     committed = EPOCH_WRITES.index(write) + (when == "after")  # how many of the epoch's writes are complete
@@ -390,7 +394,7 @@ def test_a_kill_at_each_write_of_an_epoch_then_resume_is_exact(toy, reference, t
     out = capsys.readouterr().out
     if write == "metrics.jsonl" and when == "during":
         assert "dropped 1 torn line from" in out
-    if 1 <= committed < len(EPOCH_WRITES):  # last.ckpt of the epoch written, best.ckpt not
+    if 1 <= committed < len(EPOCH_WRITES) and epoch in improving:  # last.ckpt of the epoch written, best.ckpt not
         assert f"wrote {run / 'best.ckpt'} (epoch {epoch}) from {run / 'last.ckpt'}" in out
     assert not list(run.glob(".*.tmp"))
     same_rows(rows(run), rows(reference))
