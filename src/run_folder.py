@@ -215,7 +215,8 @@ def _settle_best(resume_path: Path, out_dir: Path, ckpt: dict, info: DistInfo) -
         log(info, f"copied {source} (epoch {want}) to {target}")
     elif want == ckpt["epoch"]:
         save_checkpoint(best_checkpoint(ckpt), target)
-        log(info, f"wrote {target} (epoch {want}) from {resume_path}: the run was killed before it wrote it")
+        log(info, f"wrote {target} (epoch {want}) from {resume_path}, which holds that epoch's weights (a run "
+                  "killed between the two writes leaves no best.ckpt of it)")
     else:
         log(info, f"warning: no best.ckpt of epoch {want} beside {resume_path}: {target} will be written by the "
                   "first epoch that beats its mAP")
