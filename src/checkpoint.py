@@ -63,6 +63,23 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_torch_save({"format": CHECKPOINT_FORMAT, **state}, path)
 
 
+# What best.ckpt holds beside its weights: what validate.py and infer.py need to rebuild the model, and the run's flags.
+BEST_META_KEYS = ("model_name", "num_classes", "image_size", "class_names", "args")
+
+
+def best_checkpoint(last: dict[str, Any]) -> dict[str, Any]:
+    """The best.ckpt of the epoch a last.ckpt state ``last`` was written at, when that epoch is the run's best
+    (``last["best"]``): its model or its EMA, as ``which`` says. The trainer writes best.ckpt with it, and a
+    resume rebuilds a best.ckpt that a kill left behind its last.ckpt with it."""
+    best = last["best"]
+    if best.get("epoch") != last["epoch"]:
+        raise ValueError(f"the best epoch ({best.get('epoch')}) is not the checkpoint's ({last['epoch']})")
+    weights = last["ema"] if best["which"] == "ema" else last["model"]
+    meta = {k: last.get(k, last["args"].get(k)) for k in BEST_META_KEYS}  # a last.ckpt of an older version
+    return {"kind": "best", **meta, "model": weights, "which": best["which"],
+            "epoch": best["epoch"], "map": float(best["map"])}
+
+
 def _first_line(e: BaseException) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return lines[0] if lines else type(e).__name__

@@ -10,16 +10,17 @@ import json
 import sys
 from pathlib import Path
 
-from src.checkpoint import CheckpointError, load_checkpoint
+from src.checkpoint import CheckpointError, best_checkpoint, load_checkpoint, save_checkpoint
 from src.data.builders import Datasets
 from src.data.labels import describe_list_change
 from src.distributed import DistInfo, log
 from src.errors import UserError
-from src.io_utils import LOCK_NAME, RunFolderLock, atomic_write, remove_stale_temporaries
-from src.training_flags import RUN_DEFINING, RUN_DEFINING_BEFORE
+from src.io_utils import LOCK_NAME, RunFolderLock, atomic_write, atomic_write_text, remove_stale_temporaries
+from src.run_metrics import METRICS_FILE, recorded_epochs, rows_text
+from src.training_flags import changed_run_flags
 
 __all__ = ["run_folder", "open_run_folder", "checkpoint_to_resume", "check_same_data", "check_same_test_set",
-           "check_same_run", "adopt_best", "read_saved_args", "remove_if_unused"]
+           "check_same_run", "settle_record", "read_saved_args", "remove_if_unused"]
 
 
 def run_folder(args: argparse.Namespace, data: Datasets) -> Path:
@@ -107,8 +108,7 @@ def check_restart(args, out_dir: Path, present: list[str]) -> None:
     if not saved_args.exists():
         return
     saved = read_saved_args(saved_args)
-    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(args, k)}" for k in RUN_DEFINING
-               if k in saved and saved[k] != getattr(args, k)]
+    changed = changed_run_flags(saved, args)
     if changed:
         raise UserError(f"{out_dir} holds another run ({saved_args} differs: {'; '.join(changed)}); "
                         "choose another --output")
@@ -169,23 +169,59 @@ def check_same_run(path: Path, ckpt: dict, args) -> None:
     if ckpt.get("kind") != "last":
         raise CheckpointError(f"{path} is a {ckpt.get('kind')} checkpoint; resume needs a last.ckpt")
     saved = ckpt["args"]
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}" for k in RUN_DEFINING
-               if saved.get(k, RUN_DEFINING_BEFORE.get(k)) != getattr(args, k)]
+    changed = changed_run_flags(saved, args)
     if changed:
         raise CheckpointError(f"{path} was written by a different run: " + "; ".join(changed))
 
 
-def adopt_best(resume_path: Path, out_dir: Path, best: dict, info: DistInfo) -> None:
-    """Resuming a run into another folder continues it there: bring its best.ckpt along."""
-    source, target = resume_path.parent / "best.ckpt", out_dir / "best.ckpt"
-    if resume_path.parent.resolve() == out_dir.resolve() or best.get("epoch") is None:
+def settle_record(resume_path: Path, out_dir: Path, ckpt: dict, info: DistInfo) -> None:
+    """Bring the run folder's record to the last.ckpt ``ckpt`` read from ``resume_path``: metrics.jsonl holds
+    exactly its history, and best.ckpt is the epoch its ``best`` names. What a kill left ahead of last.ckpt is cut
+    back and what it left behind is rebuilt, each with a line saying so (the order of an epoch's writes:
+    ``src.trainer.EPOCH_WRITES``). Main process only; a consistent folder is left untouched."""
+    _settle_rows(resume_path, out_dir, ckpt, info)
+    _settle_best(resume_path, out_dir, ckpt, info)
+
+
+def _settle_rows(resume_path: Path, out_dir: Path, ckpt: dict, info: DistInfo) -> None:
+    path, history = out_dir / METRICS_FILE, ckpt["history"]
+    epochs, torn = recorded_epochs(out_dir)
+    ahead = [e for e in epochs if e > ckpt["epoch"]]
+    if ahead or torn:
+        what = " and ".join(filter(None, [f"the rows of epochs {', '.join(map(str, ahead))}" if ahead else "",
+                                          f"{torn} torn line{'s' * (torn > 1)}" if torn else ""]))
+        log(info, f"dropped {what} from {path}, ahead of {resume_path} (epoch {ckpt['epoch']}): a run killed "
+                  "before it committed them; those epochs are trained again")
+    text = rows_text(history)
+    if not path.exists() or path.read_text(encoding="utf-8", errors="replace") != text:
+        atomic_write_text(path, text)
+
+
+def _settle_best(resume_path: Path, out_dir: Path, ckpt: dict, info: DistInfo) -> None:
+    """best.ckpt of the epoch ckpt["best"] names: kept; dropped when ahead of last.ckpt; brought from the resumed
+    run's folder; or rebuilt from last.ckpt when that epoch is last.ckpt's own (a kill between the two writes)."""
+    target, want = out_dir / "best.ckpt", ckpt["best"].get("epoch")
+    have = _best_epoch(target)
+    if want is None or have == want:
         return
-    if source.is_file() and load_checkpoint(source).get("epoch") == best["epoch"]:
+    if have is not None and have > ckpt["epoch"]:
+        target.unlink()
+        log(info, f"dropped {target} (epoch {have}), ahead of {resume_path} (epoch {ckpt['epoch']}): a run killed "
+                  "before it committed that epoch; it is trained again")
+    source = resume_path.parent / "best.ckpt"
+    if source.resolve() != target.resolve() and _best_epoch(source) == want:
         data = source.read_bytes()
         atomic_write(target, lambda f: f.write(data))
-        log(info, f"copied {source} (epoch {best['epoch']}) to {target}")
+        log(info, f"copied {source} (epoch {want}) to {target}")
+    elif want == ckpt["epoch"]:
+        save_checkpoint(best_checkpoint(ckpt), target)
+        log(info, f"wrote {target} (epoch {want}) from {resume_path}, which holds that epoch's weights (a run "
+                  "killed between the two writes leaves no best.ckpt of it)")
     else:
-        log(info, f"warning: {source} of epoch {best['epoch']} is not beside {resume_path}: {target} will be "
-                  "written by the first epoch that beats its mAP")
+        log(info, f"warning: no best.ckpt of epoch {want} beside {resume_path}: {target} will be written by the "
+                  "first epoch that beats its mAP")
 
 
+def _best_epoch(path: Path) -> int | None:
+    """The epoch of the best.ckpt at ``path``; None when there is none."""
+    return load_checkpoint(path, kind="best").get("epoch") if path.is_file() else None

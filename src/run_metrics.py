@@ -28,7 +28,7 @@ from src.errors import UserError
 from src.io_utils import WriteError, atomic_write_text
 
 __all__ = ["METRICS_FILE", "REQUIRED_KEYS", "MISSING_KEYS", "RANKING_KEYS", "MetricsError", "RunMetrics",
-           "append_row", "write_rows", "read_run"]
+           "append_row", "write_rows", "rows_text", "recorded_epochs", "read_run"]
 
 METRICS_FILE = "metrics.jsonl"
 REQUIRED_KEYS = ("epoch", "map", "map_ema")
@@ -54,7 +54,29 @@ def append_row(run_dir: Path, row: dict) -> None:
 
 def write_rows(run_dir: Path, rows: Sequence[dict]) -> None:
     """Replace RUN_DIR/metrics.jsonl with ``rows``, atomically (a resume keeps the rows of its checkpoint)."""
-    atomic_write_text(Path(run_dir) / METRICS_FILE, "".join(_line(r) for r in rows))
+    atomic_write_text(Path(run_dir) / METRICS_FILE, rows_text(rows))
+
+
+def rows_text(rows: Sequence[dict]) -> str:
+    """The text of a metrics.jsonl holding ``rows``."""
+    return "".join(_line(r) for r in rows)
+
+
+def recorded_epochs(run_dir: Path) -> tuple[list[int], int]:
+    """(the epochs of RUN_DIR/metrics.jsonl's readable rows, how many lines are not a readable row: a line torn
+    by a kill in mid-append); ([], 0) when the file is absent. For a resume that cuts the record back."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return [], 0
+    epochs, torn = [], 0
+    for line in filter(str.strip, lines):
+        try:
+            epochs.append(int(json.loads(line)["epoch"]))
+        except (ValueError, TypeError, KeyError):
+            torn += 1
+    return epochs, torn
 
 
 class MetricsError(UserError, ValueError):

@@ -20,7 +20,9 @@ import copy
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +33,8 @@ from timm.optim import param_groups_weight_decay
 from timm.utils import ModelEmaV3, random_seed
 from torch import nn
 
-from src.checkpoint import (CheckpointError, load_checkpoint, load_weights, plain, rng_state, save_checkpoint,
-                            set_rng_state)
+from src.checkpoint import (CheckpointError, best_checkpoint, load_checkpoint, load_weights, plain, rng_state,
+                            save_checkpoint, set_rng_state)
 from src.cli import torchrun_hint
 from src.data.augment import train_transform, val_transform
 from src.data.builders import Datasets
@@ -48,7 +50,7 @@ from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import build_loss, loss_hyperparameters
 from src.models import PretrainedUnavailable, create_model, create_model_with_weights
-from src.run_folder import adopt_best, check_same_data, check_same_run, open_run_folder, run_folder
+from src.run_folder import check_same_data, check_same_run, open_run_folder, run_folder, settle_record
 from src.run_metrics import append_row, write_rows
 from src.training_flags import check_args, loss_kwargs
 
@@ -211,7 +213,7 @@ class Run:
         """``dataset[indices]`` through the evaluation transform, this rank's shard, on the device."""
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=self.per_rank_batch, sampler=ShardSampler(list(indices), self.compute.info),
-            num_workers=_workers(self.args), collate_fn=collate_multilabel,
+            num_workers=_workers(self.args), collate_fn=collate_multilabel, worker_init_fn=_worker_ignores_sigterm,
             pin_memory=self.compute.device.type == "cuda")
         return Prefetcher(loader, self.pipeline.eval_pre, self.compute.device)
 
@@ -224,6 +226,13 @@ class Run:
             key, source = "train", copy.copy(self.data.train)
             source.transform = self.data.test.transform  # the evaluation transform: no augmentation
         return self.frozen.features(key, lambda: self._eval_batches(source, range(len(source))), len(source))
+
+
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """A DataLoader worker leaves SIGTERM to the main process, which shuts the workers down as it stops: a
+    scheduler signals the whole process group, and torch's workers would die of it and fill the log with the
+    main process's complaint about them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _workers(args: argparse.Namespace) -> int:
@@ -241,7 +250,7 @@ def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeli
     train_loader = torch.utils.data.DataLoader(
         data.train, batch_size=args.batch_size // compute.info.world_size, sampler=sampler,
         num_workers=_workers(args), drop_last=_single_last_batch(args, sampler, compute.info),
-        collate_fn=collate_multilabel,
+        collate_fn=collate_multilabel, worker_init_fn=_worker_ignores_sigterm,
         pin_memory=compute.device.type == "cuda", generator=loader_gen, persistent_workers=False)
     if args.max_steps_per_epoch:
         train_loader = _Truncated(train_loader, args.max_steps_per_epoch)
@@ -347,18 +356,98 @@ class RunState:
 
 # ----------------------------------------------------------------------------- the epoch loop
 
+class TrainingDiverged(UserError):
+    """A diverged or collapsed model, or a non-finite loss: one line, exit status 2; its epoch is not committed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler's stop, a preemption): the run stops where it is. ``folder``: its run folder,
+    once known."""
+    folder: Path | None = None
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a process killed by SIGTERM reports to its shell
+
+
 def run_training(parser: argparse.ArgumentParser, args: argparse.Namespace, build_datasets: BuildDatasets) -> dict:
     """Train as the flags say, evaluating model and EMA after every epoch; return the best result."""
     check_args(parser, args)
     info = init_distributed("cuda" if args.device.startswith("cuda") or
                             (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     try:
-        with report_user_errors(), contextlib.ExitStack() as held:  # a UserError: one line, exit status 2
-            return _run(args, build_datasets, info, held)
+        with _sigterm_stops_the_run(), report_user_errors(), contextlib.ExitStack() as held:  # a UserError:
+            return _run(args, build_datasets, info, held)  # one line, exit status 2
     except PretrainedUnavailable as e:
         parser.exit(2, f"{e}\n")
+    except Terminated as e:
+        if info.is_main:
+            print(_terminated_line(e.folder), file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_TERMINATED) from None
     finally:
         cleanup(info)
+
+
+class _SigtermGate:
+    """SIGTERM raises Terminated at once, but inside ``deferred()`` (an epoch's commit) only at its end: torch.save's
+    zip writer interrupted mid-file raises its own error instead, and a commit that finishes saves the epoch."""
+
+    def __init__(self):
+        self.depth, self.pending = 0, False
+
+    def handler(self, signum, frame) -> None:
+        if self.depth:
+            self.pending = True
+            return
+        raise Terminated()
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending:
+            self.pending = False
+            raise Terminated()
+
+
+_SIGTERM = _SigtermGate()
+
+
+@contextlib.contextmanager
+def _sigterm_stops_the_run():
+    """SIGTERM raises Terminated in the main thread (Python's default would end the process without a word).
+    Stopping at any instant is safe: an epoch is committed by last.ckpt (EPOCH_WRITES), atomic writes remove
+    their temporary, and the folder lock goes with the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _SIGTERM.handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _terminated_in(folder: Path):
+    """Give a Terminated raised inside the run folder it stopped."""
+    try:
+        yield
+    except Terminated as e:
+        e.folder = folder
+        raise
+
+
+def _terminated_line(folder: Path | None) -> str:
+    if folder is None:
+        return "stopped by SIGTERM before the run folder was opened: nothing was written"
+    if (folder / "last.ckpt").exists():
+        return (f"stopped by SIGTERM: {folder / 'last.ckpt'} (the last committed epoch) is intact; continue the run "
+                "with the same command and --resume auto")
+    return (f"stopped by SIGTERM before the first epoch of {folder} was committed; start it again with the same "
+            "command and --resume auto")
 
 
 def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.ExitStack) -> dict:
@@ -367,6 +456,7 @@ def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.E
     _torchrun_hint(args, compute)
     pipeline = input_pipeline(args, compute.device)
     data = _checked(args, build_datasets(args, pipeline.train_tf, pipeline.val_tf, pipeline.raw))
+    held.enter_context(_terminated_in(run_folder(args, data)))
     resume_path = open_run_folder(args, data, info, held)
     run = build_run(args, data, compute, pipeline, resuming=resume_path is not None)
     state = _restore(run, resume_path) if resume_path is not None else RunState()
@@ -374,7 +464,7 @@ def _run(args, build_datasets: BuildDatasets, info: DistInfo, held: contextlib.E
         log(info, f"already finished at epoch {state.epoch} (best mAP {state.best['map']:.2f} in "
                   f"{run.out_dir / 'best.ckpt'})")
         return dict(state.best)
-    _begin(run, state, resume_path)
+    _begin(run, state)
     progress = Progress(run.last_epoch, args.print_freq)
     for epoch in range(state.epoch + 1, run.last_epoch + 1):
         start = time.perf_counter()
@@ -400,7 +490,7 @@ def _train_and_evaluate(run: Run, epoch: int, progress: Progress) -> dict:
     try:
         stats = train_one_epoch(run.learner, run.train_batches(), epoch, progress)
     except NonFiniteLossError as e:
-        raise SystemExit(f"error: {e}") from e
+        raise TrainingDiverged(str(e)) from None
     evaluation = run.evaluate(run.scored_models(), f"eval epoch {epoch}/{run.last_epoch}")
     return {"epoch": epoch, **stats, **evaluation.metrics, "eval_skipped_images": evaluation.skipped,
             "score_spread": evaluation.spread["model"], "seconds": time.perf_counter() - start}
@@ -441,8 +531,8 @@ def _stop_if_diverged(run: Run, state: RunState, row: dict) -> None:
         print(_epoch_line(row, state.best, run.last_epoch), flush=True)
     kept = f"last.ckpt (epoch {state.epoch}) and best.ckpt are left as they were" if state.epoch >= 0 else \
         "no checkpoint was written"
-    raise SystemExit(f"error: training diverged at epoch {row['epoch']}: {row['diverged']}; lower --lr (now "
-                     f"{run.args.lr:g}); {kept}")
+    raise TrainingDiverged(f"training diverged at epoch {row['epoch']}: {row['diverged']}; lower --lr (now "
+                           f"{run.args.lr:g}); {kept}")
 
 
 def _torchrun_hint(args, compute: Compute) -> None:
@@ -469,12 +559,10 @@ def _checked(args, data: Datasets) -> Datasets:
     return data
 
 
-def _begin(run: Run, state: RunState, resume_path: Path | None) -> None:
+def _begin(run: Run, state: RunState) -> None:
     """Write metrics.jsonl (the rows so far) and args.json, and say what is being trained where."""
     info, out_dir, args = run.compute.info, run.out_dir, run.args
     if info.is_main:
-        if resume_path is not None:
-            adopt_best(resume_path, out_dir, state.best, info)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_rows(out_dir, state.history)
         atomic_write_text(out_dir / "args.json", json.dumps(vars(args), indent=1, default=str) + "\n")
@@ -543,7 +631,8 @@ def _oracle(args, full: torch.Tensor, observed: torch.Tensor, device) -> Missing
 
 
 def _restore(run: Run, path: Path) -> RunState:
-    """Load last.ckpt into the run's objects; a mismatch is an error, never a silent fresh start."""
+    """Load last.ckpt into the run's objects, and bring the run folder's record (metrics.jsonl, best.ckpt) to it;
+    a mismatch is an error, never a silent fresh start."""
     ckpt = load_checkpoint(path, required=LAST_KEYS, kind="last")
     check_same_run(path, ckpt, run.args)
     check_same_data(path, ckpt, run.identity)
@@ -561,32 +650,46 @@ def _restore(run: Run, path: Path) -> RunState:
                               f"training list {tuple(learner.label_store.shape)}")
     learner.label_store.copy_(ckpt["label_store"])
     set_rng_state(ckpt["rng"])
+    if run.compute.info.is_main:
+        with _SIGTERM.deferred():
+            settle_record(path, run.out_dir, ckpt, run.compute.info)
     if ckpt["epoch"] < run.last_epoch:  # a finished run says only that it is finished (in _run)
         log(run.compute.info, f"resumed from {path}: epoch {ckpt['epoch']} done, continuing at epoch "
                               f"{ckpt['epoch'] + 1}")
     return RunState(ckpt["epoch"], ckpt["global_step"], ckpt["history"], ckpt["best"])
 
 
+# The order in which an epoch is committed. last.ckpt comes first: it holds the epoch's row (its history) and the
+# best record, so a kill at any instant leaves either the previous epoch's last.ckpt (the epoch is trained again)
+# or this one's, ahead of which nothing else can be; a resume then brings metrics.jsonl and best.ckpt up to it
+# (``run_folder.settle_record``). tests/test_faults.py kills a run at each of these writes.
+EPOCH_WRITES = ("last.ckpt", "metrics.jsonl", "best.ckpt")
+
+
 def _write_epoch(run: Run, state: RunState, row: dict, improved: bool) -> None:
-    """Append the metrics row, then write last.ckpt (and best.ckpt), each atomically. Only tensors and plain
-    values go in, so that both load with torch.load(weights_only=True)."""
-    args, learner, identity, out_dir = run.args, run.learner, run.identity, run.out_dir
-    meta = {"model_name": args.model_name, "num_classes": identity["num_classes"], "image_size": args.image_size,
-            "class_names": identity["class_names"], "args": plain(vars(args))}
-    append_row(out_dir, row)
-    if improved:
-        which = state.best["which"]
-        weights = run.ema_state_dict() if which == "ema" else run.model.state_dict()
-        save_checkpoint({"kind": "best", **meta, "model": weights, "which": which, "epoch": row["epoch"],
-                         "map": float(state.best["map"])}, out_dir / "best.ckpt")
-    save_checkpoint({"kind": "last", **meta, "model": run.model.state_dict(), "ema": run.ema_state_dict(),
-                     "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
-                     "scaler": learner.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
-                     "history": plain(state.history), "best": plain(state.best),
-                     "label_store": learner.label_store.cpu(), "rng": rng_state(),
-                     "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"],
-                     "test_fingerprint": identity["test_fingerprint"]},
-                    out_dir / "last.ckpt")
+    """Commit an epoch in the order of EPOCH_WRITES: last.ckpt, the metrics row, best.ckpt (when the epoch is
+    the best so far), each atomically (the row: appended and fsynced); a SIGTERM meanwhile stops the run after
+    them. Only tensors and plain values go in, so that both checkpoints load with torch.load(weights_only=True)."""
+    last = _last_checkpoint(run, state)
+    with _SIGTERM.deferred():
+        save_checkpoint(last, run.out_dir / "last.ckpt")
+        append_row(run.out_dir, row)
+        if improved:
+            save_checkpoint(best_checkpoint(last), run.out_dir / "best.ckpt")
+
+
+def _last_checkpoint(run: Run, state: RunState) -> dict:
+    """What last.ckpt holds: everything an exact resume needs, and what best.ckpt takes from it."""
+    args, learner, identity = run.args, run.learner, run.identity
+    return {"kind": "last", "model_name": args.model_name, "num_classes": identity["num_classes"],
+            "image_size": args.image_size, "class_names": identity["class_names"], "args": plain(vars(args)),
+            "model": run.model.state_dict(), "ema": run.ema_state_dict(),
+            "optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
+            "scaler": learner.scaler.state_dict(), "epoch": state.epoch, "global_step": state.global_step,
+            "history": plain(state.history), "best": plain(state.best),
+            "label_store": learner.label_store.cpu(), "rng": rng_state(),
+            "train_list": identity["train_list"], "train_fingerprint": identity["train_fingerprint"],
+            "test_fingerprint": identity["test_fingerprint"]}
 
 
 def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:

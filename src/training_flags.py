@@ -1,18 +1,21 @@
 """The flags of train.py and train_nus.py beyond their data flags, with the official names and defaults, and the
-checks that need more than one flag. ``RUN_DEFINING`` names the flags that make a run what it is: a resume must
-not change them.
+checks that need more than one flag. ``FLAG_ROLES`` says, for every flag of both scripts (their data flags too),
+whether a resume may change it; ``RUN_DEFINING`` names the flags that make a run what it is.
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
 from src.models import PretrainedUnavailable, check_model_name, locate_imagenet_weights, pretrained_arg
 
-__all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "RUN_DEFINING", "RUN_DEFINING_BEFORE", "add_training_args",
-           "check_args", "loss_kwargs", "resolve_stop_epoch"]
+__all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "FLAG_ROLES", "RUN_DEFINING", "RUN_DEFINING_BEFORE",
+           "PRETRAINED_SHA256", "FLAG_TABLE_START", "FLAG_TABLE_END", "add_training_args", "changed_run_flags",
+           "check_args", "flag_name", "flag_table", "loss_kwargs", "resolve_stop_epoch"]
 
 # Loss hyperparameter flags: flag dest -> keyword of the loss constructors. They default to None so that
 # only what the user sets reaches build_loss; the loss signatures hold the defaults (one place).
@@ -23,11 +26,103 @@ LOSS_FLAGS = {"lamb": "lamb", "margin": "margin", "gamma": "gamma", "tau": "tau"
 
 OFFICIAL_STOP_EPOCH = 30  # the official code stops after epoch index 30 of its 80-epoch schedule
 
-# Flags that define a run: a resume with different values would not continue the same run.
-RUN_DEFINING = ("model_name", "loss", "lr", "epochs", "batch_size", "image_size", "seed", "weight_decay",
-                "ema_decay", "val_split", "split_seed", "val_split_labels", "freeze_backbone") + tuple(LOSS_FLAGS)
+# What a resume may do with each flag of train.py and train_nus.py: the one place for it. RUN_DEFINING, the resume
+# checks (``changed_run_flags``) and the table in docs/training.md (``flag_table``) come from it.
+RUN = "run-defining"  # a resume with another value is refused, naming the flag
+DATA = "checked by content"  # the data it names is fingerprinted; a moved copy resumes, other data is refused
+FREE = "may change"  # changes neither the trajectory nor the record
+FLAG_ROLES: dict[str, tuple[str, str]] = {
+    "dataset": (DATA, "train.py's training list: its images, their order and labels are fingerprinted"),
+    "train_dataset": (DATA, "train_nus.py's training list: fingerprinted as train.py's"),
+    "val_dataset": (DATA, "train_nus.py's test list: fingerprinted (the best epoch is picked on it)"),
+    "data": (DATA, "the image folder; the training list and the test set are fingerprinted"),
+    "classes": (DATA, "train_nus.py's class names: the names and their count are checked"),
+    "num_classes": (DATA, "the class count is checked"),
+    "model_name": (RUN, "the network"),
+    "lr": (RUN, "the OneCycle schedule's peak"),
+    "loss": (RUN, "the loss"),
+    **{dest: (RUN, "a loss hyperparameter") for dest in LOSS_FLAGS},
+    "epochs": (RUN, "the length of the OneCycle schedule"),
+    "batch_size": (RUN, "the batches and the steps per epoch"),
+    "image_size": (RUN, "the input"),
+    "seed": (RUN, "initialisation, data order and augmentation"),
+    "weight_decay": (RUN, "the optimizer"),
+    "ema_decay": (RUN, "the EMA model"),
+    "pretrained": (RUN, "the starting weights: the value, and for a file its sha256 (another file at the same "
+                        "path is refused)"),
+    "freeze_backbone": (RUN, "what trains"),
+    "max_steps_per_epoch": (RUN, "the steps per epoch, and so the OneCycle schedule"),
+    "amp": (RUN, "the precision of every step and the GradScaler state (auto: bf16 or fp16 on a GPU, off on "
+                 "the CPU, so --device can change it)"),
+    "gpu_pipeline": (RUN, "where images are decoded and augmented: the two pipelines draw different "
+                          "augmentations (auto: on with CUDA, so --device can change it)"),
+    "val_split": (RUN, "which images train and which choose the best epoch"),
+    "split_seed": (RUN, "which images are held out"),
+    "val_split_labels": (RUN, "the labels the held-out split is scored with, and so best.ckpt"),
+    "thre": (RUN, "the threshold of every metrics row's CP, CR, CF1, OP, OR, OF1"),
+    "oracle_list": (RUN, "every row's missing-label figures, and EPR's expected positives"),
+    "oracle_threshold": (RUN, "every row's missing-label figures"),
+    "stop_epoch": (FREE, "where training stops: a larger value continues a finished run"),
+    "workers": (FREE, "an epoch's augmentation depends on (seed, epoch, sample) only"),
+    "print_freq": (FREE, "how often a step line is printed and the loss checked"),
+    "device": (FREE, "where the run goes on (the last bits of the numbers may differ between devices)"),
+    "compile": (FREE, "the same computation compiled (the last bits may differ)"),
+    "check_images": (FREE, "a check before training"),
+    "skip_bad_images": (FREE, "without it a bad image stops the run; with it, later epochs leave it out (counted "
+                              "in skipped_images)"),
+    "allow_small_data": (FREE, "a permission: --batch-size is run-defining"),
+    "output": (FREE, "the run folder"),
+    "resume": (FREE, "the checkpoint to continue"),
+}
+RUN_DEFINING = tuple(dest for dest, (role, _) in FLAG_ROLES.items() if role == RUN)
 # The value of a run-defining flag that a run written before the flag existed had.
 RUN_DEFINING_BEFORE = {"freeze_backbone": False, "val_split_labels": "observed"}
+# Recorded beside the flags (in args.json and last.ckpt's args): the sha256 of a --pretrained file.
+PRETRAINED_SHA256 = "pretrained_sha256"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+# docs/training.md shows flag_table() between these two lines.
+FLAG_TABLE_START = "<!-- the table of src.training_flags.flag_table(): edit FLAG_ROLES, not here -->"
+FLAG_TABLE_END = "<!-- end of the flag table -->"
+
+
+def flag_table() -> str:
+    """The Markdown table of FLAG_ROLES that docs/training.md shows (tests/test_docs.py keeps them equal)."""
+    lines = ["| flag | on resume | what it sets |", "| --- | --- | --- |"]
+    lines += [f"| `{flag_name(dest)}` | {role} | {why} |" for dest, (role, why) in FLAG_ROLES.items()]
+    return "\n".join(lines) + "\n"
+
+
+def changed_run_flags(saved: dict, args: argparse.Namespace) -> list[str]:
+    """The run-defining flags of ``args`` that differ from ``saved`` (the flags a run recorded), each as
+    '--flag OLD -> NEW'; a flag the run did not record counts as its RUN_DEFINING_BEFORE value, else is not
+    checked. --pretrained also when its file's sha256 differs from the recorded one."""
+    changed = [f"{flag_name(k)} {saved.get(k)} -> {getattr(args, k)}" for k in RUN_DEFINING
+               if (k in saved or k in RUN_DEFINING_BEFORE)
+               and saved.get(k, RUN_DEFINING_BEFORE.get(k)) != getattr(args, k)]
+    before, now = saved.get(PRETRAINED_SHA256), getattr(args, PRETRAINED_SHA256, None)
+    if before is not None and before != now and saved.get("pretrained") == args.pretrained:
+        changed.append(f"--pretrained {args.pretrained}: another file at that path (sha256 {before[:12]}... -> "
+                       f"{str(now)[:12]}...)")
+    return changed
+
+
+def record_pretrained_sha256(args: argparse.Namespace) -> None:
+    """Set args.pretrained_sha256: the sha256 of the --pretrained file, None for imagenet or none."""
+    path = Path(args.pretrained)
+    setattr(args, PRETRAINED_SHA256, _file_sha256(path) if args.pretrained not in ("imagenet", "none") else None)
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -148,6 +243,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--{flag.replace('_', '-')} must be positive")
     if args.max_steps_per_epoch is not None and args.max_steps_per_epoch <= 0:
         parser.error("--max-steps-per-epoch must be positive")
+    record_pretrained_sha256(args)
     if args.pretrained == "imagenet" and args.resume is None:  # offline and not cached: say so before any work
         try:
             locate_imagenet_weights(args.model_name, args.image_size)

@@ -69,10 +69,12 @@ def synthetic_study():
 @pytest.fixture
 def nus_folder(toy_coco):
     """nus_folder(root, n_train, n_val) -> root, a NUS-WIDE-shaped folder made of toy COCO images: ROOT/images and
-    ROOT/train.txt, ROOT/val.txt (the toy full-label lines, read as 81-class lists)."""
+    ROOT/train.txt, ROOT/val.txt (the toy full-label lines, with NUS-WIDE's last class, 80, added to the first
+    image so that the lists span the 81 classes)."""
     def make(root, n_train, n_val):
         (root / "images").mkdir()
         lines = (toy_coco / "coco_train_full.txt").read_text().splitlines()[:n_train + n_val]
+        lines[0] += " 80"
         for line in lines:
             shutil.copy(toy_coco / "train2014" / line.split(",")[0], root / "images")
         (root / "train.txt").write_text("\n".join(lines[:n_train]) + "\n")

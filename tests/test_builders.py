@@ -94,3 +94,27 @@ def test_a_bad_default_list_says_it_is_the_default_for_real_coco(toy_coco, tmp_p
     with pytest.raises(UserError) as err:
         coco_datasets(_args(add_coco_args, ["--data", str(toy_coco), "--dataset", str(given)]), None, None, False)
     assert "not given" not in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_nus_lists_of_another_class_count_than_the_names_are_refused_naming_classes(nus_folder, tmp_path):
+    """7-class lists were trained as NUS-WIDE's 81 concepts without a word; an 8-name --classes file for them
+    named a class no image has."""
+    nus_folder(tmp_path, 4, 3)
+    for split in ("train", "val"):  # the same images, labels in 7 classes (index 6 used)
+        names = [line.split(",")[0] for line in (tmp_path / f"{split}.txt").read_text().splitlines()]
+        (tmp_path / f"{split}7.txt").write_text("".join(f"{n},{i % 7} 6\n" for i, n in enumerate(names)))
+    flags = ["--data", str(tmp_path), "--train-dataset", str(tmp_path / "train7.txt"), "--val-dataset",
+             str(tmp_path / "val7.txt")]
+    seven, eight = tmp_path / "seven.txt", tmp_path / "eight.txt"
+    seven.write_text("".join(f"c{i}\n" for i in range(7)))
+    eight.write_text("".join(f"c{i}\n" for i in range(8)))
+
+    def build(*extra):
+        return nus_datasets(_args(add_nus_args, [*flags, *extra]), None, None, False)
+
+    with pytest.raises(UserError, match=r"use 7 classes \(indices 0\.\.6\), but without --classes the classes are "
+                                        r"NUS-WIDE's 81 concepts: pass --classes FILE"):
+        build()
+    with pytest.raises(UserError, match=rf"use 7 classes .*but --classes {eight} has 8 names: pass --classes"):
+        build("--classes", str(eight))
+    assert build("--classes", str(seven)).class_names == [f"c{i}" for i in range(7)]

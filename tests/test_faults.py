@@ -1,5 +1,6 @@
 """Fault injection: every bad input or accident ends in a one-line error naming its culprit (exit status 2),
 or in an exact recovery, and nothing written earlier is lost. docs/reliability.md lists the guarantees."""
+import hashlib
 import json
 import os
 import shutil
@@ -16,8 +17,10 @@ import torch
 import train
 import validate
 from src.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from src.engine import selected_map
 from src.tools import upgrade_checkpoint
 from src.toy.shapes import NUM_CLASSES
+from src.trainer import EPOCH_WRITES
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"seconds", "train_seconds", "images_per_second"}
@@ -210,6 +213,31 @@ def test_resume_auto_never_restarts_a_run_whose_last_ckpt_was_deleted(toy, refer
     assert files(run) == before
 
 
+def test_a_resume_that_changes_a_run_defining_flag_is_refused_naming_it(toy, reference, tmp_path, capsys):
+    """--max-steps-per-epoch cuts the OneCycle schedule: it was accepted and args.json rewritten to claim it."""
+    run = copy_run(reference, tmp_path / "run")
+    before = files(run)
+    line = error_line(capsys, train.main, run_args(toy, run, "--resume", "auto", stop=3, steps=3))
+    assert f"{run / 'last.ckpt'} was written by a different run: --max-steps-per-epoch 2 -> 3" in line
+    assert files(run) == before
+
+
+def test_another_pretrained_file_at_the_same_path_is_refused_on_resume(toy, reference, tmp_path, capsys):
+    weights = tmp_path / "weights.ckpt"
+    shutil.copy(reference / "best.ckpt", weights)
+    run = tmp_path / "run"
+    argv = run_args(toy, run, stop=0)
+    argv[argv.index("--pretrained") + 1] = str(weights)
+    train.main(argv)
+    recorded = json.loads((run / "args.json").read_text())["pretrained_sha256"]
+    assert recorded == hashlib.sha256(weights.read_bytes()).hexdigest()
+    shutil.copy(reference / "last.ckpt", weights)  # another file at the same path
+    before = files(run)
+    line = error_line(capsys, train.main, argv + ["--resume", "auto", "--stop-epoch", "1"])
+    assert f"different run: --pretrained {weights}: another file at that path (sha256 {recorded[:12]}" in line
+    assert files(run) == before
+
+
 def test_resuming_a_best_ckpt_says_to_resume_last_ckpt(toy, reference, tmp_path, capsys):
     line = error_line(capsys, train.main, run_args(toy, tmp_path / "new", "--resume", str(reference / "best.ckpt"),
                                                    stop=3))
@@ -283,42 +311,179 @@ def test_every_checkpoint_load_names_a_damaged_file(toy, reference, tmp_path, ca
 
 # ----------------------------------------------------------------------------- crashes
 
-KILL_DURING_WRITE = """
-import os, signal, sys
-from pathlib import Path
+# A run that SIGKILLs itself at one write of an epoch's commit (src.trainer.EPOCH_WRITES), named by KILL_AT =
+# "WRITE:WHEN:EPOCH": WHEN "during" leaves part of the file (an atomic write's temporary, or half a metrics row),
+# "after" kills right after the write is complete.
+KILL_AT_WRITE = """
+import json, os, signal, sys
 sys.path.insert(0, os.getcwd())
-import src.io_utils as io
-real, calls = io.atomic_write, []
+import src.trainer as trainer
+from src.io_utils import atomic_write
 
-def dying(path, write):  # the second last.ckpt (epoch 1): write part of it, then kill -9 ourselves
-    if Path(path).name == "last.ckpt":
-        calls.append(path)
-        if len(calls) == 2:
-            def partial(f):
-                f.write(b"PK\\x03\\x04 part of a checkpoint")
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(path, partial)
-    return real(path, write)
+name, when, epoch = os.environ["KILL_AT"].split(":")
+real_save, real_append = trainer.save_checkpoint, trainer.append_row
 
-io.atomic_write = dying
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def partial(f):
+    f.write(b"PK\\x03\\x04 part of a checkpoint")
+    f.flush()
+    die()
+
+def save_checkpoint(state, path):
+    if path.name == name and state["epoch"] == int(epoch):
+        if when == "during":
+            atomic_write(path, partial)
+        real_save(state, path)
+        die()
+    return real_save(state, path)
+
+def append_row(run_dir, row):
+    if name == "metrics.jsonl" and row["epoch"] == int(epoch):
+        if when == "during":
+            with open(run_dir / name, "a") as f:
+                f.write(json.dumps(row)[:25])
+            die()
+        real_append(run_dir, row)
+        die()
+    return real_append(run_dir, row)
+
+trainer.save_checkpoint, trainer.append_row = save_checkpoint, append_row
 import train
 train.main(sys.argv[1:])
 """
 
 
-def test_kill_9_while_writing_a_checkpoint_then_resume_is_exact(toy, reference, tmp_path):
-    run = tmp_path / "run"
+def improving_epochs(reference: Path) -> list[int]:
+    """The epochs whose model beats every earlier one (they write best.ckpt), 0 first."""
+    maps = [selected_map(r) for r in rows(reference)]
+    return [e for e in range(len(maps)) if e == 0 or maps[e] > max(maps[:e])]
+
+
+def kill_at(toy: Path, run: Path, write: str, when: str, epoch: int) -> None:
     # the same thread count as this process (the reference run's), so that the float sums match bit for bit
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    done = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, *run_args(toy, run, stop=1)], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "KILL_AT": f"{write}:{when}:{epoch}"}
+    done = subprocess.run([sys.executable, "-c", KILL_AT_WRITE, *run_args(toy, run)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
-    leftovers = [p.name for p in run.glob(".last.ckpt.*.tmp")]
-    assert len(leftovers) == 1 and load_checkpoint(run / "last.ckpt")["epoch"] == 0
-    train.main(run_args(toy, run, "--resume", "auto", stop=1))
+
+
+def last_epoch_in(run: Path) -> int | None:
+    return load_checkpoint(run / "last.ckpt")["epoch"] if (run / "last.ckpt").exists() else None
+
+
+@pytest.mark.parametrize("write, when, at", [(w, when, "middle") for w in EPOCH_WRITES for when in ("during", "after")]
+                         + [("last.ckpt", "during", "first"), ("best.ckpt", "during", "first"),
+                            ("last.ckpt", "after", "last")])
+def test_a_kill_at_each_write_of_an_epoch_then_resume_is_exact(toy, reference, tmp_path, capsys, write, when, at):
+    """SIGKILL at (or inside) each write of an epoch's commit: in a middle epoch that improves the best (so that
+    it writes all three), in the first, and in the last (the resume finds the run finished). --resume auto cuts
+    the record back to last.ckpt, or rebuilds what last.ckpt is ahead of, and ends with the uninterrupted run's
+    rows and best.ckpt."""
+    improving, last = improving_epochs(reference), len(rows(reference)) - 1
+    middle = [e for e in improving if 0 < e < last]
+    assert middle, f"the reference run improves in no middle epoch ({improving}): the test needs one"
+    epoch = {"first": 0, "middle": middle[0], "last": last}[at]
+    run = tmp_path / "run"
+    kill_at(toy, run, write, when, epoch)
+    committed = EPOCH_WRITES.index(write) + (when == "after")  # how many of the epoch's writes are complete
+    assert last_epoch_in(run) == (epoch if committed else epoch - 1 if epoch else None)
+    capsys.readouterr()
+    train.main(run_args(toy, run, "--resume", "auto"))
+    out = capsys.readouterr().out
+    if write == "metrics.jsonl" and when == "during":
+        assert "dropped 1 torn line from" in out
+    if 1 <= committed < len(EPOCH_WRITES) and epoch in improving:  # last.ckpt of the epoch written, best.ckpt not
+        assert f"wrote {run / 'best.ckpt'} (epoch {epoch}) from {run / 'last.ckpt'}" in out
     assert not list(run.glob(".*.tmp"))
-    same_rows(rows(run), rows(reference)[:2])  # epochs 0 and 1 of the uninterrupted run, bit for bit
+    same_rows(rows(run), rows(reference))
+    got, want = load_checkpoint(run / "best.ckpt"), load_checkpoint(reference / "best.ckpt")
+    assert (got["epoch"], got["which"], got["map"]) == (want["epoch"], want["which"], want["map"])
+    assert all(torch.equal(got["model"][k], v) for k, v in want["model"].items())
+
+
+def test_a_non_finite_loss_is_one_error_line_with_status_2(toy, reference, tmp_path, capsys, monkeypatch):
+    import src.trainer as trainer
+    real = trainer.build_loss
+
+    def nan_loss(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        return lambda logits, targets, epoch=None: loss(logits, targets, epoch=epoch) * float("nan")
+
+    monkeypatch.setattr(trainer, "build_loss", nan_loss)
+    run = copy_run(reference, tmp_path / "run")
+    before = files(run)
+    line = error_line(capsys, train.main, run_args(toy, run, "--resume", "auto", stop=3))
+    assert line.startswith("error: non-finite loss at epoch 3, step ") and "is intact" in line
+    after = files(run)
+    assert all(after[name] == before[name] for name in ("last.ckpt", "best.ckpt", "metrics.jsonl"))
+
+
+def test_sigterm_stops_with_one_line_and_status_143_then_resume_is_exact(toy, reference, tmp_path):
+    """A scheduler's SIGTERM (a preemption) to the whole process group, DataLoader workers included, at whatever
+    instant it comes: one line naming the folder and how to continue, no traceback, exit status 143
+    (128 + SIGTERM), and --resume auto ends as the uninterrupted run."""
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    argv = run_args(toy, run)
+    argv[argv.index("-j") + 1] = "2"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (run / "last.ckpt").exists():
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == (f"stopped by SIGTERM: {run / 'last.ckpt'} (the last committed epoch) is "
+                                            "intact; continue the run with the same command and --resume auto")
+    assert "Traceback" not in err and not list(run.glob(".*.tmp"))
+    train.main(run_args(toy, run, "--resume", "auto"))
+    same_rows(rows(run), rows(reference))
+
+
+def test_a_sigterm_inside_a_checkpoint_write_lets_the_commit_finish_then_stops(toy, reference, tmp_path, capsys,
+                                                                             monkeypatch):
+    """SIGTERM while torch.save writes last.ckpt (its zip writer cannot be interrupted cleanly: a traceback and
+    exit 1 before): the epoch's commit finishes, then the run stops with its line and status 143."""
+    import src.io_utils as io
+    real_fdopen, sent = io.os.fdopen, []
+
+    class SignalsOnAZipWrite:
+        """The run's first checkpoint file: SIGTERM at its third write, in the middle of the zip."""
+
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1 if self.writes or bytes(data[:2]) == b"PK" else 0
+            if self.writes == 3 and not sent:
+                sent.append(1)
+                os.kill(os.getpid(), signal.SIGTERM)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(io.os, "fdopen", lambda *a, **k: SignalsOnAZipWrite(real_fdopen(*a, **k)))
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        train.main(run_args(toy, run))
+    monkeypatch.undo()
+    assert e.value.code == 143 and sent
+    assert f"stopped by SIGTERM: {run / 'last.ckpt'}" in capsys.readouterr().err
+    assert load_checkpoint(run / "last.ckpt")["epoch"] == 0 and load_checkpoint(run / "best.ckpt")["epoch"] == 0
+    assert [r["epoch"] for r in rows(run)] == [0] and not list(run.glob(".*.tmp"))
+    train.main(run_args(toy, run, "--resume", "auto"))
+    same_rows(rows(run), rows(reference))
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(toy, reference, tmp_path, capsys, monkeypatch):

@@ -2,21 +2,25 @@
 folder, and the checks that a checkpoint belongs to this run and its data. tests/test_train.py and
 tests/test_faults.py run the same checks through train.py."""
 import argparse
+import hashlib
 import json
 
 import pytest
+import torch
 
-from src.checkpoint import CheckpointError
-from src.errors import UserError
+import train
+from src.checkpoint import CheckpointError, best_checkpoint, load_checkpoint, save_checkpoint
 from src.data.labels import LabelEntry, list_fingerprint
+from src.distributed import DistInfo
+from src.errors import UserError
 from src.run_folder import (check_output_folder, check_same_data, check_same_run, checkpoint_to_resume,
-                            remove_if_unused)
-from src.training_flags import RUN_DEFINING
+                            remove_if_unused, settle_record)
+from src.training_flags import FLAG_ROLES, PRETRAINED_SHA256, RUN, RUN_DEFINING, check_args
 
 
 def run_args(**changes):
-    values = {k: None for k in RUN_DEFINING} | {"model_name": "resnet50", "loss": "Hill", "lr": 1e-4,
-                                                 "resume": None} | changes
+    """train.py's flags at their defaults (``pretrained_sha256`` as check_args records it), with ``changes``."""
+    values = vars(train.get_parser().parse_args([])) | {PRETRAINED_SHA256: None} | changes
     return argparse.Namespace(**values)
 
 
@@ -137,3 +141,99 @@ def test_check_same_data_refuses_another_test_set(tmp_path, capsys):
     old = {k: v for k, v in ckpt.items() if k != "test_fingerprint"}  # written before test sets were recorded
     check_same_data(path, old, grown)
     assert "records no test-set fingerprint" in capsys.readouterr().err
+
+
+def _another(value):
+    """A value other than ``value`` of the same kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    return f"{value}-other"
+
+
+@pytest.mark.parametrize("dest", RUN_DEFINING)
+def test_every_run_defining_flag_changed_on_resume_is_refused_naming_it(tmp_path, dest):
+    """The walk over the table of docs/training.md (FLAG_ROLES): last.ckpt's flags and args.json's both."""
+    saved = vars(run_args())
+    changed = run_args(**{dest: _another(saved[dest])})
+    flag = "--" + dest.replace("_", "-")
+    with pytest.raises(CheckpointError, match=f"different run: {flag} "):
+        check_same_run(tmp_path / "last.ckpt", {"kind": "last", "args": saved}, changed)
+    (tmp_path / "args.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=f"args.json differs: {flag} "):
+        check_output_folder(run_args(resume="auto", **{dest: changed.__dict__[dest]}), tmp_path, None)
+
+
+def test_the_flags_that_may_change_on_resume_are_accepted(tmp_path):
+    saved = vars(run_args())
+    free = [d for d, (role, _) in FLAG_ROLES.items() if role != RUN and d in saved]
+    check_same_run(tmp_path / "last.ckpt", {"kind": "last", "args": saved},
+                   run_args(**{d: _another(saved[d]) for d in free}))
+
+
+def test_another_pretrained_file_at_the_same_path_is_refused(tmp_path):
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"first")
+    p = train.get_parser()
+    saved = p.parse_args(["--pretrained", str(weights), "--epochs", "3"])
+    check_args(p, saved)
+    assert getattr(saved, PRETRAINED_SHA256) == hashlib.sha256(b"first").hexdigest()
+    ckpt = {"kind": "last", "args": vars(saved)}
+    now = p.parse_args(["--pretrained", str(weights), "--epochs", "3", "--resume", "auto"])
+    check_args(p, now)
+    check_same_run(tmp_path / "last.ckpt", ckpt, now)  # the same file
+    weights.write_bytes(b"second")
+    check_args(p, now)
+    with pytest.raises(CheckpointError, match=f"--pretrained {weights}: another file at that path"):
+        check_same_run(tmp_path / "last.ckpt", ckpt, now)
+    old = {k: v for k, v in vars(saved).items() if k != PRETRAINED_SHA256}  # recorded before the hash was
+    check_same_run(tmp_path / "last.ckpt", {"kind": "last", "args": old}, now)
+
+
+def _last(epoch: int, best_epoch: int, which: str = "ema") -> dict:
+    """A last.ckpt state of epoch ``epoch`` whose best is ``best_epoch`` (its model and EMA weights tell apart)."""
+    history = [{"epoch": e, "map": 10.0 + e, "map_ema": 9.0 + e, "selected": "model"} for e in range(epoch + 1)]
+    return {"kind": "last", "epoch": epoch, "history": history, "args": {"image_size": 32},
+            "best": {"map": 10.0 + best_epoch, "epoch": best_epoch, "which": which},
+            "model": {"w": torch.zeros(2)}, "ema": {"w": torch.ones(2)}, "model_name": "resnet10t",
+            "num_classes": 2, "image_size": 32, "class_names": None}
+
+
+def _record(folder, row_epochs, best_epoch, torn=False):
+    rows = "".join(json.dumps({"epoch": e, "map": 1.0, "map_ema": 1.0}) + "\n" for e in row_epochs)
+    (folder / "metrics.jsonl").write_text(rows + ('{"epoch": 9, "ma' if torn else ""))
+    if best_epoch is not None:
+        save_checkpoint({"kind": "best", "epoch": best_epoch, "model": {"w": torch.full((2,), 5.0)}},
+                        folder / "best.ckpt")
+
+
+def test_a_record_ahead_of_last_ckpt_is_cut_back_saying_what_was_dropped(tmp_path, capsys):
+    """An older version's order (row, best.ckpt, last.ckpt) killed before last.ckpt of epoch 2: rows of epoch 2
+    and a torn line, and best.ckpt of epoch 2, are ahead of last.ckpt (epoch 1, itself the best)."""
+    _record(tmp_path, [0, 1, 2], best_epoch=2, torn=True)
+    settle_record(tmp_path / "last.ckpt", tmp_path, _last(1, 1), DistInfo())
+    out = capsys.readouterr().out.splitlines()
+    assert [r["epoch"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [0, 1]
+    assert any(f"dropped the rows of epochs 2 and 1 torn line from {tmp_path / 'metrics.jsonl'}" in x for x in out)
+    assert any(f"dropped {tmp_path / 'best.ckpt'} (epoch 2), ahead of" in x for x in out)
+    best = load_checkpoint(tmp_path / "best.ckpt")  # rebuilt from last.ckpt: the EMA, epoch 1
+    assert (best["epoch"], best["which"], best["model_name"]) == (1, "ema", "resnet10t")
+    assert torch.equal(best["model"]["w"], torch.ones(2))
+
+
+def test_a_best_ckpt_that_cannot_be_rebuilt_is_said_so(tmp_path, capsys):
+    _record(tmp_path, [0, 1, 2], best_epoch=2)
+    settle_record(tmp_path / "last.ckpt", tmp_path, _last(1, 0), DistInfo())  # the best epoch 0 is gone
+    out = capsys.readouterr().out
+    assert "dropped" in out and "warning: no best.ckpt of epoch 0" in out and not (tmp_path / "best.ckpt").exists()
+
+
+def test_a_consistent_record_is_left_untouched(tmp_path, capsys):
+    last = _last(1, 1, which="model")
+    save_checkpoint(best_checkpoint(last), tmp_path / "best.ckpt")
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in last["history"]))
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+    settle_record(tmp_path / "last.ckpt", tmp_path, last, DistInfo())
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()} == before
+    assert capsys.readouterr().out == ""

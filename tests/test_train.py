@@ -262,8 +262,10 @@ def test_a_diverged_run_is_flagged_and_stopped_and_never_best(toy_coco, tmp_path
     """--lr 1e4: the loss grows by orders of magnitude and the scores collapse; exit 0 with a "best mAP" above
     the healthy run's before."""
     run = tmp_path / "run"
-    with pytest.raises(SystemExit, match=r"training diverged at epoch 0: .*lower --lr \(now 10000\); no checkpoint"):
+    with pytest.raises(SystemExit, match=r"training diverged at epoch 0: .*lower --lr \(now 10000\); no checkpoint") \
+            as e:
         train.main(small_args(toy_coco, run, "--lr", "1e4", steps=4))
+    assert e.value.code == 2  # as docs/reliability.md says: an error line, exit status 2
     (row,) = rows(run)
     assert row["diverged"] and "DIVERGED: " in capsys.readouterr().out
     assert not (run / "best.ckpt").exists() and not (run / "last.ckpt").exists()

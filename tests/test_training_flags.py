@@ -1,9 +1,11 @@
 """src/training_flags.py: the official defaults, the loss hyperparameter flags, and the checks across flags."""
 import argparse
+from pathlib import Path
 
 import pytest
 
-from src.training_flags import LOSS_FLAGS, RUN_DEFINING, RUN_DEFINING_BEFORE, add_training_args, check_args, loss_kwargs
+from src.training_flags import (FLAG_ROLES, FLAG_TABLE_END, FLAG_TABLE_START, LOSS_FLAGS, RUN_DEFINING,
+                                RUN_DEFINING_BEFORE, add_training_args, check_args, flag_table, loss_kwargs)
 
 
 def parse(*argv):
@@ -78,3 +80,19 @@ def test_freeze_backbone_is_off_by_default_and_run_defining():
     # a run written before a flag existed counts as having had the flag's default
     assert set(RUN_DEFINING_BEFORE) <= set(RUN_DEFINING)
     assert all(getattr(a, k) == v for k, v in RUN_DEFINING_BEFORE.items())
+
+
+def test_every_flag_of_both_training_scripts_says_what_a_resume_may_do():
+    import train
+    import train_nus
+
+    dests = {a.dest for parser in (train.get_parser(), train_nus.get_parser()) for a in parser._actions} - {"help"}
+    assert dests == set(FLAG_ROLES)  # every flag classified, none classified that does not exist
+    assert {"pretrained", "max_steps_per_epoch"} <= set(RUN_DEFINING)
+
+
+def test_the_table_in_docs_training_md_is_the_one_in_code():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    start = text.index(FLAG_TABLE_START) + len(FLAG_TABLE_START) + 1
+    assert text[start:text.index(FLAG_TABLE_END)] == flag_table(), \
+        "regenerate the table: python -c 'from src.training_flags import flag_table; print(flag_table())'"

@@ -130,9 +130,28 @@ def nus_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: Ca
     kw = dict(raw=raw, skip_bad_images=args.skip_bad_images, class_names=names)
     train = label_list_dataset(images, args.train_dataset, num_classes, transform=train_tf, **kw)
     test = label_list_dataset(images, args.val_dataset, num_classes, transform=val_tf, **kw)
+    _check_class_count(args, train, test, names)
     _warn_mismatch(train, test)
     return Datasets(train=train, test=test, num_classes=num_classes, train_list=args.train_dataset,
                     class_names=names)
+
+
+def _check_class_count(args: argparse.Namespace, train: MultiLabelImages, test: MultiLabelImages,
+                       names: list[str] | None) -> None:
+    """Lists whose highest class index is below the last named class were written for fewer classes: 7-class
+    lists read as NUS-WIDE's 81 concepts would train 81 outputs and name the 7 classes wrongly, and a --classes
+    file with a name too many shifts nothing but names a class no image has. Unnamed classes (--num-classes N)
+    are the user's count and are not checked."""
+    if names is None:
+        return
+    used = 1 + max((max(e.labels) for ds in (train, test) for e in ds.entries if e.labels), default=-1)
+    if used == len(names):
+        return
+    named = (f"--classes {args.classes} has {len(names)} names" if args.classes else
+             f"without --classes the classes are NUS-WIDE's {len(names)} concepts")
+    raise UserError(f"the label lists {train.source} and {test.source} use {used} classes (indices 0..{used - 1}), "
+                    f"but {named}: pass --classes FILE with the lists' {used} class names, one per line in index "
+                    "order")
 
 
 def class_counts(dataset: MultiLabelImages) -> np.ndarray:
