@@ -5,20 +5,19 @@ import math
 import pytest
 
 from src.loss_functions.losses import LOSS_NAMES
-from src.tools.plot_metrics import (
+from src.figures import (
     REFERENCE_COLOR,
-    MetricsError,
     display_name,
     draw_runs,
     is_full_label,
     loss_color,
-    main,
     panel_keys,
     plot_runs,
     plot_strength_gap,
-    read_run,
     run_label,
 )
+from src.run_metrics import MetricsError, read_run
+from src.tools.plot_metrics import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

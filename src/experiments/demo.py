@@ -24,7 +24,7 @@ from typing import Sequence
 
 from src.experiments.experiments import RunSpec, add_size_args, parse_losses, prepare, recipe_from_args, train_run
 from src.run_metrics import RunMetrics
-from src.tools.plot_metrics import display_name, plot_runs
+from src.figures import display_name, plot_runs
 
 __all__ = ["DEFAULT_LOSSES", "results_table", "main"]
 

@@ -28,7 +28,7 @@ from src.engine import selected_map
 from src.experiments.preregistered_plan import PROTOCOLS, Protocol, Run, is_exported, plan_runs
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import loss_hyperparameters
-from src.tools.plot_metrics import display_name, loss_color
+from src.figures import display_name, loss_color
 
 __all__ = ["RunResult", "load_protocol", "report"]
 
