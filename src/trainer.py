@@ -47,7 +47,8 @@ from src.errors import UserError, report_user_errors
 from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import build_loss, loss_hyperparameters
-from src.models import PretrainedUnavailable, create_model, create_model_with_weights
+from src.models import create_model, create_model_with_weights
+from src.pretrained import PretrainedUnavailable
 from src.run_folder import adopt_best, check_same_data, check_same_run, open_run_folder, run_folder
 from src.run_metrics import append_row, write_rows
 from src.training_flags import check_args, loss_kwargs

@@ -9,7 +9,8 @@ import difflib
 from typing import Any
 
 from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
-from src.models import PretrainedUnavailable, check_model_name, locate_imagenet_weights, pretrained_arg
+from src.models import check_model_name, pretrained_arg
+from src.pretrained import PretrainedUnavailable, locate_imagenet_weights
 
 __all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "RUN_DEFINING", "RUN_DEFINING_BEFORE", "add_training_args",
            "check_args", "loss_kwargs", "resolve_stop_epoch"]

@@ -3,6 +3,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +102,13 @@ def _flip_a_bit(path, at=8):
 def flip_a_bit():
     """flip_a_bit(path, at=8): flip a bit at byte ``at`` of the first tensor stored in a torch zip file."""
     return _flip_a_bit
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face hub cache under tmp_path, offline (constants patched: the env is read at import)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache
