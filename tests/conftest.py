@@ -25,6 +25,32 @@ def toy_coco(tmp_path_factory) -> Path:
                          workers=1, verbose=False)
 
 
+# ----------------------------------------------------------------------------- a run folder, made up
+
+def _write_run(path, loss, maps, missing=True, args=True, dataset="d/coco_train_0.4left.txt", ranking=False):
+    path.mkdir(parents=True)
+    rows = []
+    for e, m in enumerate(maps):
+        row = {"epoch": e, "train_loss": 1.0, "map": m, "map_ema": m - 1.0, "cf1": 50.0, "of1": 55.0}
+        if missing:
+            row.update(missing_precision=float("nan") if e == 0 else 60.0 + e, missing_recall=10.0 * e,
+                       missing_count=100)
+        if ranking:
+            row.update(missing_auroc=70.0 + e, missing_topk_precision=float("nan") if e == 0 else 30.0 + e)
+        rows.append(json.dumps(row))  # NaN is written as NaN, as train.py does
+    (path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    if args:
+        (path / "args.json").write_text(json.dumps({"loss": loss, "dataset": dataset}))
+    return path
+
+
+@pytest.fixture
+def write_run():
+    """write_run(path, loss, maps, missing=True, args=True, dataset=..., ranking=False) -> a run folder as train.py
+    writes it: metrics.jsonl (EMA = model - 1; missing-label and ranking columns on request) and args.json."""
+    return _write_run
+
+
 # ----------------------------------------------------------------------------- a strength study's export, made up
 
 def _write_exported(root, strength, name, final_map, epochs=2, precision=60.0, recall=30.0):
