@@ -10,7 +10,6 @@ and skipped files go to stderr. --json / --csv follow the output rule (src/outpu
 over a file that infer.py did not write (unless --overwrite), always atomically.
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,17 +18,17 @@ import torch
 from tqdm import tqdm
 
 from src import cli
-from src.data.augment import val_transform
 from src.data.class_names import ClassNamesError, read_classes_flag
 from src.data.image_files import ImageFiles, collate_images, find_images
 from src.data.prefetch import Prefetcher
 from src.distributed import DistInfo
-from src.engine import Compute, resolve_amp, resolve_device, to_device
+from src.engine import Compute, resolve_amp, resolve_device
 from src.errors import UserError, report_user_errors
 from src.inference import (OFFICIAL, ModelFile, build_model, choose_class_names, coco_class_names, head_classes,
                            load_model_file, resolve, scores_json, write_scores)
 from src.models import check_model_name
 from src.outputs import MARKER_KEY, SCORES_CSV, Outputs, json_kind
+from src.scoring import scoring_setup
 
 JSON_COMMAND = "infer.py --json"
 OUTPUT_KINDS = {"--json": json_kind(JSON_COMMAND), "--csv": SCORES_CSV}
@@ -156,17 +155,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outp
     model_name, image_size, num_classes, class_names = (settings[k] for k in ("model_name", "image_size",
                                                                                "num_classes", "class_names"))
     device = resolve_device(args.device, DistInfo())
-    model = build_model(model_file, model_name, num_classes).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    setup = scoring_setup(device, image_size, args.workers)  # the workers decode (each file may be bad)
+    model = setup.place(build_model(model_file, model_name, num_classes))
     print(f"{len(paths)} images, {model_name} ({num_classes} classes, {image_size} px) from {args.model_path}, "
           f"on {device}", file=sys.stderr, flush=True)
-    loader = torch.utils.data.DataLoader(ImageFiles(paths, val_transform(image_size)), batch_size=args.batch_size,
-                                         num_workers=min(args.workers, os.cpu_count() or 1),
-                                         collate_fn=collate_images, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, setup.transform()), batch_size=args.batch_size,
+                                         num_workers=setup.workers, collate_fn=collate_images,
+                                         pin_memory=setup.pin_memory)
     skipped: list[tuple[str, str]] = []
     progress = any(Path(p).is_dir() for p in args.images)
-    prepared = Prefetcher(batches(loader, paths, args.skip_bad_images, skipped, progress), to_device(device), device)
+    prepared = Prefetcher(batches(loader, paths, args.skip_bad_images, skipped, progress), setup.preprocess(), device)
     names, rows = [], []
     for indices, probs in scored_batches(model, prepared, Compute(device, resolve_amp(args.amp, device))):
         for i, row in zip(indices, probs):

@@ -9,24 +9,23 @@ NUS-WIDE's nus_val.txt). --save-scores writes every image's scores and targets (
 also reports CF1 and OF1 at the thresholds that maximise them on this set.
 """
 import argparse
-import os
 from pathlib import Path
 
 import torch
 
 from src import cli
-from src.data.augment import val_transform
 from src.data.class_names import read_classes_flag
 from src.data.datasets import collate_multilabel, coco_dataset, coco_num_classes, label_list_dataset
 from src.distributed import DistInfo, ShardSampler
 from src.data.prefetch import Prefetcher
-from src.engine import Compute, evaluate, resolve_amp, resolve_device, to_device
+from src.engine import Compute, evaluate, resolve_amp, resolve_device
 from src.errors import UserError, report_user_errors
 from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, choose_class_names,
                            head_classes, load_model_file, resolve, write_scores)
 from src.metrics import official_f_c
 from src.models import check_model_name
 from src.outputs import SCORES_CSV, SCORES_NPZ, Outputs, json_kind, stamped
+from src.scoring import scoring_setup
 
 DEFAULT_THRESHOLD = 0.5
 JSON_COMMAND = "validate.py --json"
@@ -110,14 +109,6 @@ def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bo
     return coco_dataset(data / "val2014", ann, transform=transform, raw=raw), num_classes
 
 
-def input_pipeline(gpu_pipeline: str, image_size: int, device: torch.device):
-    """(dataset transform, raw bytes?, batch preprocess): decode on the device (--gpu-pipeline) or in the workers."""
-    if gpu_pipeline == "on" or (gpu_pipeline == "auto" and device.type == "cuda"):
-        from src.data.gpu_pipeline import GpuEvalPreprocess  # lazy: loads the GPU decode
-        return None, True, GpuEvalPreprocess(image_size, device)
-    return val_transform(image_size), False, to_device(device)
-
-
 def report_thresholds(result: dict, targets, scores) -> None:
     """--thre auto: CF1 and OF1 at their best thresholds on this very set (stated as such)."""
     best = best_thresholds(targets, scores)
@@ -154,9 +145,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outp
     info = DistInfo()
     device = resolve_device(args.device, info)
     amp_dtype = resolve_amp(args.amp, device)
-    tf, raw, preprocess = input_pipeline(args.gpu_pipeline, image_size, device)
+    setup = scoring_setup(device, image_size, args.workers, args.gpu_pipeline)
     head = None if model_file.project else head_classes(model_name, model_file.state_dict)
-    dataset, num_classes = build_dataset(args, parser, meta, head, tf, raw)
+    dataset, num_classes = build_dataset(args, parser, meta, head, setup.transform(), setup.on_device)
     class_names, note = choose_class_names(num_classes, [
         (f"the checkpoint {args.model_path}", meta.get("class_names")),
         (f"--classes {args.classes}", read_classes_flag(args.classes, num_classes)),
@@ -166,17 +157,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outp
 
     check_outputs(args, outputs)  # now also against the annotation file and label list just read
     print(f"creating {model_name} ({num_classes} classes) and loading {args.model_path}", flush=True)
-    model = build_model(model_file, model_name, num_classes)
-    model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = setup.place(build_model(model_file, model_name, num_classes))
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size,
                                          sampler=ShardSampler(list(range(len(dataset))), info),
-                                         num_workers=min(args.workers, os.cpu_count() or 1),
-                                         collate_fn=collate_multilabel, pin_memory=device.type == "cuda")
+                                         num_workers=setup.workers, collate_fn=collate_multilabel,
+                                         pin_memory=setup.pin_memory)
     print(f"len(val_dataset): {len(dataset)}", flush=True)
     threshold = DEFAULT_THRESHOLD if args.thre == "auto" else args.thre
-    scored = evaluate({"model": model}, Prefetcher(loader, preprocess, device), dataset.targets_matrix(),
+    scored = evaluate({"model": model}, Prefetcher(loader, setup.preprocess(), device), dataset.targets_matrix(),
                       Compute(device, amp_dtype, info), threshold)
     result, targets, scores, seen = scored.metrics, scored.targets, scored.scores, scored.seen
     result["f_c_official"] = official_f_c(targets, scores, threshold)

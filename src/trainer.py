@@ -19,7 +19,6 @@ import contextlib
 import copy
 import functools
 import json
-import os
 import signal
 import sys
 import threading
@@ -36,7 +35,7 @@ from torch import nn
 from src.checkpoint import (CheckpointError, best_checkpoint, load_checkpoint, load_weights, plain, rng_state,
                             save_checkpoint, set_rng_state)
 from src.cli import torchrun_hint
-from src.data.augment import train_transform, val_transform
+from src.data.augment import train_transform
 from src.data.builders import Datasets
 from src.data.datasets import MultiLabelImages, collate_multilabel, split_holdout
 from src.data.labels import list_fingerprint, read_label_list
@@ -49,9 +48,11 @@ from src.errors import UserError, report_user_errors
 from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import build_loss, loss_hyperparameters
-from src.models import PretrainedUnavailable, create_model, create_model_with_weights
+from src.models import create_model, create_model_with_weights
+from src.pretrained import PretrainedUnavailable
 from src.run_folder import check_same_data, check_same_run, open_run_folder, run_folder, settle_record
 from src.run_metrics import append_row, write_rows
+from src.scoring import ScoringSetup, place_model, scoring_setup
 from src.training_flags import check_args, loss_kwargs
 
 # What a last.ckpt must hold for a resume.
@@ -75,24 +76,27 @@ def resolve_compute(args: argparse.Namespace, info: DistInfo) -> Compute:
 @dataclass
 class InputPipeline:
     """Where images become model input: in the DataLoader workers (the datasets' transforms, then a copy) or on
-    the device (the workers read file bytes, ``raw``; the preprocessors decode, resize and augment)."""
+    the device (the workers read file bytes, ``raw``; the preprocessors decode, resize and augment). The
+    evaluation side is ``scoring``'s, as validate.py and infer.py set it up (src/scoring.py)."""
     train_tf: Callable | None
     val_tf: Callable | None
     raw: bool
     train_pre: Preprocess
     eval_pre: Preprocess
+    scoring: ScoringSetup
 
 
 def input_pipeline(args: argparse.Namespace, device: torch.device) -> InputPipeline:
     """--gpu-pipeline: on, off, or auto (on when training on CUDA)."""
-    if args.gpu_pipeline == "on" or (args.gpu_pipeline == "auto" and device.type == "cuda"):
+    scoring = scoring_setup(device, args.image_size, args.workers, args.gpu_pipeline)
+    if scoring.on_device:
         if args.skip_bad_images:
             raise UserError("--skip-bad-images needs the CPU input pipeline: add --gpu-pipeline off")
-        from src.data.gpu_pipeline import GpuEvalPreprocess, GpuTrainPreprocess  # lazy: loads the GPU decode
-        return InputPipeline(None, None, True, GpuTrainPreprocess(args.image_size, device),
-                             GpuEvalPreprocess(args.image_size, device))
-    return InputPipeline(train_transform(args.image_size), val_transform(args.image_size), False,
-                         to_device(device), to_device(device))
+        from src.data.gpu_pipeline import GpuTrainPreprocess  # lazy: loads the GPU decode
+        return InputPipeline(None, None, True, GpuTrainPreprocess(args.image_size, device), scoring.preprocess(),
+                             scoring)
+    return InputPipeline(train_transform(args.image_size), scoring.transform(), False, to_device(device),
+                         scoring.preprocess(), scoring)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -213,8 +217,8 @@ class Run:
         """``dataset[indices]`` through the evaluation transform, this rank's shard, on the device."""
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=self.per_rank_batch, sampler=ShardSampler(list(indices), self.compute.info),
-            num_workers=_workers(self.args), collate_fn=collate_multilabel, worker_init_fn=_worker_ignores_sigterm,
-            pin_memory=self.compute.device.type == "cuda")
+            num_workers=self.pipeline.scoring.workers, collate_fn=collate_multilabel,
+            worker_init_fn=_worker_ignores_sigterm, pin_memory=self.pipeline.scoring.pin_memory)
         return Prefetcher(loader, self.pipeline.eval_pre, self.compute.device)
 
     def features(self, dataset: MultiLabelImages) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,10 +239,6 @@ def _worker_ignores_sigterm(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _workers(args: argparse.Namespace) -> int:
-    return min(args.workers, os.cpu_count() or 1)
-
-
 def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeline: InputPipeline,
               resuming: bool = False) -> Run:
     """The run the flags describe on ``data`` (built with ``pipeline``'s transforms): loaders, the model with its
@@ -249,9 +249,9 @@ def build_run(args: argparse.Namespace, data: Datasets, compute: Compute, pipeli
     loader_gen = torch.Generator()
     train_loader = torch.utils.data.DataLoader(
         data.train, batch_size=args.batch_size // compute.info.world_size, sampler=sampler,
-        num_workers=_workers(args), drop_last=_single_last_batch(args, sampler, compute.info),
+        num_workers=pipeline.scoring.workers, drop_last=_single_last_batch(args, sampler, compute.info),
         collate_fn=collate_multilabel, worker_init_fn=_worker_ignores_sigterm,
-        pin_memory=compute.device.type == "cuda", generator=loader_gen, persistent_workers=False)
+        pin_memory=pipeline.scoring.pin_memory, generator=loader_gen, persistent_workers=False)
     if args.max_steps_per_epoch:
         train_loader = _Truncated(train_loader, args.max_steps_per_epoch)
     random_seed(args.seed % 2**32)  # the model's initialisation
@@ -305,9 +305,8 @@ def _learner(args, model: nn.Module, train_set: MultiLabelImages, compute: Compu
     GradScaler (fp16 only), the loss, the DDP / compile wrappers, the label store and the oracle. With
     --freeze-backbone all of these but the label store and the oracle are the classifier's alone."""
     device = compute.device
-    model.to(device)
+    model = place_model(model, device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
     if args.freeze_backbone:
         try:

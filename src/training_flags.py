@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
-from src.models import PretrainedUnavailable, check_model_name, locate_imagenet_weights, pretrained_arg
+from src.models import check_model_name, pretrained_arg
+from src.pretrained import PretrainedUnavailable, locate_imagenet_weights
 
 __all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "FLAG_ROLES", "RUN_DEFINING", "RUN_DEFINING_BEFORE",
            "PRETRAINED_SHA256", "FLAG_TABLE_START", "FLAG_TABLE_END", "add_training_args", "changed_run_flags",

@@ -3,6 +3,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,32 @@ def toy_coco(tmp_path_factory) -> Path:
 
     return make_toy_coco(tmp_path_factory.mktemp("toy_coco"), ToyCoco(seed=0, train=48, val=24, image_size=40),
                          workers=1, verbose=False)
+
+
+# ----------------------------------------------------------------------------- a run folder, made up
+
+def _write_run(path, loss, maps, missing=True, args=True, dataset="d/coco_train_0.4left.txt", ranking=False):
+    path.mkdir(parents=True)
+    rows = []
+    for e, m in enumerate(maps):
+        row = {"epoch": e, "train_loss": 1.0, "map": m, "map_ema": m - 1.0, "cf1": 50.0, "of1": 55.0}
+        if missing:
+            row.update(missing_precision=float("nan") if e == 0 else 60.0 + e, missing_recall=10.0 * e,
+                       missing_count=100)
+        if ranking:
+            row.update(missing_auroc=70.0 + e, missing_topk_precision=float("nan") if e == 0 else 30.0 + e)
+        rows.append(json.dumps(row))  # NaN is written as NaN, as train.py does
+    (path / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    if args:
+        (path / "args.json").write_text(json.dumps({"loss": loss, "dataset": dataset}))
+    return path
+
+
+@pytest.fixture
+def write_run():
+    """write_run(path, loss, maps, missing=True, args=True, dataset=..., ranking=False) -> a run folder as train.py
+    writes it: metrics.jsonl (EMA = model - 1; missing-label and ranking columns on request) and args.json."""
+    return _write_run
 
 
 # ----------------------------------------------------------------------------- a strength study's export, made up
@@ -103,3 +130,13 @@ def _flip_a_bit(path, at=8):
 def flip_a_bit():
     """flip_a_bit(path, at=8): flip a bit at byte ``at`` of the first tensor stored in a torch zip file."""
     return _flip_a_bit
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face hub cache under tmp_path, offline (constants patched: the env is read at import)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return cache

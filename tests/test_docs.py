@@ -187,3 +187,20 @@ def test_the_demo_outputs_the_docs_name_are_those_make_demo_writes():
         named |= {(doc.name, m) for m in re.findall(r"\bdata/toy_coco(?:-[\w-]+|(?![\w]))", text)}
     assert named, "no doc names make demo's outputs: this check checks nothing"
     assert sorted(n for n in named if n[1] not in runs | {data}) == []
+
+
+def _modules_and_their_test_files() -> dict[str, bool]:
+    """Each module of src/, benchmarks/ and the root scripts (package markers left out) -> whether tests/ holds
+    its own test file: test_NAME.py, or test_PACKAGE_NAME.py (src/toy's test_toy_NAME.py)."""
+    paths = [p for top in ("src", "benchmarks") for p in (ROOT / top).rglob("*.py")] + list(ROOT.glob("*.py"))
+    return {str(p.relative_to(ROOT)): (ROOT / "tests" / f"test_{p.stem}.py").is_file()
+            or (ROOT / "tests" / f"test_{p.parent.name}_{p.stem}.py").is_file()
+            for p in paths if p.name != "__init__.py"}
+
+
+def test_the_readme_counts_the_modules_with_their_own_test_file():
+    stated = re.search(r"test_NAME\.py for (\d+) of the (\d+) modules above", (ROOT / "README.md").read_text())
+    assert stated, "README.md's project layout no longer says how many modules have their own test file"
+    found = _modules_and_their_test_files()
+    lacking = sorted(m for m, has in found.items() if not has)
+    assert (int(stated[1]), int(stated[2])) == (len(found) - len(lacking), len(found)), f"without one: {lacking}"

@@ -36,7 +36,7 @@ from src.experiments.preregistered_report import (CHANGE_EPOCH, GAP_LOSSES, RunR
                                                   figure_questions, mean_sd, paired, stats)
 from src.io_utils import atomic_write_text
 from src.loss_functions.losses import loss_hyperparameters
-from src.tools.plot_metrics import display_name
+from src.figures import display_name
 
 __all__ = ["BACKBONE", "DEMO_SEEDS", "PIPELINE", "main"]
 

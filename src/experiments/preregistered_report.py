@@ -28,7 +28,7 @@ from src.experiments.preregistered_plan import PROTOCOLS, Protocol, Run, is_expo
 from src.io_utils import atomic_write_text, read_json
 from src.run_metrics import read_run
 from src.loss_functions.losses import loss_hyperparameters
-from src.tools.plot_metrics import display_name, loss_color
+from src.figures import display_name, loss_color
 
 __all__ = ["RunResult", "READINGS", "pick_epoch", "load_protocol", "stats", "mean_sd", "paired", "drops",
            "drop_advantage", "figure_questions", "report"]

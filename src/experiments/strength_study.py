@@ -19,7 +19,7 @@ from typing import Sequence
 from src.io_utils import atomic_write_text
 from src.experiments.experiments import RunSpec
 from src.run_metrics import MetricsError, RunMetrics, read_run
-from src.tools.plot_metrics import plot_strength_gap
+from src.figures import plot_strength_gap
 
 __all__ = ["EXPORTED_FILES", "export_run", "exported_run", "load_study", "analyze_study", "study_markdown",
            "study_csv", "report_study"]

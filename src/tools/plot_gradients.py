@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from src.errors import report_user_errors  # noqa: E402
 from src.loss_functions.losses import AsymmetricLoss, build_loss  # noqa: E402
 from src.outputs import Outputs, png_kind, png_metadata  # noqa: E402
-from src.tools.plot_metrics import loss_color  # noqa: E402
+from src.figures import loss_color  # noqa: E402
 
 TOOL = "src.tools.plot_gradients"  # the marker of the PNG it draws (src/outputs.py)
 PNG_KIND = png_kind(TOOL)
