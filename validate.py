@@ -8,25 +8,20 @@ state dict, one saved from nn.DataParallel ('module.' keys, the official code's 
 NUS-WIDE's nus_val.txt). --save-scores writes every image's scores and targets (.npz or .csv); --thre auto
 also reports CF1 and OF1 at the thresholds that maximise them on this set.
 """
+from __future__ import annotations
+
 import argparse
 import os
 from pathlib import Path
 
-import torch
-
 from src import cli
-from src.data.augment import val_transform
-from src.data.class_names import read_classes_flag
-from src.data.datasets import collate_multilabel, coco_dataset, coco_num_classes, label_list_dataset
-from src.distributed import DistInfo, ShardSampler
-from src.data.prefetch import Prefetcher
-from src.engine import Compute, evaluate, resolve_amp, resolve_device, to_device
+from src.cli import OFFICIAL, check_after_parse, model_name_arg
+from src.data.data_flags import check_val_data, list_image_root
 from src.errors import UserError, report_user_errors
-from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, choose_class_names,
-                           head_classes, load_model_file, resolve, write_scores)
-from src.metrics import official_f_c
-from src.models import check_model_name
-from src.outputs import SCORES_CSV, SCORES_NPZ, Outputs, json_kind, stamped
+from src.outputs import SCORE_SUFFIXES, SCORES_CSV, SCORES_NPZ, Outputs, json_kind, stamped
+
+# torch, timm and the modules that load them are imported inside the functions that need them, after the flags
+# are parsed: -h and a mistyped flag answer at once.
 
 DEFAULT_THRESHOLD = 0.5
 JSON_COMMAND = "validate.py --json"
@@ -57,7 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(description="Score a multi-label checkpoint on COCO val2014 or a label list")
     p.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/", help="COCO 2014 root (or image root)")
     p.add_argument("--model-path", required=True, help="best.ckpt / last.ckpt, or a (DataParallel / ASL) state dict")
-    p.add_argument("--model-name", default=None, type=check_model_name,
+    p.add_argument("--model-name", default=None, type=model_name_arg,
                    help=f"timm model (default: from the checkpoint, else {OFFICIAL['model_name']})")
     p.add_argument("--num-classes", default=None, type=int,
                    help="default: from the checkpoint, the data, or the state dict's classifier")
@@ -88,17 +83,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bool):
     """The scored set and its class count (checked against the checkpoint's)."""
+    from src.data.datasets import coco_dataset, coco_num_classes, label_list_dataset
+    from src.inference import resolve
     data = Path(args.data)
     if args.val_dataset:
-        images = data / "images" if (data / "images").is_dir() else data
+        images = list_image_root(data)
         num_classes = resolve("num_classes", args.num_classes, meta, head, parser)
         if num_classes is None:
             parser.error("--num-classes is needed with --val-dataset and a state dict without a classifier")
         return label_list_dataset(images, args.val_dataset, num_classes, transform=transform, raw=raw), num_classes
     ann = data / "annotations" / "instances_val2014.json"
-    missing = [str(p) for p in (data / "val2014", ann) if not p.exists()]
-    if missing:
-        parser.error(f"--data {data}: missing {', '.join(missing)}")
     categories = coco_num_classes(ann)
     num_classes = resolve("num_classes", args.num_classes, meta, head if head is not None else categories, parser)
     if num_classes != categories:
@@ -112,6 +106,8 @@ def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bo
 
 def input_pipeline(gpu_pipeline: str, image_size: int, device: torch.device):
     """(dataset transform, raw bytes?, batch preprocess): decode on the device (--gpu-pipeline) or in the workers."""
+    from src.data.augment import val_transform
+    from src.engine import to_device
     if gpu_pipeline == "on" or (gpu_pipeline == "auto" and device.type == "cuda"):
         from src.data.gpu_pipeline import GpuEvalPreprocess  # lazy: loads the GPU decode
         return None, True, GpuEvalPreprocess(image_size, device)
@@ -120,6 +116,7 @@ def input_pipeline(gpu_pipeline: str, image_size: int, device: torch.device):
 
 def report_thresholds(result: dict, targets, scores) -> None:
     """--thre auto: CF1 and OF1 at their best thresholds on this very set (stated as such)."""
+    from src.inference import best_thresholds
     best = best_thresholds(targets, scores)
     result["thre_auto"] = {**best, "note": "thresholds chosen on the scored set itself (optimistic for it)"}
     c, o = best["cf1"], best["of1"]
@@ -130,7 +127,11 @@ def report_thresholds(result: dict, targets, scores) -> None:
 
 def main(argv=None) -> dict:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before torch loads
+    with report_user_errors():
+        check_val_data(args)  # the data first: within seconds, before the model file is read
+    from src.models import check_model_name
+    check_after_parse(parser, args, "model_name", check_model_name)
     with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("json", "save_scores")) as outputs:
         return run(args, parser, outputs)
 
@@ -146,6 +147,14 @@ def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outputs) -> dict:
     """Score the model file on the data; returns map, cp, cr, cf1, op, or, of1, f_c_official (and thre_auto).
     ``outputs``: the output rule; the outputs are checked before anything is read and again before scoring."""
+    import torch
+    from src.data.class_names import read_classes_flag
+    from src.data.datasets import collate_multilabel
+    from src.data.prefetch import Prefetcher
+    from src.distributed import DistInfo, ShardSampler
+    from src.engine import Compute, evaluate, resolve_amp, resolve_device
+    from src.inference import build_model, choose_class_names, head_classes, load_model_file, resolve, write_scores
+    from src.metrics import official_f_c
     check_outputs(args, outputs)
     model_file = load_model_file(args.model_path, args.ema)
     meta = model_file.meta

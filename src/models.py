@@ -39,6 +39,7 @@ from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_mode
 from timm.utils import unwrap_model
 
 from src.checkpoint import check_finite_weights
+from src.cli import pretrained_arg  # re-exported: the flag's type lives with the light command-line code
 from src.checkpoint import load_file as load_torch_file
 
 __all__ = [
@@ -98,15 +99,6 @@ def check_model_name(name: str) -> str:
         tags = ", ".join(sorted(get_arch_pretrained_cfgs(arch))) or "none"
         raise argparse.ArgumentTypeError(f"timm has no pretrained tag {tag!r} for {arch}; its tags: {tags}")
     return f"{arch}.{tag}" if tag else arch
-
-
-def pretrained_arg(value: str) -> str:
-    """argparse ``type=`` of --pretrained: 'imagenet', 'none' (any case) or the path of an existing file."""
-    if value.lower() in ("imagenet", "none"):
-        return value.lower()
-    if not Path(value).is_file():
-        raise argparse.ArgumentTypeError(f"{value}: no such file (expected imagenet, none or a weights file)")
-    return value
 
 
 # ----------------------------------------------------------------------------- ImageNet weights (timm + hub)

@@ -1,6 +1,7 @@
 """The flags of train.py and train_nus.py beyond their data flags, with the official names and defaults, and the
 checks that need more than one flag. ``RUN_DEFINING`` names the flags that make a run what it is: a resume must
-not change them.
+not change them. This module loads no torch or timm: the scripts parse their flags first; ``check_args``, called
+after parsing, imports what its checks need.
 """
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import argparse
 import difflib
 from typing import Any
 
-from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
-from src.models import PretrainedUnavailable, check_model_name, locate_imagenet_weights, pretrained_arg
+from src.cli import check_after_parse, model_name_arg, pretrained_arg
+from src.loss_names import LOSS_NAMES, canonical_loss_name, loss_hyperparameters
 
 __all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "RUN_DEFINING", "RUN_DEFINING_BEFORE", "add_training_args",
            "check_args", "loss_kwargs", "resolve_stop_epoch"]
@@ -34,7 +35,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     """The flags shared by train.py and train_nus.py (official names and defaults first)."""
     p = parser
     p.add_argument("--lr", default=1e-4, type=float, help="max learning rate of OneCycle (default: 1e-4)")
-    p.add_argument("--model-name", default="resnet50", type=check_model_name,
+    p.add_argument("--model-name", default="resnet50", type=model_name_arg,
                    help="any timm model name: resnet50, resnet101, tresnet_m, tresnet_l, ... (default: resnet50)")
     p.add_argument("--num-classes", default=None, type=int,
                    help="class count: train.py takes it from the data and only checks it; train_nus.py uses it "
@@ -128,7 +129,11 @@ def resolve_stop_epoch(args: argparse.Namespace) -> None:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks that need more than one flag; each failure is an argparse error naming the flags."""
+    """Checks that need more than one flag, or torch and timm; each failure is an argparse error naming the
+    flags."""
+    from src.loss_functions.losses import build_loss  # here: the flags are parsed before torch loads
+    from src.models import PretrainedUnavailable, check_model_name, locate_imagenet_weights
+    check_after_parse(parser, args, "model_name", check_model_name)
     if args.epochs <= 0:
         parser.error(f"--epochs {args.epochs} must be positive")
     resolve_stop_epoch(args)
