@@ -46,10 +46,12 @@ def positive(text: str) -> int:
 
 def get_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(description="Label images with a trained multi-label model")
-    p.add_argument("images", nargs="+", metavar="PATH", help="image files and/or folders of images")
+    p.add_argument("images", nargs="*", metavar="PATH", help="image files and/or folders of images")
+    p.add_argument("--pic-path", action="append", default=[], metavar="PATH",
+                   help="an image file or folder, as ASL's infer.py takes it (repeatable; added to PATH)")
     p.add_argument("--model-path", required=True, help="best.ckpt / last.ckpt, or a (DataParallel / ASL) state dict")
     p.add_argument("--recursive", "-r", action="store_true", help="also take the images in subfolders of a folder")
-    p.add_argument("--thre", default=0.5, type=probability, metavar="T",
+    p.add_argument("--thre", "--th", default=0.5, type=probability, metavar="T",
                    help="show the classes whose probability is above T (default: 0.5)")
     p.add_argument("--top-k", default=None, type=positive, metavar="K",
                    help="show the K most probable classes of each image, whatever their probability")
@@ -64,7 +66,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="take the class names from a COCO root's annotations/instances_val2014.json (or a .json)")
     p.add_argument("--model-name", default=None, type=model_name_arg,
                    help=f"timm model (default: from the checkpoint, else {OFFICIAL['model_name']})")
-    p.add_argument("--image-size", default=None, type=positive, metavar="N",
+    p.add_argument("--image-size", "--input-size", default=None, type=positive, metavar="N",
                    help=f"input size (default: from the checkpoint, else {OFFICIAL['image_size']})")
     p.add_argument("--num-classes", default=None, type=positive,
                    help="default: from the checkpoint, the state dict's classifier, or the class names")
@@ -116,6 +118,9 @@ def label_line(name: str, row: np.ndarray, class_names: list[str], thre: float, 
 def main(argv=None) -> dict:
     parser = get_parser()
     args = parser.parse_args(argv)  # before torch loads
+    args.images = [*args.images, *args.pic_path]
+    if not args.images:
+        parser.error("give the images: files and/or folders (PATH ..., or ASL's --pic-path PATH)")
     from src.models import check_model_name
     check_after_parse(parser, args, "model_name", check_model_name)
     with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("json", "csv")) as outputs:

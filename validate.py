@@ -24,6 +24,7 @@ from src.outputs import SCORE_SUFFIXES, SCORES_CSV, SCORES_NPZ, Outputs, json_ki
 # are parsed: -h and a mistyped flag answer at once.
 
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_DATA = "/home/MSCOCO_2014/"  # the official code's
 JSON_COMMAND = "validate.py --json"
 JSON_KIND = json_kind(JSON_COMMAND)
 
@@ -50,14 +51,16 @@ def scores_path_arg(text: str) -> str:
 
 def get_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(description="Score a multi-label checkpoint on COCO val2014 or a label list")
-    p.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/", help="COCO 2014 root (or image root)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help=f"COCO 2014 root (or image root of --val-dataset; default: {DEFAULT_DATA})")
+    p.add_argument("data_dir", nargs="?", metavar="DIR", help="the same as --data DIR (ASL's validate.py spelling)")
     p.add_argument("--model-path", required=True, help="best.ckpt / last.ckpt, or a (DataParallel / ASL) state dict")
     p.add_argument("--model-name", default=None, type=model_name_arg,
                    help=f"timm model (default: from the checkpoint, else {OFFICIAL['model_name']})")
     p.add_argument("--num-classes", default=None, type=int,
                    help="default: from the checkpoint, the data, or the state dict's classifier")
     p.add_argument("-j", "--workers", default=16, type=int, metavar="N", help="data loading workers (default: 16)")
-    p.add_argument("--image-size", default=None, type=int, metavar="N",
+    p.add_argument("--image-size", "--input-size", default=None, type=int, metavar="N",
                    help=f"input size (default: from the checkpoint, else {OFFICIAL['image_size']})")
     p.add_argument("--thre", default=DEFAULT_THRESHOLD, type=threshold_arg, metavar="T|auto",
                    help=f"threshold of CP/CR/CF1/OP/OR/OF1 (default: {DEFAULT_THRESHOLD}); 'auto' also reports "
@@ -125,9 +128,17 @@ def report_thresholds(result: dict, targets, scores) -> None:
           f"OF1 {o['of1']:.2f} at {o['threshold']:.2f} (P_O {o['op']:.2f} R_O {o['or']:.2f})")
 
 
+def resolve_data_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--data, or ASL's positional DIR (not both, unless they agree), or the official default."""
+    if args.data is not None and args.data_dir is not None and Path(args.data) != Path(args.data_dir):
+        parser.error(f"the data folder is given twice: --data {args.data} and DIR {args.data_dir}")
+    args.data = args.data or args.data_dir or DEFAULT_DATA
+
+
 def main(argv=None) -> dict:
     parser = get_parser()
     args = parser.parse_args(argv)  # before torch loads
+    resolve_data_dir(parser, args)
     with report_user_errors():
         check_val_data(args)  # the data first: within seconds, before the model file is read
     from src.models import check_model_name

@@ -128,3 +128,10 @@ def test_loss_names_read_without_torch_match_the_losses():
     assert loss_names.LOSS_NAMES == losses.LOSS_NAMES
     for name in losses.LOSS_NAMES:
         assert loss_names.loss_hyperparameters(name) == losses.loss_hyperparameters(name), name
+
+
+def test_the_nus_address_in_the_docs_is_the_one_the_error_gives():
+    readme = (ROOT / "dataset" / "README.md").read_text()
+    from src.data.data_flags import NUS_LISTS_FOLDER
+    assert NUS_LISTS_FOLDER in readme
+    assert f"{NUS_LISTS_URL}/nus_train_full.txt" in readme and f"{NUS_LISTS_URL}/nus_train_singlelabel.txt" in readme
