@@ -228,6 +228,7 @@ def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
             x = [g["ref_mean"] + shift for g in pts]
             ax.errorbar(x, [g["mean"] for g in pts], yerr=[g["std"] or 0.0 for g in pts],
                         xerr=[g["ref_std"] or 0.0 for g in pts], color=loss_color(loss, k), marker="o", capsize=3,
+                        ls="none",  # no line: the strengths are points, not a trend (S2 and S3 share one x)
                         label=f"{display_name(loss)} − ASL")
             for xi, g in zip(x, pts):
                 ax.annotate(f"{g['strength']} (n={g['n']})", (xi, g["mean"]), textcoords="offset points",
