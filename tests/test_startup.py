@@ -20,7 +20,11 @@ AUDIT = """import runpy, sys
 sys.argv = sys.argv[1:]
 sys.path.insert(0, ".")
 try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
+    if sys.argv[0] == "-m":
+        sys.argv = sys.argv[1:]
+        runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+    else:
+        runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
     print("LOADED:" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
 """
@@ -52,6 +56,14 @@ def test_a_mistyped_flag_answers_before_torch_loads(tmp_path, script):
     proc, loaded = _audited(tmp_path, script, *SCRIPTS[script], "--lr-typo", "1")
     assert proc.returncode == 2 and "unrecognized arguments: --lr-typo" in proc.stderr
     assert loaded == set(), f"{script} with a bad flag loaded {loaded}"
+
+
+@pytest.mark.parametrize("tool", ["make_missing_labels", "make_toy_coco", "plot_metrics"])
+def test_the_data_and_figure_tools_answer_help_before_torch_loads(tmp_path, tool):
+    """python -m src.tools.X -h for the tools that need no torch to parse (plot_gradients and upgrade_checkpoint
+    are about torch tensors and load it to do anything)."""
+    proc, loaded = _audited(tmp_path, "-m", f"src.tools.{tool}", "-h")
+    assert proc.returncode == 0 and "usage:" in proc.stdout and loaded == set(), loaded
 
 
 def test_a_bad_loss_name_answers_before_torch_loads(tmp_path):

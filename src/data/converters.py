@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from src.data.image_files import IMAGE_SUFFIXES
 from src.data.labels import LabelEntry, name_problem
 from src.errors import UserError
 from src.io_utils import read_text_lines
@@ -321,6 +320,7 @@ def _csv_records(path: Path) -> list[tuple[int, list[str]]]:
 
 def _names_an_image(name: str, images: Path | None) -> bool:
     """Whether a CSV's first cell looks like an image: an image suffix, or a file under ``images``."""
+    from src.data.image_files import IMAGE_SUFFIXES  # here: that module loads torch, the tool's -h does not
     if Path(name).suffix.lower() in IMAGE_SUFFIXES:
         return True
     try:

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from src.errors import report_user_errors
 from src.io_utils import atomic_write
-from src.loss_functions.losses import LOSS_NAMES, canonical_loss_name
+from src.loss_names import LOSS_NAMES, canonical_loss_name  # the names without torch: -h answers at once
 from src.outputs import Outputs, png_kind, png_metadata
 from src.run_metrics import MetricsError, RunMetrics, read_run
 
