@@ -106,3 +106,10 @@ def test_the_map_warning_is_one_line_said_once(capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == ["warning: mAP: 1 of 3 classes have no positive target and are left out of the mean: "
                    "class indices [1]"]
+
+
+def test_the_epoch_line_shows_a_slow_rate():
+    from src.trainer import _epoch_line
+    row = {"epoch": 0, "train_loss": 1.0, "lr": 1e-4, "map": 10.0, "map_ema": 9.0, "cf1": 1.0, "of1": 2.0,
+           "seconds": 300.0, "images_per_second": 0.43}
+    assert _epoch_line(row, {"map": 10.0}, 3).endswith("300.0s 0.43 img/s")
