@@ -9,26 +9,21 @@ names; bare, DataParallel or ASL state dicts) and the same preprocessing as trai
 and skipped files go to stderr. --json / --csv follow the output rule (src/outputs.py): never onto an input, never
 over a file that infer.py did not write (unless --overwrite), always atomically.
 """
+from __future__ import annotations
+
 import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from src import cli
-from src.data.class_names import ClassNamesError, read_classes_flag
-from src.data.image_files import ImageFiles, collate_images, find_images
-from src.data.prefetch import Prefetcher
-from src.distributed import DistInfo
-from src.engine import Compute, resolve_amp, resolve_device
+from src.cli import OFFICIAL, check_after_parse, model_name_arg
 from src.errors import UserError, report_user_errors
-from src.inference import (OFFICIAL, ModelFile, build_model, choose_class_names, coco_class_names, head_classes,
-                           load_model_file, resolve, scores_json, write_scores)
-from src.models import check_model_name
 from src.outputs import MARKER_KEY, SCORES_CSV, Outputs, json_kind
-from src.scoring import scoring_setup
+
+# torch, timm and the modules that load them are imported inside the functions that need them, after the flags
+# are parsed: -h and a mistyped flag answer at once.
 
 JSON_COMMAND = "infer.py --json"
 OUTPUT_KINDS = {"--json": json_kind(JSON_COMMAND), "--csv": SCORES_CSV}
@@ -50,10 +45,12 @@ def positive(text: str) -> int:
 
 def get_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(description="Label images with a trained multi-label model")
-    p.add_argument("images", nargs="+", metavar="PATH", help="image files and/or folders of images")
+    p.add_argument("images", nargs="*", metavar="PATH", help="image files and/or folders of images")
+    p.add_argument("--pic-path", action="append", default=[], metavar="PATH",
+                   help="an image file or folder, as ASL's infer.py takes it (repeatable; added to PATH)")
     p.add_argument("--model-path", required=True, help="best.ckpt / last.ckpt, or a (DataParallel / ASL) state dict")
     p.add_argument("--recursive", "-r", action="store_true", help="also take the images in subfolders of a folder")
-    p.add_argument("--thre", default=0.5, type=probability, metavar="T",
+    p.add_argument("--thre", "--th", default=0.5, type=probability, metavar="T",
                    help="show the classes whose probability is above T (default: 0.5)")
     p.add_argument("--top-k", default=None, type=positive, metavar="K",
                    help="show the K most probable classes of each image, whatever their probability")
@@ -66,9 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="class names, one per line (default: from the checkpoint)")
     p.add_argument("--data", default=None, metavar="DIR|JSON",
                    help="take the class names from a COCO root's annotations/instances_val2014.json (or a .json)")
-    p.add_argument("--model-name", default=None, type=check_model_name,
+    p.add_argument("--model-name", default=None, type=model_name_arg,
                    help=f"timm model (default: from the checkpoint, else {OFFICIAL['model_name']})")
-    p.add_argument("--image-size", default=None, type=positive, metavar="N",
+    p.add_argument("--image-size", "--input-size", default=None, type=positive, metavar="N",
                    help=f"input size (default: from the checkpoint, else {OFFICIAL['image_size']})")
     p.add_argument("--num-classes", default=None, type=positive,
                    help="default: from the checkpoint, the state dict's classifier, or the class names")
@@ -84,6 +81,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 def class_name_sources(args) -> list[tuple[str, list[str] | None]]:
     """(source, names) from --classes and --data, each None when not given."""
+    from src.data.class_names import ClassNamesError, read_classes_flag
+    from src.inference import coco_class_names
     from_file = read_classes_flag(args.classes)
     try:
         from_data = coco_class_names(args.data) if args.data else None
@@ -95,6 +94,7 @@ def class_name_sources(args) -> list[tuple[str, list[str] | None]]:
 def batches(loader, paths: list[Path], skip_bad: bool, skipped: list, progress: bool):
     """The loader's batches as (images, None, indices, bad count); a bad file stops the run (naming it) or is
     recorded in ``skipped``."""
+    from tqdm import tqdm
     for images, indices, bad in tqdm(loader, desc="infer", unit="batch", disable=None if progress else True,
                                      file=sys.stderr):
         for i, reason in bad:
@@ -116,13 +116,19 @@ def label_line(name: str, row: np.ndarray, class_names: list[str], thre: float, 
 
 def main(argv=None) -> dict:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before torch loads
+    args.images = [*args.images, *args.pic_path]
+    if not args.images:
+        parser.error("give the images: files and/or folders (PATH ..., or ASL's --pic-path PATH)")
+    from src.models import check_model_name
+    check_after_parse(parser, args, "model_name", check_model_name)
     with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("json", "csv")) as outputs:
         return run(args, parser, outputs)
 
 
 def model_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, model_file: ModelFile) -> dict:
     """model_name, image_size, num_classes and class_names: the file's, the flags', or the defaults."""
+    from src.inference import choose_class_names, head_classes, resolve
     meta = model_file.meta
     model_name = resolve("model_name", args.model_name, meta, OFFICIAL["model_name"], parser)
     image_size = resolve("image_size", args.image_size, meta, OFFICIAL["image_size"], parser)
@@ -146,6 +152,14 @@ def model_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, mo
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outputs) -> dict:
     """Score the images, printing each batch's lines as it is scored; returns {"images", "scores" (N x C),
     "class_names", "skipped" [(path, reason)]}. ``outputs``: the output rule, holding the inputs."""
+    import torch
+    from src.data.augment import val_transform
+    from src.data.image_files import ImageFiles, collate_images, find_images
+    from src.data.prefetch import Prefetcher
+    from src.distributed import DistInfo
+    from src.engine import Compute, resolve_amp, resolve_device, to_device
+    from src.inference import build_model, load_model_file, scores_json, write_scores
+    from src.scoring import scoring_setup
     paths = find_images(args.images, args.recursive)
     outputs.add_inputs(paths)
     for flag, kind in OUTPUT_KINDS.items():
@@ -188,14 +202,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outp
     return {"images": names, "scores": probs, "class_names": class_names, "skipped": skipped}
 
 
-@torch.inference_mode()
 def scored_batches(model: torch.nn.Module, prepared, compute: Compute):
     """(image indices, their N x C probabilities as float32 numpy) for each batch as soon as it is scored."""
+    import torch
     model.eval()
     for images, _targets, indices, _num_skipped in prepared:
         if len(indices) == 0:
             continue
-        with compute.autocast():
+        with torch.inference_mode(), compute.autocast():
             probs = torch.sigmoid(model(images).float())
         yield indices.tolist(), probs.cpu().numpy()
 

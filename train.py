@@ -8,8 +8,8 @@ label list. Evaluation is on val2014 (or on a held-out part of the list with --v
 import argparse
 
 from src import cli
-from src.data.builders import add_coco_args, coco_datasets
-from src.trainer import run_training
+from src.data.data_flags import add_coco_args, check_coco_data
+from src.errors import report_user_errors
 from src.training_flags import add_training_args
 
 
@@ -20,7 +20,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     parser = get_parser()
-    return run_training(parser, parser.parse_args(argv), coco_datasets)
+    args = parser.parse_args(argv)  # -h and flag errors answer before torch loads
+    with report_user_errors():
+        check_coco_data(args)  # the data first: within seconds, before the weights are looked for
+    from src.data.builders import coco_datasets
+    from src.trainer import run_training
+    return run_training(parser, args, coco_datasets)
 
 
 if __name__ == "__main__":

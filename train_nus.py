@@ -12,8 +12,8 @@ Your own data, Pascal VOC and CUB: docs/data.md, "Training on your own data". Th
 import argparse
 
 from src import cli
-from src.data.builders import add_nus_args, nus_datasets
-from src.trainer import run_training
+from src.data.data_flags import add_nus_args, check_nus_data
+from src.errors import report_user_errors
 from src.training_flags import add_training_args
 
 
@@ -24,7 +24,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     parser = get_parser()
-    return run_training(parser, parser.parse_args(argv), nus_datasets)
+    args = parser.parse_args(argv)  # -h and flag errors answer before torch loads
+    with report_user_errors():
+        check_nus_data(args)  # the data first: within seconds, before the weights are looked for
+    from src.data.builders import nus_datasets
+    from src.trainer import run_training
+    return run_training(parser, args, nus_datasets)
 
 
 if __name__ == "__main__":

@@ -8,26 +8,22 @@ state dict, one saved from nn.DataParallel ('module.' keys, the official code's 
 NUS-WIDE's nus_val.txt). --save-scores writes every image's scores and targets (.npz or .csv); --thre auto
 also reports CF1 and OF1 at the thresholds that maximise them on this set.
 """
+from __future__ import annotations
+
 import argparse
 from pathlib import Path
 
-import torch
-
 from src import cli
-from src.data.class_names import read_classes_flag
-from src.data.datasets import collate_multilabel, coco_dataset, coco_num_classes, label_list_dataset
-from src.distributed import DistInfo, ShardSampler
-from src.data.prefetch import Prefetcher
-from src.engine import Compute, evaluate, resolve_amp, resolve_device
+from src.cli import OFFICIAL, check_after_parse, model_name_arg
+from src.data.data_flags import check_val_data, list_image_root
 from src.errors import UserError, report_user_errors
-from src.inference import (OFFICIAL, SCORE_SUFFIXES, best_thresholds, build_model, choose_class_names,
-                           head_classes, load_model_file, resolve, write_scores)
-from src.metrics import official_f_c
-from src.models import check_model_name
-from src.outputs import SCORES_CSV, SCORES_NPZ, Outputs, json_kind, stamped
-from src.scoring import scoring_setup
+from src.outputs import SCORE_SUFFIXES, SCORES_CSV, SCORES_NPZ, Outputs, json_kind, stamped
+
+# torch, timm and the modules that load them are imported inside the functions that need them, after the flags
+# are parsed: -h and a mistyped flag answer at once.
 
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_DATA = "/home/MSCOCO_2014/"  # the official code's
 JSON_COMMAND = "validate.py --json"
 JSON_KIND = json_kind(JSON_COMMAND)
 
@@ -54,14 +50,16 @@ def scores_path_arg(text: str) -> str:
 
 def get_parser() -> argparse.ArgumentParser:
     p = cli.ArgumentParser(description="Score a multi-label checkpoint on COCO val2014 or a label list")
-    p.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/", help="COCO 2014 root (or image root)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help=f"COCO 2014 root (or image root of --val-dataset; default: {DEFAULT_DATA})")
+    p.add_argument("data_dir", nargs="?", metavar="DIR", help="the same as --data DIR (ASL's validate.py spelling)")
     p.add_argument("--model-path", required=True, help="best.ckpt / last.ckpt, or a (DataParallel / ASL) state dict")
-    p.add_argument("--model-name", default=None, type=check_model_name,
+    p.add_argument("--model-name", default=None, type=model_name_arg,
                    help=f"timm model (default: from the checkpoint, else {OFFICIAL['model_name']})")
     p.add_argument("--num-classes", default=None, type=int,
                    help="default: from the checkpoint, the data, or the state dict's classifier")
     p.add_argument("-j", "--workers", default=16, type=int, metavar="N", help="data loading workers (default: 16)")
-    p.add_argument("--image-size", default=None, type=int, metavar="N",
+    p.add_argument("--image-size", "--input-size", default=None, type=int, metavar="N",
                    help=f"input size (default: from the checkpoint, else {OFFICIAL['image_size']})")
     p.add_argument("--thre", default=DEFAULT_THRESHOLD, type=threshold_arg, metavar="T|auto",
                    help=f"threshold of CP/CR/CF1/OP/OR/OF1 (default: {DEFAULT_THRESHOLD}); 'auto' also reports "
@@ -87,17 +85,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bool):
     """The scored set and its class count (checked against the checkpoint's)."""
+    from src.data.datasets import coco_dataset, coco_num_classes, label_list_dataset
+    from src.inference import resolve
     data = Path(args.data)
     if args.val_dataset:
-        images = data / "images" if (data / "images").is_dir() else data
+        images = list_image_root(data)
         num_classes = resolve("num_classes", args.num_classes, meta, head, parser)
         if num_classes is None:
             parser.error("--num-classes is needed with --val-dataset and a state dict without a classifier")
         return label_list_dataset(images, args.val_dataset, num_classes, transform=transform, raw=raw), num_classes
     ann = data / "annotations" / "instances_val2014.json"
-    missing = [str(p) for p in (data / "val2014", ann) if not p.exists()]
-    if missing:
-        parser.error(f"--data {data}: missing {', '.join(missing)}")
     categories = coco_num_classes(ann)
     num_classes = resolve("num_classes", args.num_classes, meta, head if head is not None else categories, parser)
     if num_classes != categories:
@@ -111,6 +108,7 @@ def build_dataset(args, parser, meta: dict, head: int | None, transform, raw: bo
 
 def report_thresholds(result: dict, targets, scores) -> None:
     """--thre auto: CF1 and OF1 at their best thresholds on this very set (stated as such)."""
+    from src.inference import best_thresholds
     best = best_thresholds(targets, scores)
     result["thre_auto"] = {**best, "note": "thresholds chosen on the scored set itself (optimistic for it)"}
     c, o = best["cf1"], best["of1"]
@@ -119,9 +117,21 @@ def report_thresholds(result: dict, targets, scores) -> None:
           f"OF1 {o['of1']:.2f} at {o['threshold']:.2f} (P_O {o['op']:.2f} R_O {o['or']:.2f})")
 
 
+def resolve_data_dir(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--data, or ASL's positional DIR (not both, unless they agree), or the official default."""
+    if args.data is not None and args.data_dir is not None and Path(args.data) != Path(args.data_dir):
+        parser.error(f"the data folder is given twice: --data {args.data} and DIR {args.data_dir}")
+    args.data = args.data or args.data_dir or DEFAULT_DATA
+
+
 def main(argv=None) -> dict:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # before torch loads
+    resolve_data_dir(parser, args)
+    with report_user_errors():
+        check_val_data(args)  # the data first: within seconds, before the model file is read
+    from src.models import check_model_name
+    check_after_parse(parser, args, "model_name", check_model_name)
     with report_user_errors(), Outputs(args.overwrite, vars(args), skip=("json", "save_scores")) as outputs:
         return run(args, parser, outputs)
 
@@ -137,6 +147,15 @@ def check_outputs(args: argparse.Namespace, outputs: Outputs) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser, outputs: Outputs) -> dict:
     """Score the model file on the data; returns map, cp, cr, cf1, op, or, of1, f_c_official (and thre_auto).
     ``outputs``: the output rule; the outputs are checked before anything is read and again before scoring."""
+    import torch
+    from src.data.class_names import read_classes_flag
+    from src.data.datasets import collate_multilabel
+    from src.data.prefetch import Prefetcher
+    from src.distributed import DistInfo, ShardSampler
+    from src.engine import Compute, evaluate, resolve_amp, resolve_device
+    from src.inference import build_model, choose_class_names, head_classes, load_model_file, resolve, write_scores
+    from src.metrics import official_f_c
+    from src.scoring import scoring_setup
     check_outputs(args, outputs)
     model_file = load_model_file(args.model_path, args.ema)
     meta = model_file.meta

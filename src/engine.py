@@ -8,8 +8,10 @@ trains).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -137,6 +139,51 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def format_rate(images_per_second: float) -> str:
+    """'412 img/s', '3.5 img/s', '0.42 img/s': two significant figures below 10 (a slow CPU never reads 0)."""
+    r = images_per_second
+    return f"{r:.0f} img/s" if r >= 10 else f"{r:.1f} img/s" if r >= 1 else f"{r:.2g} img/s"
+
+
+def format_duration(seconds: float) -> str:
+    """A rough duration for estimates: '40 minutes', '3.5 hours', '2.1 days', '6.3 weeks'."""
+    for unit, size in (("weeks", 7 * 86400), ("days", 86400), ("hours", 3600)):
+        if seconds >= 1.5 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{max(seconds / 60, 1):.0f} minutes"
+
+
+def usable_terminal(stream=None) -> bool:
+    """Whether ``stream`` (stdout) is a terminal with room for a bar: a zero-size one (some containers and CI
+    pseudo-terminals) shows no tqdm bar at all, so it gets the plain lines instead."""
+    stream = sys.stdout if stream is None else stream
+    if not stream.isatty():
+        return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError):
+        return False
+
+
+# A CPU run whose whole schedule is estimated above this gets one warning line with the estimate (the paper's
+# recipe takes weeks on a CPU); estimated after the first CPU_ESTIMATE_STEPS steps, or the first step taking
+# longer than CPU_ESTIMATE_AFTER_S.
+CPU_WARN_RUN_S = 2 * 3600
+CPU_ESTIMATE_STEPS = 3
+CPU_ESTIMATE_AFTER_S = 20.0
+
+
+def cpu_estimate_line(per_step_s: float, steps: int, epochs: int) -> str | None:
+    """The CPU warning: the epoch and run times at ``per_step_s`` seconds a step (``steps`` a step per epoch,
+    ``epochs`` epochs), or None when the run is estimated under CPU_WARN_RUN_S."""
+    epoch_s = per_step_s * steps
+    if epoch_s * epochs < CPU_WARN_RUN_S:
+        return None
+    return (f"warning: this runs on the CPU: about {format_duration(epoch_s)} an epoch ({steps} steps at "
+            f"{per_step_s:.1f} s), {format_duration(epoch_s * epochs)} for the {epochs} epochs. Use a GPU, or a "
+            f"quick try: --pretrained none --model-name resnet10t --image-size 64 -b 32 --epochs 3 (docs/data.md)")
+
+
 @dataclass
 class Progress:
     """How ``train_one_epoch`` reports, on the main process only.
@@ -153,10 +200,22 @@ class Progress:
     interval_s: float = 30.0
     bar_interval_s: float = 1.0
     overhead_s: float = 0.0
-    terminal: bool | None = None  # None: sys.stdout.isatty()
+    terminal: bool | None = None  # None: stdout is a usable terminal (``usable_terminal``)
+    cpu_estimated: bool = False  # the CPU warning has been considered (once per run)
 
     def on_terminal(self) -> bool:
-        return sys.stdout.isatty() if self.terminal is None else self.terminal
+        return usable_terminal() if self.terminal is None else self.terminal
+
+    def estimate_on_cpu(self, meter: "_EpochMeter", step: int) -> None:
+        """Once per run, after the first steps of an epoch on the CPU: print ``cpu_estimate_line`` if any."""
+        elapsed = time.perf_counter() - meter.start
+        if self.cpu_estimated or (step + 1 < min(CPU_ESTIMATE_STEPS, meter.steps) and elapsed < CPU_ESTIMATE_AFTER_S):
+            return
+        self.cpu_estimated = True
+        epochs_left = self.last_epoch - meter.epoch + 1
+        line = cpu_estimate_line(elapsed / (step + 1), meter.steps, epochs_left)
+        if line:
+            print(line, file=sys.stderr, flush=True)
 
     def due(self, step: int, meter: "_EpochMeter") -> bool:
         interval = self.bar_interval_s if self.on_terminal() else self.interval_s
@@ -176,7 +235,7 @@ class Progress:
         epoch_left = per_step * (steps - step - 1)
         run_left = epoch_left + self.overhead_s + (self.last_epoch - epoch) * (per_step * steps + self.overhead_s)
         return (f"train epoch {epoch}/{self.last_epoch}  step {step}/{steps - 1}  loss {loss:.1f}  lr {lr:.1e}  "
-                f"{meter.images * meter.world_size / max(elapsed, 1e-9):.0f} img/s  "
+                f"{format_rate(meter.images * meter.world_size / max(elapsed, 1e-9))}  "
                 f"ETA epoch {_format_seconds(epoch_left)}, run {_format_seconds(run_left)}")
 
 
@@ -245,14 +304,17 @@ def train_one_epoch(learner: Learner, batches: Iterable, epoch: int, progress: P
         if len(indices) == 0:  # every image of the batch was bad and skipped
             continue
         indices = indices.to(compute.device, non_blocking=True)
+        lr = learner.scheduler.get_last_lr()[0]  # the step's own lr: the scheduler steps inside _train_step
         loss, logits = _train_step(learner, images, indices, epoch)
         meter.add(step, loss, images.shape[0])
+        if show and compute.device.type == "cpu":
+            progress.estimate_on_cpu(meter, step)
         if learner.oracle is not None:
             _observe_missing(meter, learner.oracle, indices, torch.sigmoid(logits))
         if progress is not None and progress.due(step, meter):
             meter.check_finite()  # the host sync, only where a line is due
             if show:
-                progress.report(bar, meter, step, loss.item(), learner.scheduler.get_last_lr()[0])
+                progress.report(bar, meter, step, loss.item(), lr)
             meter.last_line = time.perf_counter()
     seconds = time.perf_counter() - meter.start
     meter.check_finite()
@@ -312,7 +374,7 @@ def predict(models: dict[str, nn.Module], batches: Iterable, shape: tuple[int, i
     scores = {name: torch.zeros(*shape, device=compute.device) for name in models}
     seen = torch.zeros(shape[0], device=compute.device)
     bar = tqdm(batches, desc=desc, leave=False,
-               disable=desc is None or not (compute.info.is_main and sys.stdout.isatty()))
+               disable=desc is None or not (compute.info.is_main and usable_terminal()))
     lines = _EvalLines(desc if compute.info.is_main and bar.disable else None, _length(batches), interval_s)
     for k, (images, _targets, indices, _num_skipped) in enumerate(bar):  # images: preprocessed, on the device
         lines.after(k, len(indices))
@@ -353,7 +415,7 @@ class _EvalLines:
         self.last = now
         rate = self.images / max(now - self.start, 1e-9)
         of = f"/{self.batches - 1}" if self.batches else ""
-        print(f"{self.desc}  batch {k}{of}  {rate:.0f} img/s", flush=True)
+        print(f"{self.desc}  batch {k}{of}  {format_rate(rate)}", flush=True)
 
 
 @dataclass
@@ -395,8 +457,27 @@ def selected_map(row: dict) -> float:
 def _maps(names: Sequence[str], targets: torch.Tensor, scores: dict, seen: torch.Tensor,
           suffix: str = "") -> dict[str, float]:
     """{"map<suffix>": first model's mAP, "map_<name><suffix>": the others'} on the ``seen`` rows."""
-    maps = {name: mAP(targets[seen], scores[name][seen]) for name in names}
+    maps = {name: map_said_once(targets[seen], scores[name][seen]) for name in names}
     return {f"map{suffix}": maps[names[0]], **{f"map_{n}{suffix}": maps[n] for n in names[1:]}}
+
+
+_SAID: set[str] = set()  # warnings of map_said_once already printed in this process
+
+
+def map_said_once(targets: torch.Tensor, scores: torch.Tensor) -> float:
+    """``mAP``, its warning (classes with no positive target) printed as one line on stderr the first time
+    only. Python's own once-per-place rule does not hold here: every ``warnings.catch_warnings`` (each image
+    decode enters one) resets it, so a small validation set repeated the warning, with its source line, at
+    every evaluation."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = mAP(targets, scores)
+    for w in caught:
+        text = str(w.message)
+        if text not in _SAID:
+            _SAID.add(text)
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+    return value
 
 
 def evaluate(models: dict[str, nn.Module], batches: Iterable, targets: torch.Tensor, compute: Compute,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from src.io_utils import atomic_write
-from src.loss_functions.losses import LOSS_NAMES, canonical_loss_name
+from src.loss_names import LOSS_NAMES, canonical_loss_name  # the names without torch
 from src.outputs import png_metadata
 from src.run_metrics import RunMetrics
 
@@ -223,6 +223,7 @@ def plot_strength_gap(gaps: Sequence[dict], out: str | os.PathLike) -> Path:
             x = [g["ref_mean"] + shift for g in pts]
             ax.errorbar(x, [g["mean"] for g in pts], yerr=[g["std"] or 0.0 for g in pts],
                         xerr=[g["ref_std"] or 0.0 for g in pts], color=loss_color(loss, k), marker="o", capsize=3,
+                        ls="none",  # no line: the strengths are points, not a trend (S2 and S3 share one x)
                         label=f"{display_name(loss)} − ASL")
             for xi, g in zip(x, pts):
                 ax.annotate(f"{g['strength']} (n={g['n']})", (xi, g["mean"]), textcoords="offset points",

@@ -34,7 +34,8 @@ from src.data.class_names import ClassNamesError, check_class_names, index_names
 from src.data.datasets import coco_category_names
 from src.io_utils import atomic_write
 from src.metrics import threshold_metrics
-from src.outputs import SCORES_CSV, SCORES_NPZ, Outputs
+from src.cli import OFFICIAL
+from src.outputs import SCORE_SUFFIXES, SCORES_CSV, SCORES_NPZ, Outputs
 from src.models import (COMMON_MODELS, MIN_BACKBONE_MATCH, backbone_share, convert_state_dict, create_model,
                         extract_state_dict)
 
@@ -42,8 +43,7 @@ __all__ = ["OFFICIAL", "META_KEYS", "ModelFile", "load_model_file", "resolve", "
            "choose_class_names", "coco_class_names", "SCORE_SUFFIXES", "write_scores", "asl_meta", "fitting_models",
            "scores_json", "THRESHOLD_GRID", "best_thresholds"]
 
-# What the official code used when a file does not say: ResNet-50 at 448 px.
-OFFICIAL = {"model_name": "resnet50", "image_size": 448}
+# OFFICIAL (src.cli): what the official code used when a file does not say: ResNet-50 at 448 px.
 META_KEYS = ("model_name", "num_classes", "image_size", "class_names")
 
 
@@ -191,7 +191,6 @@ def choose_class_names(num_classes: int,
 
 # ----------------------------------------------------------------------------- scores on disk
 
-SCORE_SUFFIXES = (".npz", ".csv")
 
 
 def _float_text(values: np.ndarray) -> list[str]:

@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
 
-import torch
-
 from src.errors import UserError
 
 LOCK_NAME = ".lock"
@@ -96,6 +94,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
+    import torch  # here: the rest of this module serves commands that answer before torch loads
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -27,6 +27,7 @@ from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
 from timm.utils import unwrap_model
 
 from src.checkpoint import check_finite_weights
+from src.cli import pretrained_arg  # re-exported: the flag's type lives with the light command-line code
 from src.checkpoint import load_file as load_torch_file
 from src.pretrained import PretrainedUnavailable, locate_imagenet_weights, unavailable_message
 
@@ -77,13 +78,6 @@ def check_model_name(name: str) -> str:
     return f"{arch}.{tag}" if tag else arch
 
 
-def pretrained_arg(value: str) -> str:
-    """argparse ``type=`` of --pretrained: 'imagenet', 'none' (any case) or the path of an existing file."""
-    if value.lower() in ("imagenet", "none"):
-        return value.lower()
-    if not Path(value).is_file():
-        raise argparse.ArgumentTypeError(f"{value}: no such file (expected imagenet, none or a weights file)")
-    return value
 
 
 def _imagenet_model(name: str, num_classes: int, image_size: int) -> tuple[nn.Module, str]:

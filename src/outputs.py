@@ -34,7 +34,7 @@ from typing import IO, Any, Callable, Iterable
 from src.errors import UserError
 from src.io_utils import atomic_write
 
-__all__ = ["OutputError", "Kind", "Outputs", "json_kind", "stamped", "png_kind", "png_metadata", "SCORES_CSV",
+__all__ = ["SCORE_SUFFIXES", "OutputError", "Kind", "Outputs", "json_kind", "stamped", "png_kind", "png_metadata", "SCORES_CSV",
            "SCORES_NPZ", "ANY_NEW_FILE", "MARKER_KEY", "PNG_MARKER_KEY"]
 
 MARKER_KEY = "written_by"  # the key of a JSON output that names the command that wrote it
@@ -119,6 +119,7 @@ def png_metadata(tool: str) -> dict[str, str]:
 
 SCORES_CSV = Kind("a scores CSV (header image,<class names>; rows of probabilities)", _is_scores_csv)
 SCORES_NPZ = Kind("a scores .npz (arrays images, class_names, scores)", _is_scores_npz)
+SCORE_SUFFIXES = (".npz", ".csv")  # the file names a scores file may have (src.inference.write_scores)
 ANY_NEW_FILE = Kind("a new file", lambda p: False)  # nothing existing is taken without --overwrite
 
 

@@ -43,7 +43,8 @@ from src.data.prefetch import Prefetcher
 from src.distributed import (DistInfo, EpochShuffleSampler, ShardSampler, all_reduce_max, barrier, cleanup,
                              init_distributed, log)
 from src.engine import (Compute, Evaluation, Learner, MissingLabelOracle, NonFiniteLossError, Preprocess, Progress,
-                        evaluate, resolve_amp, resolve_device, selected_map, to_device, train_one_epoch)
+                        evaluate, format_rate, resolve_amp, resolve_device, selected_map, to_device,
+                        train_one_epoch)
 from src.errors import UserError, report_user_errors
 from src.frozen import FeatureBatches, FrozenBackbone, freeze
 from src.io_utils import atomic_write_text
@@ -706,7 +707,7 @@ def _epoch_line(row: dict, best: dict, last_epoch: int) -> str:
         line += f"  evaluated without {row['eval_skipped_images']} bad images"
     if row.get("diverged"):
         line += f"  DIVERGED: {row['diverged']}"
-    return line + f"  {row['seconds']:.1f}s {row['images_per_second']:.0f} img/s"
+    return line + f"  {row['seconds']:.1f}s {format_rate(row['images_per_second'])}"
 
 
 def _closing_line(run: Run, best: dict) -> str:

@@ -1,6 +1,8 @@
 """The flags of train.py and train_nus.py beyond their data flags, with the official names and defaults, and the
 checks that need more than one flag. ``FLAG_ROLES`` says, for every flag of both scripts (their data flags too),
-whether a resume may change it; ``RUN_DEFINING`` names the flags that make a run what it is.
+whether a resume may change it; ``RUN_DEFINING`` names the flags that make a run what it is. This module loads
+no torch or timm: the scripts parse their flags first; ``check_args``, called after parsing, imports what its
+checks need.
 """
 from __future__ import annotations
 
@@ -10,9 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from src.loss_functions.losses import LOSS_NAMES, build_loss, canonical_loss_name, loss_hyperparameters
-from src.models import check_model_name, pretrained_arg
-from src.pretrained import PretrainedUnavailable, locate_imagenet_weights
+from src.cli import check_after_parse, model_name_arg, pretrained_arg
+from src.loss_names import LOSS_NAMES, canonical_loss_name, loss_hyperparameters
 
 __all__ = ["OFFICIAL_STOP_EPOCH", "LOSS_FLAGS", "FLAG_ROLES", "RUN_DEFINING", "RUN_DEFINING_BEFORE",
            "PRETRAINED_SHA256", "FLAG_TABLE_START", "FLAG_TABLE_END", "add_training_args", "changed_run_flags",
@@ -130,7 +131,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     """The flags shared by train.py and train_nus.py (official names and defaults first)."""
     p = parser
     p.add_argument("--lr", default=1e-4, type=float, help="max learning rate of OneCycle (default: 1e-4)")
-    p.add_argument("--model-name", default="resnet50", type=check_model_name,
+    p.add_argument("--model-name", default="resnet50", type=model_name_arg,
                    help="any timm model name: resnet50, resnet101, tresnet_m, tresnet_l, ... (default: resnet50)")
     p.add_argument("--num-classes", default=None, type=int,
                    help="class count: train.py takes it from the data and only checks it; train_nus.py uses it "
@@ -228,7 +229,12 @@ def resolve_stop_epoch(args: argparse.Namespace) -> None:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks that need more than one flag; each failure is an argparse error naming the flags."""
+    """Checks that need more than one flag, or torch and timm; each failure is an argparse error naming the
+    flags."""
+    from src.loss_functions.losses import build_loss  # here: the flags are parsed before torch loads
+    from src.models import check_model_name
+    from src.pretrained import PretrainedUnavailable, locate_imagenet_weights
+    check_after_parse(parser, args, "model_name", check_model_name)
     if args.epochs <= 0:
         parser.error(f"--epochs {args.epochs} must be positive")
     resolve_stop_epoch(args)

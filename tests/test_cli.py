@@ -105,14 +105,28 @@ def test_torchrun_hint_is_the_exact_command():
         "torchrun --standalone --nproc_per_node=4 train.py --loss Hill --data '/home/MS COCO/'"
 
 
-def test_the_official_command_offline_explains_itself(tmp_path):
-    """The paper's command, verbatim, on a machine with no network and no cached weights: one paragraph, exit 2,
-    no traceback, within seconds of start (most of it Python imports)."""
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
-           "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "t")}
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *shlex.split(OFFICIAL_TRAIN[0])[1:]], cwd=ROOT, env=env,
+def _offline_env(tmp_path) -> dict:
+    return {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+            "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "t")}
+
+
+def test_the_official_command_offline_names_the_data_first(tmp_path):
+    """The paper's command, verbatim, on a machine with no network, no cached weights and no /home/MSCOCO_2014:
+    the data error comes first (one line naming --data, exit 2, no traceback), so one run shows the first fix."""
+    proc = subprocess.run([sys.executable, *shlex.split(OFFICIAL_TRAIN[0])[1:]], cwd=ROOT, env=_offline_env(tmp_path),
                           capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: --data /home/MSCOCO_2014") and "resnet50.tv_in1k" not in proc.stderr
+
+
+def test_the_official_recipe_offline_explains_the_weights(tmp_path, toy_coco):
+    """With the data in place, the recipe offline with no cached weights: one paragraph naming the weights and
+    --pretrained none, exit 2, no traceback, within seconds of start (most of it Python imports)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "train.py", "--loss", "Hill", "--data", str(toy_coco),
+                           "--dataset", str(toy_coco / "coco_train_0.4left.txt")], cwd=ROOT,
+                          env=_offline_env(tmp_path), capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - start
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "\n\n" not in proc.stderr.strip()

@@ -307,3 +307,24 @@ def test_class_names_differing_only_in_case_are_an_error(tmp_path):
         read_label_csv([path])
     with pytest.raises(ConverterError, match=r"--classes n\.txt: the class names 'Cat' and 'cat' differ only"):
         read_label_csv([path], class_names=["Cat", "cat"], classes_source="--classes n.txt")
+
+
+def test_voc_counts_an_image_left_out_once_whatever_the_split_files_listing_it(tmp_path):
+    """VOC 2007's train.txt and trainval.txt both list a training image: one with no positive label was counted
+    twice in the 'left out' total."""
+    splits = {"train": {"000001": (("dog", 0),), "000005": (("cat", 1),)},
+              "trainval": {"000001": (("dog", 0),), "000005": (("cat", 1),)},
+              "test": {"000003": (("cat", 0),)}}
+    got = read_voc(make_voc(tmp_path, splits), difficult="negative")
+    assert len(got.left_out) == 1 and "000005.jpg" in got.left_out[0]
+    assert lines(got.splits["trainval"]) == lines(got.splits["train"]) == ["000001.jpg,11"]
+
+
+def test_cub_attribute_names_are_found_through_a_symlinked_folder(tmp_path):
+    """The archive puts attributes.txt next to CUB_200_2011/; with that folder linked from elsewhere, the file
+    is next to the folder the link points to."""
+    real = make_cub(tmp_path / "real", {1: {5: (1, 4)}, 2: {7: (1, 4)}}, train={1})
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "data" / "CUB_200_2011"
+    link.symlink_to(real, target_is_directory=True)
+    assert read_cub(link).class_names == read_cub(real).class_names

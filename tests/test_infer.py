@@ -498,3 +498,30 @@ def test_flags_take_their_underscore_spelling_too():
     assert (args.model_path, args.top_k, args.skip_bad_images, args.images) == ("m.ckpt", 3, True, ["a.jpg"])
     args = validate.get_parser().parse_args(["--model_path", "m.ckpt", "--save_scores", "s.npz", "--thre", "auto"])
     assert (args.model_path, args.save_scores, args.thre) == ("m.ckpt", "s.npz", "auto")
+
+
+# ----------------------------------------------------------------------------- ASL's command lines
+
+def test_asl_infer_spellings_label_the_same(run, toy_coco, capsys):
+    """ASL's infer.py flags: --pic-path (here with the underscore spelling), --input-size and --th, as aliases."""
+    image = val_images(toy_coco, 1)[0]
+    ours = infer_main("--model-path", run / "best.ckpt", image, "--image-size", "32", "--thre", "0.3", "-j", "0",
+                      "--device", "cpu")
+    ours_out = capsys.readouterr().out
+    asl = infer_main("--model_path", run / "best.ckpt", "--pic_path", image, "--input_size", "32", "--th", "0.3",
+                     "-j", "0", "--device", "cpu")
+    assert asl["images"] == ours["images"] and np.array_equal(asl["scores"], ours["scores"])
+    assert capsys.readouterr().out == ours_out
+    assert "give the images" in exit_message(capsys, "--model-path", run / "best.ckpt")
+
+
+def test_asl_validate_positional_data_folder(run, toy_coco, capsys):
+    """ASL's `validate.py DIR --model-path ...`: DIR is --data; given twice and different, an error."""
+    flags = ["--model-path", str(run / "best.ckpt"), "-j", "0", "--device", "cpu", "--gpu-pipeline", "off"]
+    asl = validate.main([str(toy_coco), *flags])
+    ours = validate.main(["--data", str(toy_coco), *flags])
+    assert asl["map"] == ours["map"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        validate.main([str(toy_coco), "--data", str(toy_coco / "elsewhere"), *flags])
+    assert e.value.code == 2 and "the data folder is given twice" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """python -m src.tools.make_toy_coco: COCO's label sets, the printed table, the preview and flag errors."""
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -42,6 +43,10 @@ def test_cli_preview_and_flag_errors(tmp_path, capsys):
                      "--preview", str(png)]) == 0
     out = capsys.readouterr().out
     assert "9 train + 3 val images, 80 classes" in out and "labels/image" in out
+    # the headline gives each split its own figures; the table below it is the train split's
+    train_rate = re.search(r"([\d.]+) labels/image, [\d.]+ objects/image train, [\d.]+ labels/image, "
+                           r"[\d.]+ objects/image val", out).group(1)
+    assert re.search(r"^\| labels per image \| [\d.]+ \| ([\d.]+) \|$", out, re.M).group(1) == train_rate
     assert png.exists() and Image.open(png).size[0] > 200
     notes = tmp_path / "notes.txt"
     notes.write_text("keep\n")

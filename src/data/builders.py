@@ -20,12 +20,13 @@ from typing import Callable
 import numpy as np
 
 from src.data.class_names import NUS_WIDE_CLASSES, read_classes_flag
+# The data flags and their early checks live in a module free of torch (the scripts parse before it loads);
+# re-exported here with the builders that use them.
+from src.data.data_flags import (COCO_DEFAULT_LIST, add_coco_args, add_nus_args, check_coco_data, check_nus_data,
+                                 list_image_root)
 from src.data.datasets import NUS_NUM_CLASSES, MultiLabelImages, coco_dataset, label_list_dataset
 from src.data.labels import LabelListError
 from src.errors import UserError
-
-# train.py's --dataset when not given: the paper's list for the real MS-COCO 2014 (the official default).
-COCO_DEFAULT_LIST = "./dataset/coco_train_0.4left.txt"
 
 __all__ = ["COCO_DEFAULT_LIST", "Datasets", "add_coco_args", "coco_datasets", "add_nus_args", "nus_datasets",
            "class_counts", "class_space_mismatch"]
@@ -44,28 +45,12 @@ class Datasets:
     class_names: list[str] | None = None
 
 
-def add_coco_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """train.py's data flags (the official names and defaults)."""
-    parser.add_argument("--dataset", default=COCO_DEFAULT_LIST, metavar="LIST",
-                        help=f"training label list (default: {COCO_DEFAULT_LIST}, the paper's 40%%-left list of "
-                             "the real MS-COCO train2014; the toy COCO has its own lists in its folder)")
-    parser.add_argument("--data", metavar="DIR", default="/home/MSCOCO_2014/",
-                        help="COCO 2014 root holding train2014/, val2014/, annotations/ "
-                             "(default: /home/MSCOCO_2014/, the official code's; see docs/coco.md)")
-    return parser
-
-
 def coco_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: Callable | None,
                   raw: bool) -> Datasets:
     """--dataset (the training list) over DATA/train2014; the test set is val2014 with its annotations."""
+    check_coco_data(args)
     data = Path(args.data)
     ann = data / "annotations" / "instances_val2014.json"
-    needed = [data / "train2014", data / "val2014", ann]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        raise UserError(f"--data {data}: missing {', '.join(missing)} (expected the COCO 2014 layout)")
-    if not Path(args.dataset).is_file():
-        raise UserError(f"--dataset {args.dataset}: no such label list (see dataset/README.md to make it)")
     # The classes: val2014's categories sorted by id, checked against instances_train2014.json when present,
     # else against the 80 COCO categories when they are COCO's.
     test = coco_dataset(data / "val2014", ann, reference=data / "annotations" / "instances_train2014.json",
@@ -82,22 +67,6 @@ def coco_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: C
     _warn_mismatch(train, test)
     return Datasets(train=train, test=test, num_classes=test.num_classes, train_list=args.dataset,
                     class_names=test.class_names)
-
-
-def add_nus_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """train_nus.py's data flags (the official defaults; --train_dataset / --val_dataset are accepted too)."""
-    parser.add_argument("--train-dataset", default="./dataset/nus_train_singlelabel.txt", metavar="LIST",
-                        help="training list (default: ./dataset/nus_train_singlelabel.txt, which you make or "
-                             "download first: dataset/README.md)")
-    parser.add_argument("--val-dataset", default="./dataset/nus_val.txt", metavar="LIST",
-                        help="validation (test) list (default: ./dataset/nus_val.txt)")
-    parser.add_argument("--data", metavar="DIR", default="/home/NUS_wide/",
-                        help="image root: the lists name files under DATA/images/, or under DATA when it has no "
-                             "images/ folder (default: /home/NUS_wide/, the official code's)")
-    parser.add_argument("--classes", default=None, metavar="FILE",
-                        help="class names, one per line in class-index order; their count is the class count "
-                             "(default: NUS-WIDE's 81 concepts, or --num-classes N unnamed classes)")
-    return parser
 
 
 def _nus_classes(args: argparse.Namespace) -> tuple[int, list[str] | None]:
@@ -119,13 +88,8 @@ def _nus_classes(args: argparse.Namespace) -> tuple[int, list[str] | None]:
 def nus_datasets(args: argparse.Namespace, train_tf: Callable | None, val_tf: Callable | None,
                  raw: bool) -> Datasets:
     """--train-dataset and --val-dataset over DATA/images (or DATA), with the classes of ``_nus_classes``."""
-    data = Path(args.data)
-    if not data.is_dir():
-        raise UserError(f"--data {args.data}: no such folder (expected the images under DATA/images/ or DATA/)")
-    images = data / "images" if (data / "images").is_dir() else data
-    for flag, path in (("--train-dataset", args.train_dataset), ("--val-dataset", args.val_dataset)):
-        if not Path(path).is_file():
-            raise UserError(f"{flag} {path}: no such label list (see dataset/README.md)")
+    check_nus_data(args)
+    images = list_image_root(args.data)
     num_classes, names = _nus_classes(args)
     kw = dict(raw=raw, skip_bad_images=args.skip_bad_images, class_names=names)
     train = label_list_dataset(images, args.train_dataset, num_classes, transform=train_tf, **kw)

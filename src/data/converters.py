@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from src.data.image_files import IMAGE_SUFFIXES
 from src.data.labels import LabelEntry, name_problem
 from src.errors import UserError
 from src.io_utils import read_text_lines
@@ -182,15 +181,18 @@ def read_voc(root: str | os.PathLike, difficult: str = "positive", train_split: 
         raise ConverterError(f"{sets}: no test split apart from the training split {train_split} (test.txt, or "
                              "val.txt when training on train.txt: trainval holds val)")
     converted = Converted(list(VOC_CLASSES), {}, train_split, image_root=root / "JPEGImages", held_out=held_out)
+    left_out: dict[str, str] = {}  # image id -> its note: an image in two split files is one image left out
     for split in present:
         path = sets / f"{split}.txt"
         converted.sources[split] = str(path)
-        converted.splits[split] = _voc_split(root, path, difficult, converted.left_out)
+        converted.splits[split] = _voc_split(root, path, difficult, left_out)
+    converted.left_out.extend(left_out.values())
     return converted
 
 
-def _voc_split(root: Path, path: Path, difficult: str, left_out: list[str]) -> list[LabelEntry]:
-    """The labelled images of one image-set file (an id listed twice is an error naming both lines)."""
+def _voc_split(root: Path, path: Path, difficult: str, left_out: dict[str, str]) -> list[LabelEntry]:
+    """The labelled images of one image-set file (an id listed twice is an error naming both lines); an image
+    with no positive label is noted in ``left_out`` under its id, once whatever the files that list it."""
     entries: list[LabelEntry] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(read_text_lines(path, ConverterError), 1):
@@ -200,7 +202,10 @@ def _voc_split(root: Path, path: Path, difficult: str, left_out: list[str]) -> l
         if first_line.setdefault(image_id, number) != number:
             raise ConverterError(f"{path}:{number}: image id {image_id} repeats line {first_line[image_id]}")
         xml = root / "Annotations" / f"{image_id}.xml"
-        _entry(f"{image_id}.jpg", _voc_labels(xml, difficult), f"{path}:{number}", entries, left_out)
+        notes: list[str] = []
+        _entry(f"{image_id}.jpg", _voc_labels(xml, difficult), f"{path}:{number}", entries, notes)
+        for note in notes:
+            left_out.setdefault(image_id, note)
     return entries
 
 
@@ -226,6 +231,9 @@ def _cub_int(path: Path, number: int, text: str) -> int:
 def _cub_attribute_names(root: Path) -> list[str]:
     """The 312 names of attributes.txt ('<id> <name>', ids 1..312 in order)."""
     candidates = [root / "attributes" / "attributes.txt", root / "attributes.txt", root.parent / "attributes.txt"]
+    real_parent = root.resolve().parent  # a symlinked CUB_200_2011: next to the folder it points to, too
+    if real_parent != root.parent.resolve():
+        candidates.append(real_parent / "attributes.txt")
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ConverterError(f"{root}: no attributes.txt (looked for {', '.join(map(str, candidates))})")
@@ -312,6 +320,7 @@ def _csv_records(path: Path) -> list[tuple[int, list[str]]]:
 
 def _names_an_image(name: str, images: Path | None) -> bool:
     """Whether a CSV's first cell looks like an image: an image suffix, or a file under ``images``."""
+    from src.data.image_files import IMAGE_SUFFIXES  # here: that module loads torch, the tool's -h does not
     if Path(name).suffix.lower() in IMAGE_SUFFIXES:
         return True
     try:

@@ -45,7 +45,6 @@ import numpy as np
 
 from src.data.class_names import read_classes_flag, write_class_names
 from src.data.converters import Converted, check_converted, read_cub, read_label_csv, read_voc
-from src.data.datasets import coco_entries_from_instances
 from src.data.labels import LabelEntry, label_stats, read_label_list, write_label_list
 from src.data.missing_labels import bernoulli_keep, drop_labels, list_paths, missing_label_lists, write_lists
 from src.data.nus_release import read_nus_release
@@ -244,6 +243,7 @@ def _make(args: argparse.Namespace, outputs: Outputs) -> dict[str, Path]:
     if args.nus_release is not None:
         full, num_classes = _nus_full_list(args)
     elif args.instances is not None:
+        from src.data.datasets import coco_entries_from_instances  # here: it loads torch, the tool's -h does not
         full, names = coco_entries_from_instances(args.instances)
         if args.num_classes is not None and args.num_classes != len(names):
             raise SystemExit(f"--num-classes {args.num_classes} but {args.instances} has {len(names)} categories")
