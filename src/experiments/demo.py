@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # the backbone (classifier left out) of its best.ckpt, as safetensors. --remake-backbone writes it again.
 BACKBONE = ROOT / "results" / "backbone" / "resnet10t-toyimagenet-64px-d0.safetensors"
 BACKBONE_SHA256 = ROOT / "results" / "backbone" / "resnet10t-toyimagenet-64px-d0.sha256"
-DEMO_SEEDS = 5
+DEMO_SEEDS = 10
 PROTOCOL = PROTOCOLS["L"]
 SETTINGS = PROTOCOL.settings
 TAU = float(loss_hyperparameters("SPLC")["tau"])
