@@ -105,3 +105,21 @@ def test_ranking_panel_only_for_runs_that_logged_it(write_run, tmp_path):
     assert panel_keys([new], ("map",)) == ["map"]
     out = plot_runs([old, new], tmp_path / "r.png")
     assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 5000
+
+
+def test_strength_gap_points_are_not_joined_into_a_trend(tmp_path, monkeypatch):
+    """Two strengths at about the same full-label mAP (the study's S2 and S3) drew a line between them, a trend
+    that is not there: each strength is a point with its error bars, never joined."""
+    from matplotlib.axes import Axes
+    calls = []
+    original = Axes.errorbar
+
+    def recording(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", recording)
+    gaps = [{"strength": s, "setting": "0.4left", "loss": "Hill", "n": 3, "mean": m, "std": 0.3, "ref_mean": ref,
+             "ref_std": 0.5} for s, ref, m in (("S2", 72.4, 1.0), ("S3", 72.7, -1.0))]
+    plot_strength_gap(gaps, tmp_path / "gap.png")
+    assert calls and all(c.get("ls") == "none" for c in calls)

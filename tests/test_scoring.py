@@ -50,13 +50,16 @@ def test_place_model_moves_to_the_device_and_keeps_the_format_on_cpu():
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """{"validate" | "infer" | "trainer": the ScoringSetup it made}, and {"placed": [setups that placed a model]}."""
-    made, placed = {}, []
-    for name, module in (("validate", validate), ("infer", infer), ("trainer", trainer)):
-        def record(*args, _name=name, **kwargs):
-            made[_name] = scoring_setup(*args, **kwargs)
-            return made[_name]
-        monkeypatch.setattr(module, "scoring_setup", record)
+    """([every ScoringSetup made, in order], [setups that placed a model]). validate.py and infer.py import
+    scoring_setup from src.scoring when they run (after parsing their flags); the trainer at its import."""
+    import src.scoring
+    made, placed = [], []
+
+    def record(*args, **kwargs):
+        made.append(scoring_setup(*args, **kwargs))
+        return made[-1]
+    monkeypatch.setattr(src.scoring, "scoring_setup", record)
+    monkeypatch.setattr(trainer, "scoring_setup", record)
     place = ScoringSetup.place
 
     def record_place(self, model):
@@ -73,11 +76,13 @@ def test_validate_infer_and_the_trainer_get_one_setup_for_the_same_flags(toy_coc
     torch.save(create_model("resnet10t", num_classes).state_dict(), weights)
     same = ["--model-name", "resnet10t", "--image-size", "32", "-j", "3", "--device", "cpu"]
     validate.main(["--model-path", str(weights), "--data", str(toy_coco), *same, "--gpu-pipeline", "off"])
+    by_validate = made[-1]
     images = sorted((toy_coco / "val2014").glob("*.jpg"))[:2]
     infer.main(["--model-path", str(weights), *map(str, images), *same, "--num-classes", str(num_classes)])
+    by_infer = made[-1]
     args = train.get_parser().parse_args(["--data", str(toy_coco), "--model-name", "resnet10t", "--image-size", "32",
                                           "-j", "3", "--gpu-pipeline", "off"])
     pipeline = trainer.input_pipeline(args, CPU)
-    assert pipeline.scoring == made["trainer"]
-    assert made["validate"] == made["infer"] == made["trainer"] == scoring_setup(CPU, 32, 3, "off")
-    assert placed == [made["validate"], made["infer"]]  # each script's model was placed by its setup
+    assert len(made) == 3 and pipeline.scoring == made[-1]
+    assert by_validate == by_infer == made[-1] == scoring_setup(CPU, 32, 3, "off")
+    assert placed == [by_validate, by_infer]  # each script's model was placed by its setup
