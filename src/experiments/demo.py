@@ -212,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> str:
         remake_backbone(a.data_root)
         return ""
     stages = Stages()
-    stages.begin(f"toy COCO: {TOY['train']} training and {TOY['val']} val images at {TOY['image_size']} px (cached)")
+    stages.begin(f"toy COCO: {TOY['train']} training and {TOY['val']} val images at {TOY['image_size']} px "
+                 "(made once, then cached)")
     data = prepare_toy_coco(a.data_root, TOY["train"], TOY["val"], TOY["image_size"])
     stages.end()
     backbone = check_backbone()
