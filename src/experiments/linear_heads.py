@@ -12,13 +12,14 @@ trains a grid of them, seeds x (loss, setting) pairs, as one computation:
 - each step computes every head's logits in one batched matmul, each head's loss with its own criterion
   (``reduction='none'``, summed per head as ``reduction='sum'`` does), and one backward pass. The heads share no
   parameter, so the gradient of the summed loss is each head's own gradient; Adam (weight decay on the weights
-  only), OneCycle and the EMA act element by element, so one optimizer over the stacked heads steps each head as
-  its own optimizer would.
+  only; torch's fused implementation, the same update up to float rounding), OneCycle and the EMA act element
+  by element, so one optimizer over the stacked heads steps each head as its own optimizer would.
 
 Only losses that act element by element are batched (``BATCHED_LOSSES``). After every epoch each head is scored
 on the held-out split (``--val-split``) with its training list's labels (what ``train.py`` selects on) and with
-the full labels, and on the test set; the missing-label statistics (``src.engine.MissingLabelOracle``: scores of
-the training passes, at the threshold ``oracle_threshold``) are computed at the epochs asked for.
+the full labels; on the test set at every epoch a held-out reading may pick, and at the last. The missing-label
+statistics (``src.engine.MissingLabelOracle``: scores of the training passes, at the threshold
+``oracle_threshold``) are computed at the epochs asked for.
 ``tests/test_linear_heads.py`` checks that a head follows ``train.py --freeze-backbone`` with the same seed.
 """
 from __future__ import annotations
