@@ -19,6 +19,7 @@ import contextlib
 import copy
 import functools
 import json
+import multiprocessing
 import signal
 import sys
 import threading
@@ -380,6 +381,7 @@ def run_training(parser: argparse.ArgumentParser, args: argparse.Namespace, buil
     except PretrainedUnavailable as e:
         parser.exit(2, f"{e}\n")
     except Terminated as e:
+        _end_workers()
         if info.is_main:
             print(_terminated_line(e.folder), file=sys.stderr, flush=True)
         raise SystemExit(EXIT_TERMINATED) from None
@@ -438,6 +440,15 @@ def _terminated_in(folder: Path):
     except Terminated as e:
         e.folder = folder
         raise
+
+
+def _end_workers() -> None:
+    """End the DataLoader workers still alive as the run stops on SIGTERM: they ignore SIGTERM
+    (``_worker_ignores_sigterm``), so the DataLoader's own shutdown, which falls back on SIGTERM, cannot end one
+    that is blocked, and the interpreter would wait for it at exit."""
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join()
 
 
 def _terminated_line(folder: Path | None) -> str:
