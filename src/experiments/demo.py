@@ -83,7 +83,7 @@ def check_backbone() -> Path:
 
 def remake_backbone(data_root: Path) -> Path:
     """Pretrain draw 0 as the study did and write its backbone (no classifier) to BACKBONE, with the checksum."""
-    import torch  # lazy: only this path needs it directly
+    import torch  # here: only this path uses torch itself
     from safetensors.torch import save_file
 
     from src.checkpoint import load_checkpoint
@@ -126,7 +126,7 @@ def run_linear(data: Path, backbone: Path, seeds: int, out_dir: Path) -> list[tu
 
 
 def results_for(runs: Sequence[tuple[Head, list[dict]]], reading: str) -> list[RunResult]:
-    """RunResults whose ``best`` is the val mAP under ``reading`` (see ``RunResult.from_heads``)."""
+    """RunResults whose ``best`` is the val mAP under ``reading`` (``RunResult.from_head_rows``)."""
     return [RunResult.from_head_rows(h.loss, h.setting, 0, h.seed, rows, reading) for h, rows in runs]
 
 

@@ -34,7 +34,7 @@ LR_SEEDS = (0, 1, 2)
 SEEDS = tuple(range(5))
 DRAWS = (0, 1, 2)
 TAU = 0.6
-READINGS = {"registered (held-out, observed labels)": "observed", "held-out, full labels": "full",
+READING_NAMES = {"registered (held-out, observed labels)": "observed", "held-out, full labels": "full",
             "last epoch": "last"}
 
 
@@ -114,7 +114,7 @@ def analyze(export: Path) -> str:
     lr = float(read_json(export / "L" / "lr.json")["lr"])
     lines = [x for f in sorted((export / "L").glob(f"lr{lr:g}-d*.jsonl")) for x in read_runs(f)]
     draws = sorted({x["draw"] for x in lines})
-    by_reading = {name: results(lines, reading) for name, reading in READINGS.items()}
+    by_reading = {name: results(lines, reading) for name, reading in READING_NAMES.items()}
     missing = [s for s in PROTOCOL.settings if s != "full"]
     questions = (("(a) loss − ASL", paired), ("(b) ASL drop − loss drop", drop_advantage))
     out = [f"### S2.1: protocol L at lr {lr:g}, draws {draws} ({len(lines)} runs)", "",
