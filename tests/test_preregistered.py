@@ -143,7 +143,7 @@ def test_a_tie_of_model_and_ema_goes_to_the_ema_in_every_reader(tmp_path):
     run.mkdir(parents=True)
     (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "map": 30.0, "map_ema": 30.0}) + "\n")
     (run / "test_metrics.json").write_text(json.dumps({"map": 5.0, "last_epoch": {"map": 1.0, "map_ema": 2.0}}))
-    from src.experiments.preregistered_report import _read
+    from src.experiments.preregistered_report import read_result
     from src.experiments.preregistered_plan import _spec
-    got = _read(tmp_path, Run(PROTOCOLS["E"], 1e-3, 0, _spec("Asl", "0.4left", 0)))
+    got = read_result(tmp_path, Run(PROTOCOLS["E"], 1e-3, 0, _spec("Asl", "0.4left", 0)))
     assert got.last == 2.0

@@ -52,3 +52,50 @@ def test_a_torn_export_names_the_file(tmp_path):
     torn.write_text('{"loss": "BCE", "rows": [\n')
     with pytest.raises(SystemExit, match="x.jsonl"):
         study2.read_runs(torn)
+
+
+def test_the_stronger_toy_is_the_first_size_to_reach_the_target_else_the_last_tried():
+    low, high = study2.S25_TARGET - 1, study2.S25_TARGET + 1
+    first, last = study2.S25_SIZES[0], study2.S25_SIZES[-1]
+    assert study2.size_taken({first: high}) == first
+    assert study2.size_taken({first: low}) is None  # a larger size is still to try
+    assert study2.size_taken({first: low, last: high}) == last
+    assert study2.size_taken({first: low, last: low}) == last  # short of the target: the last tried
+
+
+def test_e_runs_are_every_loss_on_every_setting_to_the_schedules_end_with_the_premise_cut():
+    runs = study2.e_plan(1e-3)
+    pairs = [(r.spec.setting, r.spec.loss) for r in runs if r.draw == 0]
+    assert sorted(pairs) == sorted((s, x) for s in study2.E_RUNS.settings for x in study2.E_RUNS.losses)
+    assert len(runs) == 12 and {r.draw for r in runs} == {0, 1}
+    flags = study2.E_RUNS.recipe(1e-3).flags()
+    assert flags[flags.index("--epochs") + 1] == "40" and flags[flags.index("--stop-epoch") + 1] == "39"
+    extra = runs[0].spec.extra
+    assert extra[extra.index("--oracle-threshold") + 1] == str(study2.TAU)
+    assert all(r.rel.parts[:2] == ("E", "lr0.001") for r in runs)
+
+
+def _e_run(export, run, held_best, test_best, test_last, epochs=40):
+    """An exported E run whose held-out mAP peaks at epoch 5 (val mAP test_best there), test_last at the end."""
+    d = export / run.rel
+    d.mkdir(parents=True)
+    rows = [{"epoch": e, "map": held_best - abs(e - 5), "map_ema": 0.0, "missing_precision": 80.0,
+             "missing_recall": 10.0, "missing_auroc": 75.0, "missing_topk_precision": 30.0} for e in range(epochs)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "test_metrics.json").write_text(json.dumps({"map": test_best,
+                                                     "last_epoch": {"map": test_last, "map_ema": 0.0}}))
+
+
+def test_e_is_read_at_the_held_out_pick_and_at_the_last_epoch(tmp_path):
+    (tmp_path / "E").mkdir()
+    (tmp_path / "E" / "lr.json").write_text(json.dumps({"lr": 1e-3, "held_out_map_by_lr": {"0.001": 47.0}}))
+    for run in study2.e_plan(1e-3)[:4]:  # draw 0: ASL and Hill on 0.4left, then on full
+        hill_gain = 1.0 if run.spec.loss == "Hill" and run.spec.setting == "0.4left" else 0.0
+        _e_run(tmp_path, run, 50.0, 40.0 + hill_gain, 45.0 + 3 * hill_gain)
+    text = "\n".join(study2.analyze_e(tmp_path))
+    assert "4 of 12 runs" in text
+    assert "| (a) loss − ASL | 0.4left | held-out pick (observed labels) | +1.00 (n=1, 1 > 0) | - |" in text
+    assert "| (a) loss − ASL | 0.4left | last epoch | +3.00 (n=1, 1 > 0) | - |" in text
+    assert "| (b) ASL drop − loss drop | 0.4left | last epoch | +3.00 (n=1, 1 > 0) | - |" in text
+    assert "0.4left-Hill-d0: 5" in text
+    assert "| Hill | 0.4left | 39 | 80.0 | 10.0 | 75.0 | 30.0 |" in text

@@ -30,7 +30,7 @@ from src.run_metrics import read_run
 from src.loss_functions.losses import loss_hyperparameters
 from src.figures import display_name, loss_color
 
-__all__ = ["RunResult", "READINGS", "pick_epoch", "load_protocol", "stats", "mean_sd", "paired", "drops",
+__all__ = ["RunResult", "read_result", "READINGS", "pick_epoch", "load_protocol", "stats", "mean_sd", "paired", "drops",
            "drop_advantage", "figure_questions", "report"]
 
 GAP_LOSSES = ("Hill", "SPLC")
@@ -94,7 +94,8 @@ def _test_map(row: dict, reading: str) -> float:
     return float(row["test_map_ema"] if _selected(row, reading) == "ema" else row["test_map"])
 
 
-def _read(export: Path, run: Run) -> RunResult:
+def read_result(export: Path, run: Run) -> RunResult:
+    """An exported train.py run: ``best`` from test_metrics.json (the held-out pick), ``last`` its last epoch."""
     d = export / run.rel
     rows = read_run(d).rows
     test = read_json(d / "test_metrics.json")
@@ -110,7 +111,7 @@ def load_protocol(export: Path, p: Protocol) -> tuple[float, list[RunResult], in
         return None
     lr = float(read_json(lr_file)["lr"])
     planned = plan_runs(p, lr)
-    return lr, [_read(export, r) for r in planned if is_exported(export, r)], len(planned)
+    return lr, [read_result(export, r) for r in planned if is_exported(export, r)], len(planned)
 
 
 def stats(values: Sequence[float]) -> str:
