@@ -86,16 +86,16 @@ class FrozenBackbone:
 
 class FeatureBatches:
     """(features, None, indices, num_skipped) batches of the rows ``order`` of ``features``, ``batch`` rows at a
-    time (the last one shorter), at most ``max_steps`` batches: what a DataLoader over the same sampler yields,
+    time (the last one shorter), at most ``steps`` batches: what a DataLoader over the same sampler yields,
     with features for images. Rows whose image could not be read (``seen`` False) are left out and counted."""
 
     def __init__(self, features: torch.Tensor, seen: torch.Tensor, order: Sequence[int], batch: int,
-                 max_steps: int | None = None):
+                 steps: int | None = None):
         self.features, self.order, self.batch = features, list(order), batch
         self.readable = seen.cpu().tolist()  # on the host: no device sync per batch
         self.steps = -(-len(self.order) // batch)
-        if max_steps:
-            self.steps = min(self.steps, max_steps)
+        if steps is not None:  # the training loader's count: --max-steps-per-epoch, a dropped one-image batch
+            self.steps = min(self.steps, steps)
 
     def __len__(self) -> int:
         return self.steps

@@ -186,8 +186,7 @@ class Run:
         --freeze-backbone: rows of the training features, in the sampler's order)."""
         if self.frozen is not None:
             features, seen = self.features(self.data.train)
-            return FeatureBatches(features, seen, list(self.sampler), self.per_rank_batch,
-                                  self.args.max_steps_per_epoch)
+            return FeatureBatches(features, seen, list(self.sampler), self.per_rank_batch, len(self.train_loader))
         return Prefetcher(self.train_loader, self.pipeline.train_pre, self.compute.device)
 
     def evaluate(self, models: dict[str, nn.Module], desc: str, dataset: MultiLabelImages | None = None

@@ -31,7 +31,7 @@ def test_feature_batches_follow_the_order_and_leave_out_unread_rows():
     batches = list(FeatureBatches(features, seen, [3, 4, 9, 0, 7], batch=2))
     assert [b[2].tolist() for b in batches] == [[3], [9, 0], [7]] and [b[3] for b in batches] == [1, 0, 0]
     assert torch.equal(batches[1][0], torch.tensor([[9.0], [0.0]]))
-    assert len(FeatureBatches(features, seen, range(10), batch=3, max_steps=2)) == 2
+    assert len(FeatureBatches(features, seen, range(10), batch=3, steps=2)) == 2
 
 
 def test_features_full_and_head_states():

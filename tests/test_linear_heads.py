@@ -114,3 +114,26 @@ def test_only_a_full_seed_major_grid_of_element_wise_losses_is_batched():
         LH._grid([LH.Head("BCE", "full", 0), LH.Head("Hill", "full", 1)])
     with pytest.raises(ValueError, match="not element-wise"):
         LH._grid([LH.Head("LL-R", "full", 0)])
+
+
+def test_an_epoch_ending_in_a_one_image_batch_drops_it_in_train_py_and_in_the_heads(toy_coco, tmp_path, backbone):
+    """36 training images at batch 7 end each epoch in one image, which train.py's loader leaves out: train.py
+    --freeze-backbone runs its whole schedule on 5 steps an epoch, and a batched head follows it."""
+    recipe = RECIPE[:]
+    recipe[recipe.index("-b") + 1] = "7"
+    recipe[recipe.index("--stop-epoch") + 1] = "4"  # the schedule's last epoch: a sixth step would overrun it
+    head = LH.Head("BCE", "full", 0)
+    out = tmp_path / "train_py"
+    argv = ["--data", str(toy_coco), "--dataset", str(_lists(toy_coco)["full"]), "--loss", "BCE", "--seed", "0",
+            "--output", str(out), *recipe, *backbone]
+    parser = coco_parser()
+    run_training(parser, parser.parse_args(argv), coco_datasets)
+    theirs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    probe = LH.probe_features(["--data", str(toy_coco), "--dataset", str(_lists(toy_coco)["full"]), *recipe,
+                               *backbone], _lists(toy_coco))
+    assert len(probe.train_idx) % 7 == 1 and probe.steps == len(probe.train_idx) // 7
+    mine = LH.train_heads(probe, [head], log=lambda *_: None)[0]
+    assert len(mine) == len(theirs) == 5
+    for a, b in zip(mine, theirs):
+        for key in ("map", "train_loss", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), (a["epoch"], key)

@@ -69,8 +69,10 @@ class Probe:
 
     ``train``: N x D features of the training list's images (list order), ``test``: M x D of the test set;
     ``labels``: setting -> N x C observed labels; ``full``: N x C full labels; ``test_targets``: M x C;
-    ``train_idx`` / ``held_idx``: the rows that train and the held-out rows (sorted); ``args``: train.py's flags
-    of the grid (recipe, weight decay, ...); ``init``: seed -> (W, b), the classifier train.py starts from."""
+    ``train_idx`` / ``held_idx``: the rows that train and the held-out rows (sorted); ``steps``: the optimizer
+    steps of an epoch (train.py's training loader: --max-steps-per-epoch and a dropped one-image last batch
+    counted); ``args``: train.py's flags of the grid (recipe, weight decay, ...); ``init``: seed -> (W, b), the
+    classifier train.py starts from."""
     train: torch.Tensor
     test: torch.Tensor
     labels: dict[str, torch.Tensor]
@@ -78,6 +80,7 @@ class Probe:
     test_targets: torch.Tensor
     train_idx: list[int]
     held_idx: list[int]
+    steps: int
     args: argparse.Namespace
 
     def init(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +113,7 @@ def probe_features(argv: Sequence[str], lists: dict[str, Path]) -> Probe:
     held = sorted(run.eval_idx) if run.held_out else []
     return Probe(train=train.cpu(), test=test.cpu(), labels=labels, full=labels["full"],
                  test_targets=data.test.targets_matrix(), train_idx=list(run.sampler.indices), held_idx=held,
-                 args=args)
+                 steps=len(run.train_loader), args=args)
 
 
 def _labels(args, data, path: Path, names: list[str]) -> torch.Tensor:
@@ -201,9 +204,7 @@ class _State:
         b = torch.stack([inits[h.seed][1] for h in grid.heads]).requires_grad_(True)
         optimizer = torch.optim.Adam([{"params": [b], "weight_decay": 0.0},
                                       {"params": [w], "weight_decay": args.weight_decay}], lr=args.lr, fused=True)
-        steps = -(-len(probe.train_idx) // args.batch_size)
-        if args.max_steps_per_epoch:
-            steps = min(steps, args.max_steps_per_epoch)
+        steps = probe.steps
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
                                                         steps_per_epoch=steps, pct_start=0.2)
         criteria = {loss: build_loss(loss, reduction="none") for loss, _ in grid.pairs}
