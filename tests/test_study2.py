@@ -41,7 +41,8 @@ def test_each_reading_takes_its_own_epoch(tmp_path):
                 gain = 1.0 if loss == "Hill" and setting == "0.4left" else 0.0
                 lines.append(_line(loss, setting, 0, seed, 50.0, 30.0 + 2 * gain, 30.0 + 4 * gain))
     (tmp_path / "L" / "lr0.01-d0.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    text = study2.analyze(tmp_path)
+    text = study2.analyze(tmp_path, tmp_path / "pics")
+    assert (tmp_path / "pics" / "study2_L.png").stat().st_size > 0
     assert "| (a) loss − ASL | 0.4left | registered (held-out, observed labels) | +2.00 ± 0.00 (n=2, 2 > 0) |" in text
     assert "| (a) loss − ASL | 0.4left | held-out, full labels | +4.00 ± 0.00 (n=2, 2 > 0) |" in text
     assert "| (a) loss − ASL | 0.4left | last epoch | +4.00 ± 0.00 (n=2, 2 > 0) |" in text

@@ -31,8 +31,8 @@ from src.experiments.linear_heads import Head, probe_features, train_heads
 from src.experiments.experiments import RunSpec
 from src.experiments.preregistered_plan import PRETRAIN, PROTOCOLS, TOY, VAL_SPLIT, Run
 from src.experiments.preregistered_plan import is_exported
-from src.experiments.preregistered_report import (GAP_LOSSES, RunResult, drop_advantage, mean_sd, paired,
-                                                  read_result, stats)
+from src.experiments.preregistered_report import (GAP_LOSSES, RunResult, drop_advantage, figure_questions,
+                                                  mean_sd, paired, read_result, stats)
 from src.figures import display_name
 from src.io_utils import atomic_write_text, read_json
 
@@ -192,6 +192,7 @@ def results(lines: Sequence[dict], reading: str) -> list[RunResult]:
             for x in lines]
 
 
+MISSING = [s for s in PROTOCOL.settings if s != "full"]
 QUESTIONS = (("(a) loss − ASL", paired), ("(b) ASL drop − loss drop", drop_advantage))
 
 
@@ -233,13 +234,22 @@ def premise_table(rs: Sequence[RunResult], losses: Sequence[str], epochs: Sequen
     return out + ["", f"(n = runs per row: {len({(r.draw, r.seed) for r in rs})} (draw, seed) pairs)"]
 
 
-def analyze(export: Path) -> str:
-    """S2.1 (L, every exported draw) with S2.4, S2.5 where exported, and S2.2 + S2.3 for E where exported."""
+def short(readings: dict) -> dict:
+    """A figure's reading names: 'registered (held-out, observed labels)' -> 'registered'."""
+    return {name.split(" (")[0]: rs for name, rs in readings.items()}
+
+
+def analyze(export: Path, pics: Path | None = None) -> str:
+    """S2.1 (L, every exported draw) with S2.4, S2.5 where exported, and S2.2 + S2.3 for E where exported; with
+    ``pics``, the figure of (a) and (b) of each part: PICS/study2_{L,s25,E}.png."""
     lr = float(read_json(export / "L" / "lr.json")["lr"])
     lines = [x for f in sorted((export / "L").glob(f"lr{lr:g}-d*.jsonl")) for x in read_runs(f)]
     draws = sorted({x["draw"] for x in lines})
-    out = questions_table(f"### S2.1: protocol L at lr {lr:g}, draws {draws} ({len(lines)} runs)",
-                          {name: results(lines, r) for name, r in READING_NAMES.items()}, PROTOCOL.settings)
+    readings = {name: results(lines, r) for name, r in READING_NAMES.items()}
+    out = questions_table(f"### S2.1: protocol L at lr {lr:g}, draws {draws} ({len(lines)} runs)", readings,
+                          PROTOCOL.settings)
+    if pics is not None:
+        figure_questions(f"S2.1, protocol L, draws {draws}", short(readings), MISSING, pics / "study2_L.png")
     last = PROTOCOL.stop_epoch
     out += [""] + premise_table(results(lines, "observed"), PROTOCOL.losses, (1, 2, last))
     choice = export / "L" / "s25.json"
@@ -251,11 +261,14 @@ def analyze(export: Path) -> str:
                     f"target {c['target']:g}: {'reached' if c['reached_target'] else 'not reached'})", ""]
         if runs.is_file():
             s25 = read_runs(runs)
-            out += questions_table(f"Protocol L at lr {lr:g}, draw 0 ({len(s25)} runs)",
-                                   {name: results(s25, r) for name, r in READING_NAMES.items()}, PROTOCOL.settings)
+            readings = {name: results(s25, r) for name, r in READING_NAMES.items()}
+            out += questions_table(f"Protocol L at lr {lr:g}, draw 0 ({len(s25)} runs)", readings, PROTOCOL.settings)
+            if pics is not None:
+                figure_questions(f"S2.5, protocol L at {c['image_size']} px, draw 0", short(readings), MISSING,
+                                 pics / "study2_s25.png")
             out += [""] + mean_table(results(s25, "observed")) + [""]
             out += premise_table(results(s25, "observed"), PROTOCOL.losses, (1, 2, last))
-    return "\n".join(out + [""] + analyze_e(export)) + "\n"
+    return "\n".join(out + [""] + analyze_e(export, pics)) + "\n"
 
 
 def mean_table(rs: Sequence[RunResult]) -> list[str]:
@@ -271,7 +284,7 @@ def mean_table(rs: Sequence[RunResult]) -> list[str]:
     return out
 
 
-def analyze_e(export: Path) -> list[str]:
+def analyze_e(export: Path, pics: Path | None = None) -> list[str]:
     """S2.2 for E (lr.json) and S2.3 with S2.4: (a) and (b) at the held-out pick and at the last epoch."""
     path = export / "E" / "lr.json"
     if not path.is_file():
@@ -286,8 +299,11 @@ def analyze_e(export: Path) -> list[str]:
     if not rs:
         return out + ["S2.3: no run exported yet"]
     at_last = [replace(r, best=r.last) for r in rs]
+    readings = {"held-out pick (observed labels)": rs, "last epoch": at_last}
     out += questions_table(f"### S2.3: protocol E at lr {lr:g}, every epoch of 40 ({len(rs)} of {len(planned)} runs)",
-                           {"held-out pick (observed labels)": rs, "last epoch": at_last}, E_RUNS.settings)
+                           readings, E_RUNS.settings)
+    if pics is not None:
+        figure_questions("S2.3, protocol E to the end", short(readings), ["0.4left"], pics / "study2_E.png")
     out += ["", "Val mAP: held-out pick / last epoch:", ""] + mean_table(rs) + [""]
     picked = ", ".join(f"{r.setting}-{r.loss}-d{r.draw}: {r.best_epoch}" for r in rs)
     out += [f"Held-out pick's epoch: {picked}", ""]
@@ -305,10 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=Path("runs/prereg2"), help="E's run folders (default: runs/prereg2)")
     ap.add_argument("--stop-after", type=float, default=None, metavar="SECONDS", help="start no E run after this")
     ap.add_argument("--export", type=Path, default=Path("results/prereg2"), help="default: results/prereg2")
+    ap.add_argument("--pics", type=Path, default=Path("pics"), help="--analyze's figures (default: pics)")
     ap.add_argument("--data-root", type=Path, default=Path("data"), help="generated data cache (default: data)")
     a = ap.parse_args(argv)
     if a.analyze:
-        print(analyze(a.export))
+        print(analyze(a.export, a.pics))
         return 0
     data = prepare_toy_coco(a.data_root, TOY["train"], TOY["val"], TOY["image_size"])
     if a.lr_pick:
