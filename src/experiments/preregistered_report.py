@@ -30,7 +30,7 @@ from src.run_metrics import read_run
 from src.loss_functions.losses import loss_hyperparameters
 from src.figures import display_name, loss_color
 
-__all__ = ["RunResult", "read_result", "READINGS", "pick_epoch", "load_protocol", "stats", "mean_sd", "paired", "drops",
+__all__ = ["RunResult", "read_result", "val_map_table", "READINGS", "pick_epoch", "load_protocol", "stats", "mean_sd", "paired", "drops",
            "drop_advantage", "figure_questions", "report"]
 
 GAP_LOSSES = ("Hill", "SPLC")
@@ -182,19 +182,23 @@ def by_draw_lines(p: Protocol, results: Sequence[RunResult]) -> list[str]:
     return lines
 
 
+def val_map_table(results: Sequence[RunResult], losses: Sequence[str], settings: Sequence[str]) -> list[str]:
+    """Val mAP per loss (a row each) and setting: the held-out pick / the last epoch, mean ± std (n runs)."""
+    lines = ["| loss | " + " | ".join(settings) + " |", "| --- |" + " ---: |" * len(settings)]
+    for loss in losses:
+        cells = [[r for r in results if r.loss == loss and r.setting == s] for s in settings]
+        lines.append(f"| {display_name(loss)} | " + " | ".join(
+            f"{mean_sd([r.best for r in c])} / {mean_sd([r.last for r in c])} (n={len(c)})" if c else ""
+            for c in cells) + " |")
+    return lines
+
+
 def protocol_markdown(p: Protocol, lr: float, results: Sequence[RunResult], planned: int) -> str:
     losses = [x for x in p.losses if any(r.loss == x for r in results)]
     missing = [s for s in p.settings if s != "full"]
     lines = [f"### Protocol {p.name}: {len(results)} of {planned} runs complete (lr {lr:g})", "",
              "Val-set mAP (%), mean ± std over (draw, seed): the epoch picked on the held-out split / the last epoch.",
-             "", "| loss | " + " | ".join(p.settings) + " |", "| --- |" + " ---: |" * len(p.settings)]
-    for loss in losses:
-        cells = []
-        for s in p.settings:
-            rs = [r for r in results if r.loss == loss and r.setting == s]
-            cells.append(f"{mean_sd([r.best for r in rs])} / {mean_sd([r.last for r in rs])} (n={len(rs)})"
-                         if rs else "")
-        lines.append(f"| {display_name(loss)} | " + " | ".join(cells) + " |")
+             ""] + val_map_table(results, losses, p.settings)
     lines += ["", "(a) Paired loss − ASL, best-epoch val mAP; (b) ASL's drop from its own full-label mAP minus the "
               "loss's drop (> 0: the loss loses less). Mean ± std (n pairs, how many > 0).", "",
               "| question | setting | Hill | SPLC |", "| --- | --- | --- | --- |"]

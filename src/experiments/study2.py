@@ -29,10 +29,9 @@ from src.engine import selected_map
 from src.experiments.experiments import pretrain, prepare_toy_coco
 from src.experiments.linear_heads import Head, probe_features, train_heads
 from src.experiments.experiments import RunSpec
-from src.experiments.preregistered_plan import PRETRAIN, PROTOCOLS, TOY, VAL_SPLIT, Run
-from src.experiments.preregistered_plan import is_exported
+from src.experiments.preregistered_plan import PRETRAIN, PROTOCOLS, TOY, VAL_SPLIT, Run, is_exported
 from src.experiments.preregistered_report import (GAP_LOSSES, RunResult, drop_advantage, figure_questions,
-                                                  mean_sd, paired, read_result, stats)
+                                                  mean_sd, paired, read_result, stats, val_map_table)
 from src.figures import display_name
 from src.io_utils import atomic_write_text, read_json
 
@@ -145,10 +144,10 @@ def stronger(a: argparse.Namespace, data: Path) -> Path:
     that size with SEEDS; EXPORT/L/s25.json records the pick, s25-<size>px-*.jsonl the runs."""
     lr, by_size, taken = lr_pick(a, data), {}, None
     for size in S25_SIZES:
-        data = prepare_toy_coco(a.data_root, TOY["train"], TOY["val"], size)
+        toy = prepare_toy_coco(a.data_root, TOY["train"], TOY["val"], size)
         out = a.export / "L" / f"s25-{size}px-choice.jsonl"
         lines = read_runs(out) if out.is_file() else grid(
-            data, backbone(a.data_root, 0, size), lr, [Head("BCE", "full", s) for s in LR_SEEDS], out, 0, size)
+            toy, backbone(a.data_root, 0, size), lr, [Head("BCE", "full", s) for s in LR_SEEDS], out, 0, size)
         by_size[size] = statistics.fmean(r.best for r in results(lines, "observed"))
         print(f"== S2.5: {size} px, full-label BCE val mAP {by_size[size]:.2f} (target {S25_TARGET:g})", flush=True)
         taken = size_taken(by_size)
@@ -272,16 +271,9 @@ def analyze(export: Path, pics: Path | None = None) -> str:
 
 
 def mean_table(rs: Sequence[RunResult]) -> list[str]:
-    """Val mAP per loss and setting: the held-out pick (observed labels) / the last epoch, mean ± std."""
-    settings = [s for s in PROTOCOL.settings if any(r.setting == s for r in rs)]
-    out = ["| loss | " + " | ".join(settings) + " |", "| --- |" + " ---: |" * len(settings)]
-    for loss in PROTOCOL.losses:
-        cells = [[r for r in rs if r.loss == loss and r.setting == s] for s in settings]
-        if any(cells):
-            out.append(f"| {display_name(loss)} | " + " | ".join(
-                f"{mean_sd([r.best for r in c])} / {mean_sd([r.last for r in c])} (n={len(c)})" if c else ""
-                for c in cells) + " |")
-    return out
+    """Val mAP of the losses and settings that ran: the held-out pick (observed labels) / the last epoch."""
+    present = lambda xs, key: [x for x in xs if any(getattr(r, key) == x for r in rs)]  # noqa: E731
+    return val_map_table(rs, present(PROTOCOL.losses, "loss"), present(PROTOCOL.settings, "setting"))
 
 
 def analyze_e(export: Path, pics: Path | None = None) -> list[str]:
