@@ -66,9 +66,11 @@ def test_the_stronger_toy_is_the_first_size_to_reach_the_target_else_the_last_tr
 
 def test_e_runs_are_every_loss_on_every_setting_to_the_schedules_end_with_the_premise_cut():
     runs = study2.e_plan(1e-3)
-    pairs = [(r.spec.setting, r.spec.loss) for r in runs if r.draw == 0]
+    pairs = [(r.spec.setting, r.spec.loss) for r in runs if r.draw == 0 and r.spec.seed == 0]
     assert sorted(pairs) == sorted((s, x) for s in study2.E_RUNS.settings for x in study2.E_RUNS.losses)
-    assert len(runs) == 12 and {r.draw for r in runs} == {0, 1}
+    assert len(runs) == 24 and {r.draw for r in runs[:12]} == {0, 1} and {r.spec.seed for r in runs[:12]} == {0}
+    assert [r.draw for r in runs[:12]] == [0] * 6 + [1] * 6  # seed 0 (the protocol) first, draw by draw
+    assert {r.spec.seed for r in runs[12:]} == {1}  # then seed 1, "if time allows"
     flags = study2.E_RUNS.recipe(1e-3).flags()
     assert flags[flags.index("--epochs") + 1] == "40" and flags[flags.index("--stop-epoch") + 1] == "39"
     extra = runs[0].spec.extra
@@ -94,9 +96,9 @@ def test_e_is_read_at_the_held_out_pick_and_at_the_last_epoch(tmp_path):
         hill_gain = 1.0 if run.spec.loss == "Hill" and run.spec.setting == "0.4left" else 0.0
         _e_run(tmp_path, run, 50.0, 40.0 + hill_gain, 45.0 + 3 * hill_gain)
     text = "\n".join(study2.analyze_e(tmp_path))
-    assert "4 of 12 runs" in text
+    assert "4 of 24 runs" in text
     assert "| (a) loss − ASL | 0.4left | held-out pick (observed labels) | +1.00 (n=1, 1 > 0) | - |" in text
     assert "| (a) loss − ASL | 0.4left | last epoch | +3.00 (n=1, 1 > 0) | - |" in text
     assert "| (b) ASL drop − loss drop | 0.4left | last epoch | +3.00 (n=1, 1 > 0) | - |" in text
-    assert "0.4left-Hill-d0: 5" in text
+    assert "0.4left-Hill-d0-s0: 5" in text
     assert "| Hill | 0.4left | 39 | 80.0 | 10.0 | 75.0 | 30.0 |" in text
