@@ -233,7 +233,9 @@ def premise_table(rs: Sequence[RunResult], losses: Sequence[str], epochs: Sequen
             for e in epochs if own else ():
                 out.append(f"| {display_name(loss)} | {setting} | {e} | "
                            + " | ".join(mean_sd([r.at(k, e) for r in own], 1) for k in keys) + " |")
-    return out + ["", f"(n = runs per row: {len({(r.draw, r.seed) for r in rs})} (draw, seed) pairs)"]
+    per_row = sorted({sum(r.loss == x.loss and r.setting == x.setting for r in rs) for x in rs if x.setting != "full"})
+    n = str(per_row[0]) if len(per_row) == 1 else f"{per_row[0]} to {per_row[-1]}"
+    return out + ["", f"(n = runs per row: {n} (draw, seed) pairs)"]
 
 
 def short(readings: dict) -> dict:
