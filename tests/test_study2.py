@@ -95,8 +95,10 @@ def test_e_is_read_at_the_held_out_pick_and_at_the_last_epoch(tmp_path):
     for run in study2.e_plan(1e-3)[:4]:  # draw 0: ASL and Hill on 0.4left, then on full
         hill_gain = 1.0 if run.spec.loss == "Hill" and run.spec.setting == "0.4left" else 0.0
         _e_run(tmp_path, run, 50.0, 40.0 + hill_gain, 45.0 + 3 * hill_gain)
+    _e_run(tmp_path, study2.e_plan(1e-3)[12], 50.0, 40.0, 45.0)  # seed 1's ASL on 0.4left: no Hill to pair with
     text = "\n".join(study2.analyze_e(tmp_path))
-    assert "4 of 24 runs" in text
+    assert "5 of 24 runs" in text
+    assert "(n = runs per row: 1 to 2 (draw, seed) pairs)" in text  # ASL's rows hold 2 runs, Hill's 1
     assert "| (a) loss − ASL | 0.4left | held-out pick (observed labels) | +1.00 (n=1, 1 > 0) | - |" in text
     assert "| (a) loss − ASL | 0.4left | last epoch | +3.00 (n=1, 1 > 0) | - |" in text
     assert "| (b) ASL drop − loss drop | 0.4left | last epoch | +3.00 (n=1, 1 > 0) | - |" in text

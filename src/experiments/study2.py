@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -233,8 +234,9 @@ def premise_table(rs: Sequence[RunResult], losses: Sequence[str], epochs: Sequen
             for e in epochs if own else ():
                 out.append(f"| {display_name(loss)} | {setting} | {e} | "
                            + " | ".join(mean_sd([r.at(k, e) for r in own], 1) for k in keys) + " |")
-    per_row = sorted({sum(r.loss == x.loss and r.setting == x.setting for r in rs) for x in rs if x.setting != "full"})
-    n = str(per_row[0]) if len(per_row) == 1 else f"{per_row[0]} to {per_row[-1]}"
+    per_row = Counter((r.loss, r.setting) for r in rs if r.setting != "full").values()
+    low, high = min(per_row, default=0), max(per_row, default=0)
+    n = str(low) if low == high else f"{low} to {high}"
     return out + ["", f"(n = runs per row: {n} (draw, seed) pairs)"]
 
 
